@@ -1,0 +1,222 @@
+"""A frozen Keras model split around its code input.
+
+Adaptation evaluates the model hundreds of times with the same features and a
+changing code. Most of a functional model does not depend on the code (the
+first layer's ``X @ W1 + b1``, whole layers below the first code connection),
+and the code-only branch (``B_l z``) does not depend on the rows. So the graph
+is split into three parts that are run separately:
+
+* the *feature part*: nodes that depend on the features only; evaluated once per
+  fit, its outputs consumed by the rest form the *feature frontier*;
+* the *code part*: nodes that depend on the code only; evaluated once per step
+  on the table of codes (one row per condition) and gathered to the rows;
+* the *head*: everything that mixes the two, evaluated every step.
+
+The split walks Keras' functional node graph and calls each layer on real
+tensors (as ``Functional.call`` does), so the user's model is never rebuilt or
+modified. Models that are not functional (subclassed) fall back to one part: the
+head is the whole model and the frontiers are its inputs.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["CodeGraph"]
+
+_FEATURES, _CODE = "features", "code"
+
+
+class CodeGraph:
+    """Analyse ``model`` once; run its parts on tensors.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Frozen model with a code input and one or more feature inputs.
+    code_index : int
+        Position of the code input in ``model.inputs``.
+    split : bool
+        Split the graph around the code (the default); ``False`` runs the whole
+        model every step (the plain graph, kept as a reference).
+    """
+
+    def __init__(self, model: keras.Model, code_index: int, split: bool = True):
+        self.model = model
+        self.code_index = code_index
+        inputs = list(model.inputs)
+        self.code_dim = int(inputs[code_index].shape[-1])
+        self.feature_inputs = [t for i, t in enumerate(inputs) if i != code_index]
+        self.feature_shapes = [tuple(int(d) for d in t.shape[1:]) for t in self.feature_inputs]
+        self.n_features = int(sum(np.prod(s, dtype=int) for s in self.feature_shapes))
+        self.output_activation = _output_activation(model)
+        self.n_outputs = int(np.prod(model.outputs[0].shape[1:], dtype=int))
+        self.is_split = False
+        self._plan = _split_plan(model, code_index) if split else None
+        if self._plan is not None:
+            self.is_split = True
+            self._f_frontier, self._c_frontier, self._f_nodes, self._c_nodes, self._m_nodes = (
+                self._plan
+            )
+
+    # -- shapes ----------------------------------------------------------------
+    def frontier_specs(self) -> list[tf.TensorSpec]:
+        """Specs of the feature frontier (batch dimension ``None``)."""
+        tensors = self._f_frontier if self.is_split else self.feature_inputs
+        return [tf.TensorSpec((None, *t.shape[1:]), tf.float32) for t in tensors]
+
+    def split_features(self, X: np.ndarray) -> list[np.ndarray]:
+        """Cut the columns of a 2-D ``X`` into the model's feature inputs."""
+        parts, start = [], 0
+        for shape in self.feature_shapes:
+            width = int(np.prod(shape, dtype=int))
+            parts.append(X[:, start : start + width].reshape((X.shape[0], *shape)))
+            start += width
+        return parts
+
+    # -- the three parts -------------------------------------------------------
+    def feature_frontier(self, x_parts: list) -> list:
+        """Tensors of the code-independent part that the head consumes."""
+        if not self.is_split:
+            return list(x_parts)
+        seed = {id(t): x for t, x in zip(self.feature_inputs, x_parts)}
+        values = _run_nodes(self._f_nodes, seed)
+        return [values[id(t)] for t in self._f_frontier]
+
+    def code_frontier(self, codes):
+        """Code-only tensors for a ``(n_codes, code_dim)`` table of codes."""
+        if not self.is_split:
+            return [codes]
+        code_input = self.model.inputs[self.code_index]
+        values = _run_nodes(self._c_nodes, {id(code_input): codes})
+        return [values[id(t)] for t in self._c_frontier]
+
+    def head(self, frontier: list, code_rows: list):
+        """Model output from the feature frontier and per-row code tensors."""
+        if not self.is_split:
+            inputs = list(frontier)
+            inputs.insert(self.code_index, code_rows[0])
+            return self.model(inputs, training=False)
+        seed = {id(t): v for t, v in zip(self._f_frontier, frontier)}
+        seed.update({id(t): v for t, v in zip(self._c_frontier, code_rows)})
+        values = _run_nodes(self._m_nodes, seed)
+        return values[id(self.model.outputs[0])]
+
+    def forward(self, frontier: list, codes, group_index):
+        """Outputs for rows whose code is ``codes[group_index]``."""
+        rows = [tf.gather(c, group_index) for c in self.code_frontier(codes)]
+        return self.head(frontier, rows)
+
+
+def resolve_code_input(model, code_input) -> int:
+    """Index of the code input named or numbered by ``code_input``."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}.")
+    try:
+        inputs = list(model.inputs)
+    except (AttributeError, ValueError):
+        inputs = []
+    names = [_input_name(t) for t in inputs]
+    if len(inputs) < 2:
+        raise ValueError(
+            "model needs at least two inputs (features and a condition code); it has "
+            f"{len(inputs)}: {names}."
+        )
+    if isinstance(code_input, str):
+        if code_input not in names:
+            raise ValueError(f"model has no input named {code_input!r}; its inputs are {names}.")
+        index = names.index(code_input)
+    else:
+        if not -len(inputs) <= code_input < len(inputs):
+            raise ValueError(
+                f"code_input={code_input} is out of range; the model's inputs are {names}."
+            )
+        index = code_input % len(inputs)
+    if len(inputs[index].shape) != 2:
+        raise ValueError(
+            f"The code input {names[index]!r} must have shape (None, code_dim); it has "
+            f"{tuple(inputs[index].shape)}."
+        )
+    if len(model.outputs) != 1:
+        raise ValueError(f"model must have one output; it has {len(model.outputs)}.")
+    return index
+
+
+def _input_name(tensor) -> str:
+    history = getattr(tensor, "_keras_history", None)
+    if history is not None:
+        return history.operation.name
+    return getattr(tensor, "name", "?")
+
+
+def _output_activation(model) -> str:
+    """'softmax', 'sigmoid' or 'linear' (anything else counts as linear)."""
+    history = getattr(model.outputs[0], "_keras_history", None)
+    layer = history.operation if history is not None else None
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    name = getattr(getattr(layer, "activation", None), "__name__", "linear")
+    return name if name in ("softmax", "sigmoid") else "linear"
+
+
+def _run_nodes(nodes, values: dict) -> dict:
+    """Run ``nodes`` (in order) on ``values``, a map of tensor id to value."""
+    values = dict(values)
+    for node in nodes:
+        args, kwargs = node.arguments.fill_in(values)
+        if "training" in getattr(node.operation, "_call_context_args", ()):
+            kwargs["training"] = False
+        outputs = node.operation(*args, **kwargs)
+        for ref, out in zip(node.outputs, keras.tree.flatten(outputs)):
+            values[id(ref)] = out
+    return values
+
+
+def _split_plan(model, code_index):
+    """Nodes and frontiers of the three parts, or ``None`` when the graph cannot split."""
+    nodes_by_depth = getattr(model, "_nodes_by_depth", None)
+    if not nodes_by_depth:
+        return None
+    try:
+        return _plan_nodes(model, code_index, nodes_by_depth)
+    except (AttributeError, TypeError, KeyError):
+        return None
+
+
+def _plan_nodes(model, code_index, nodes_by_depth):
+    deps: dict[int, frozenset] = {}
+    for i, t in enumerate(model.inputs):
+        deps[id(t)] = frozenset({_CODE if i == code_index else _FEATURES})
+    ordered = [
+        node
+        for depth in sorted(nodes_by_depth, reverse=True)
+        for node in nodes_by_depth[depth]
+        if node.operation is not None and not node.is_input
+    ]
+    for node in ordered:
+        d = frozenset().union(*(deps[id(t)] for t in node.input_tensors))
+        if not d:  # a node without inputs: keep the plain graph
+            return None
+        for out in node.outputs:
+            deps[id(out)] = d
+    out_id = id(model.outputs[0])
+    if deps.get(out_id) != frozenset({_FEATURES, _CODE}):
+        raise ValueError("The model's output does not depend on both the features and the code.")
+    mixed = [n for n in ordered if len(deps[id(n.outputs[0])]) == 2]
+    frontier = {_FEATURES: {}, _CODE: {}}
+    for node in mixed:
+        for t in node.input_tensors:
+            kind = deps[id(t)]
+            if len(kind) == 1:
+                frontier[next(iter(kind))][id(t)] = t
+    f_nodes = [n for n in ordered if deps[id(n.outputs[0])] == {_FEATURES}]
+    c_nodes = [n for n in ordered if deps[id(n.outputs[0])] == {_CODE}]
+    return (
+        list(frontier[_FEATURES].values()),
+        list(frontier[_CODE].values()),
+        f_nodes,
+        c_nodes,
+        mixed,
+    )
