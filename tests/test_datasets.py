@@ -1,0 +1,350 @@
+"""Tests for skdc.datasets: data home, loaders on the shared data, and checked downloads."""
+
+import io
+import os
+import sys
+import urllib.error
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from skdc.datasets import (
+    ChecksumError,
+    _base,
+    _digits,
+    get_data_home,
+    load_hillenbrand,
+    load_peterson_barney,
+    load_spoken_digits,
+)
+from skdc.datasets._vowels import HILLENBRAND
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def shared_home() -> Path:
+    """The shared data folder: $SKDC_DATA_HOME, else ../shared/data beside the repo."""
+    home = Path(os.environ.get("SKDC_DATA_HOME") or SHARED_DATA)
+    if not home.is_dir():
+        pytest.skip(f"shared data not found at {home}; set SKDC_DATA_HOME")
+    return home
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path}; set SKDC_DATA_HOME")
+    return path
+
+
+@pytest.fixture(scope="module")
+def vowdata(shared_home) -> Path:
+    return _require(shared_home / "hillenbrand_1995" / "vowdata.dat")
+
+
+@pytest.fixture(scope="module")
+def recordings(shared_home) -> Path:
+    return _require(shared_home / "fsdd" / "recordings")
+
+
+def _serve(payloads: dict, calls: list):
+    """A fake urlopen: serves bytes per URL, raises URLError for unknown URLs."""
+
+    def urlopen(request, timeout=None):
+        url = getattr(request, "full_url", request)
+        calls.append(url)
+        if url not in payloads:
+            raise urllib.error.URLError("no network in tests")
+        return io.BytesIO(payloads[url])
+
+    return urlopen
+
+
+# --------------------------------------------------------------------------- data home
+
+
+def test_get_data_home_resolution_order(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SKDC_DATA_HOME", raising=False)
+    assert get_data_home() == tmp_path / "home" / "skdc_data"
+
+    monkeypatch.setenv("SKDC_DATA_HOME", str(tmp_path / "env"))
+    assert get_data_home() == tmp_path / "env"
+    assert get_data_home(tmp_path / "arg") == tmp_path / "arg"
+    assert get_data_home("~/x") == tmp_path / "home" / "x"
+    assert not any(tmp_path.iterdir())  # resolving creates nothing
+
+
+def test_empty_env_var_falls_back_to_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("SKDC_DATA_HOME", "")
+    assert get_data_home() == tmp_path / "skdc_data"
+
+
+# ------------------------------------------------------------------ Peterson & Barney
+
+
+def test_peterson_barney_shape_and_labels():
+    pytest.importorskip("parselmouth")
+    pb = load_peterson_barney()
+    assert pb.data.shape == (1520, 4)
+    assert pb.data.dtype == np.float64
+    assert pb.feature_names == ["F0", "F1", "F2", "F3"]
+    assert len(np.unique(pb.groups)) == 76
+    assert set(pb.target_names) == {"iy", "ih", "eh", "ae", "ah", "aa", "ao", "uh", "uw", "er"}
+    _, per_speaker = np.unique(pb.groups, return_counts=True)
+    assert set(per_speaker) == {20}
+    assert list(pb.frame.columns) == [*pb.feature_names, "Vowel", "Speaker", "Type", "Sex", "IPA"]
+    assert "Peterson" in pb.DESCR and "Terms" in pb.DESCR
+
+
+def test_peterson_barney_matches_shared_csv(shared_home):
+    pytest.importorskip("parselmouth")
+    pd = pytest.importorskip("pandas")
+    csv = _require(shared_home / "peterson_barney_1952" / "peterson_barney_praat_table.csv")
+    expected = pd.read_csv(csv, keep_default_na=False)
+    frame = load_peterson_barney().frame
+    for column in ["Type", "Sex", "Speaker", "Vowel", "IPA", "F0", "F1", "F2", "F3"]:
+        np.testing.assert_array_equal(frame[column], expected[column])
+
+
+def test_peterson_barney_as_frame():
+    pytest.importorskip("parselmouth")
+    pytest.importorskip("pandas")
+    pb = load_peterson_barney(as_frame=True)
+    assert pb.data.shape == (1520, 4)
+    assert pb.target.name == "Vowel" and pb.groups.name == "Speaker"
+
+
+def test_peterson_barney_without_parselmouth(monkeypatch):
+    monkeypatch.setitem(sys.modules, "parselmouth", None)  # import now raises ImportError
+    with pytest.raises(ImportError, match=r'pip install "skdc\[datasets\]"'):
+        load_peterson_barney()
+
+
+# ------------------------------------------------------------------------ Hillenbrand
+
+
+def test_hillenbrand_all_rows(shared_home, vowdata):
+    h95 = load_hillenbrand(shared_home, download_if_missing=False, dropna=False)
+    assert h95.data.shape == (1668, 4)
+    assert h95.feature_names == ["F0", "F1", "F2", "F3"]
+    speakers, per_speaker = np.unique(h95.groups, return_counts=True)
+    assert len(speakers) == 139 and set(per_speaker) == {12}
+    assert len(h95.target_names) == 12 and "ei" in h95.target_names
+    np.testing.assert_array_equal(np.isnan(h95.data).sum(axis=0), [0, 0, 10, 41])
+    types = {t: len({s for s in speakers if s[0] == t}) for t in "mwbg"}
+    assert types == {"m": 45, "w": 48, "b": 27, "g": 19}
+    assert h95.frame.loc[0, "file"] == "m01ae"
+    np.testing.assert_array_equal(h95.data[0], [174, 663, 2012, 2659])
+
+
+def test_hillenbrand_dropna_default(shared_home, vowdata):
+    h95 = load_hillenbrand(shared_home, download_if_missing=False)
+    assert h95.data.shape == (1617, 4)
+    assert not np.isnan(h95.data).any()
+    assert len(np.unique(h95.groups)) == 139
+    assert "dropped 51 rows" in h95.DESCR
+    assert len(h95.frame) == 1617 and not h95.frame.isna().any().any()
+
+
+def test_hillenbrand_choose_features(shared_home, vowdata):
+    h95 = load_hillenbrand(shared_home, features=("dur", "f1_20", "F4"), dropna=False)
+    assert h95.feature_names == ["dur", "F1_20", "F4"]
+    assert np.isnan(h95.data[:, 2]).sum() == 243
+    assert load_hillenbrand(shared_home, features="F1").data.shape == (1668, 1)
+    with pytest.raises(ValueError, match="Unknown Hillenbrand feature"):
+        load_hillenbrand(shared_home, features=["F5"])
+
+
+def test_hillenbrand_as_frame(shared_home, vowdata):
+    h95 = load_hillenbrand(shared_home, as_frame=True)
+    assert list(h95.data.columns) == ["F0", "F1", "F2", "F3"]
+    assert h95.target.name == "vowel" and h95.groups.name == "speaker"
+
+
+def test_hillenbrand_missing_file_no_download(tmp_path):
+    expected = tmp_path / "hillenbrand_1995" / "vowdata.dat"
+    with pytest.raises(FileNotFoundError, match="download_if_missing=True") as info:
+        load_hillenbrand(tmp_path, download_if_missing=False)
+    assert str(expected) in str(info.value)
+    assert not (tmp_path / "hillenbrand_1995").exists()
+
+
+def test_hillenbrand_download_falls_back_to_mirror(monkeypatch, tmp_path, vowdata):
+    calls = []
+    payloads = {HILLENBRAND.urls[1]: vowdata.read_bytes()}  # primary host is down
+    monkeypatch.setattr(_base, "_urlopen", _serve(payloads, calls))
+    h95 = load_hillenbrand(tmp_path / "home", dropna=False)
+    assert calls == list(HILLENBRAND.urls[:2])
+    assert h95.data.shape == (1668, 4)
+    folder = tmp_path / "home" / "hillenbrand_1995"
+    assert [p.name for p in folder.iterdir()] == ["vowdata.dat"]
+    # a second call reads the local copy
+    load_hillenbrand(tmp_path / "home")
+    assert len(calls) == 2
+
+
+def test_hillenbrand_download_checksum_mismatch(monkeypatch, tmp_path, vowdata):
+    corrupted = vowdata.read_bytes().replace(b"m01ae 323", b"m01ae 324")
+    payloads = dict.fromkeys(HILLENBRAND.urls, corrupted)
+    monkeypatch.setattr(_base, "_urlopen", _serve(payloads, []))
+    with pytest.raises(ChecksumError, match="SHA-256 checksum mismatch"):
+        load_hillenbrand(tmp_path)
+    assert list((tmp_path / "hillenbrand_1995").iterdir()) == []
+
+
+def test_hillenbrand_download_all_urls_fail(monkeypatch, tmp_path):
+    monkeypatch.setattr(_base, "_urlopen", _serve({}, []))
+    with pytest.raises(OSError, match="Could not download vowdata.dat") as info:
+        load_hillenbrand(tmp_path)
+    assert not isinstance(info.value, ChecksumError)
+    assert all(url in str(info.value) for url in HILLENBRAND.urls)
+
+
+def _speaker_disjoint_accuracy(X, y, groups):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    return cross_val_score(model, X, y, groups=groups, cv=GroupKFold(10)).mean()
+
+
+def test_hillenbrand_reproduces_reference_accuracies(shared_home, vowdata):
+    # Reference (shared/data/README.md): speaker-independent 79.4%, Lobanov 88.0%.
+    h95 = load_hillenbrand(shared_home)
+    X = np.log(h95.data)
+    si = _speaker_disjoint_accuracy(X, h95.target, h95.groups)
+    assert abs(si - 0.794) <= 0.03, si
+
+    Z = np.empty_like(X)
+    for speaker in np.unique(h95.groups):
+        rows = h95.groups == speaker
+        Z[rows] = (X[rows] - X[rows].mean(axis=0)) / X[rows].std(axis=0)
+    lobanov = _speaker_disjoint_accuracy(Z, h95.target, h95.groups)
+    assert abs(lobanov - 0.880) <= 0.03, lobanov
+
+
+# ----------------------------------------------------------------------- spoken digits
+
+
+def test_spoken_digits_subset(shared_home, recordings):
+    fsdd = load_spoken_digits(shared_home, download_if_missing=False, max_per_speaker_digit=2)
+    n_frames = fsdd.utterances["n_frames"].sum()
+    assert fsdd.data.shape == (n_frames, 11 * 13)
+    assert fsdd.data.dtype == np.float32 and np.isfinite(fsdd.data).all()
+    assert len(fsdd.utterances) == 6 * 10 * 2
+    assert set(fsdd.groups) == {"george", "jackson", "lucas", "nicolas", "theo", "yweweler"}
+    np.testing.assert_array_equal(fsdd.target_names, np.arange(10))
+    assert fsdd.target.shape == fsdd.groups.shape == fsdd.utterance.shape == (n_frames,)
+    first = fsdd.utterance == "3_theo_1"
+    assert set(fsdd.target[first]) == {3} and set(fsdd.groups[first]) == {"theo"}
+    assert fsdd.feature_names[0] == "mfcc0_t-5" and fsdd.feature_names[-1] == "mfcc12_t+5"
+    assert fsdd.frame is None and "CC BY-SA 4.0" in fsdd.DESCR
+
+
+def test_spoken_digits_logmel_one_speaker(shared_home, recordings):
+    fsdd = load_spoken_digits(
+        shared_home,
+        features="logmel",
+        n_mels=24,
+        context=0,
+        speakers="theo",
+        max_per_speaker_digit=1,
+        as_frame=True,
+    )
+    assert fsdd.data.shape[1] == 24 and set(fsdd.groups) == {"theo"}
+    assert list(fsdd.utterances["utterance"]) == [f"{d}_theo_0" for d in range(10)]
+    assert list(fsdd.frame.columns[-3:]) == ["digit", "speaker", "utterance"]
+
+
+def test_spoken_digits_features_match_tf_signal_per_recording(shared_home, recordings):
+    import tensorflow as tf
+
+    fsdd = load_spoken_digits(
+        shared_home, speakers=["lucas"], max_per_speaker_digit=1, context=0,
+        return_utterances=True,
+    )  # fmt: skip
+    stem = fsdd.utterance[7]
+    signal = _digits._read_wav(recordings / f"{stem}.wav")
+    spectra = tf.abs(tf.signal.stft(signal, frame_length=200, frame_step=80, fft_length=256))
+    mel = tf.signal.linear_to_mel_weight_matrix(40, 129, 8000, 20.0, 4000.0)
+    log_mel = tf.math.log(tf.matmul(spectra, mel) + 1e-6)
+    mfcc = tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[:, :13].numpy()
+    np.testing.assert_allclose(fsdd.data[7], mfcc, rtol=1e-4, atol=1e-4)
+
+
+def test_spoken_digits_return_utterances(shared_home, recordings):
+    fsdd = load_spoken_digits(
+        shared_home, speakers=["george", "jackson"], max_per_speaker_digit=1,
+        return_utterances=True,
+    )  # fmt: skip
+    assert len(fsdd.data) == len(fsdd.target) == len(fsdd.groups) == 20
+    assert [len(x) for x in fsdd.data] == list(fsdd.utterances["n_frames"])
+    assert all(x.shape[1] == 143 for x in fsdd.data)
+
+
+def test_stack_context_repeats_edge_frames():
+    features = np.arange(5.0)[:, None]  # two recordings: frames 0-2 and 3-4
+    stacked = _digits._stack_context(features, np.array([3, 2]), context=1)
+    expected = [[0, 0, 1], [0, 1, 2], [1, 2, 2], [3, 3, 4], [3, 4, 4]]
+    np.testing.assert_array_equal(stacked, expected)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"features": "spectrogram"}, "features must be"),
+        ({"n_mfcc": 50}, "n_mfcc must be"),
+        ({"context": -1}, "context must be"),
+        ({"max_per_speaker_digit": 0}, "max_per_speaker_digit"),
+        ({"speakers": ["alice"]}, "Unknown speaker"),
+    ],
+)
+def test_spoken_digits_bad_parameters(shared_home, recordings, params, message):
+    with pytest.raises(ValueError, match=message):
+        load_spoken_digits(shared_home, **params)
+
+
+def test_spoken_digits_missing_no_download(tmp_path):
+    with pytest.raises(FileNotFoundError, match="download_if_missing=True") as info:
+        load_spoken_digits(tmp_path, download_if_missing=False)
+    assert str(tmp_path / "fsdd" / "recordings") in str(info.value)
+
+
+def _repository_zip(recordings: Path, corrupt: str | None = None) -> bytes:
+    """The recordings laid out as in GitHub's archive of the pinned commit."""
+    top = f"free-spoken-digit-dataset-{_digits._COMMIT}"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr(f"{top}/README.md", b"FSDD")
+        for path in sorted(recordings.glob("*.wav")):
+            payload = path.read_bytes()
+            if path.name == corrupt:
+                payload = payload[:-1] + bytes([payload[-1] ^ 1])
+            zf.writestr(f"{top}/recordings/{path.name}", payload)
+    return buffer.getvalue()
+
+
+def test_spoken_digits_download(monkeypatch, tmp_path, recordings):
+    calls = []
+    payloads = {_digits.FSDD_URLS[0]: _repository_zip(recordings)}
+    monkeypatch.setattr(_base, "_urlopen", _serve(payloads, calls))
+    fsdd = load_spoken_digits(tmp_path, speakers="nicolas", max_per_speaker_digit=1)
+    assert calls == [_digits.FSDD_URLS[0]]
+    assert len(fsdd.utterances) == 10
+    assert [p.name for p in (tmp_path / "fsdd").iterdir()] == ["recordings"]
+    assert len(list((tmp_path / "fsdd" / "recordings").glob("*.wav"))) == 3000
+
+
+def test_spoken_digits_download_checksum_mismatch(monkeypatch, tmp_path, recordings):
+    corrupted = _repository_zip(recordings, corrupt="5_theo_7.wav")
+    payloads = dict.fromkeys(_digits.FSDD_URLS, corrupted)
+    monkeypatch.setattr(_base, "_urlopen", _serve(payloads, []))
+    with pytest.raises(ChecksumError, match="checksum mismatch"):
+        load_spoken_digits(tmp_path)
+    assert list((tmp_path / "fsdd").iterdir()) == []
