@@ -581,7 +581,8 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
 
     def predict(self, X, groups=None) -> np.ndarray:
         """Most probable label of each row (see :meth:`predict_proba`)."""
-        return self.classes_[self.predict_proba(X, groups).argmax(axis=1)]
+        proba = self.predict_proba(X, groups)
+        return self.classes_[proba.argmax(axis=1)]
 
     def score(self, X, y, groups=None, sample_weight=None) -> float:
         """Accuracy of :meth:`predict` on ``X, y``."""

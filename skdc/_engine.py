@@ -8,7 +8,10 @@ Objective of group ``g`` (rows ``i`` in ``g``, weights ``w_i``)::
     f_g(z_g) = sum_i w_i * loss_i / W_g  +  alpha / (2 W_g) * (z_g - m)^T P (z_g - m)
 
 with ``W_g = sum_i w_i`` and ``P`` the prior precision: the MAP objective divided
-by the group's weight. The engine minimises ``sum_g f_g``; its gradient with
+by the group's weight. The optimizers work in whitened coordinates
+``u = L^-1 (z - m)`` (``L L^T`` the prior covariance), where the penalty is
+``|u|^2``: a prior with very different variances per direction stays well
+conditioned, and step sizes are in units of prior standard deviations. The engine minimises ``sum_g f_g``; its gradient with
 respect to ``z_g`` is exactly ``grad f_g``, so every group follows the path it
 would follow alone (the first-order optimizers are element-wise and stopping is
 per group). A group's code is *tied*: one vector whose gradient sums over all
@@ -140,13 +143,12 @@ class Engine:
         )
 
     # -- compiled pieces -------------------------------------------------------
-    def _objective(self, codes, frontier, y, w, group, data_scale, prior_scale, mean, prec):
+    def _objective(self, u, frontier, y, w, group, data_scale, prior_scale, mean, factor):
+        codes = mean + tf.matmul(u, factor)
         out = self.graph.forward(frontier, codes, group)
         per_row = _row_loss(self.loss, out, y) * w
-        data = tf.math.unsorted_segment_sum(per_row, group, tf.shape(codes)[0])
-        diff = codes - mean
-        maha = tf.reduce_sum(tf.matmul(diff, prec) * diff, axis=1)
-        return data * data_scale + maha * prior_scale
+        data = tf.math.unsorted_segment_sum(per_row, group, tf.shape(u)[0])
+        return data * data_scale + tf.reduce_sum(u * u, axis=1) * prior_scale
 
     def _value_and_grad_impl(self, codes, *args):
         with tf.GradientTape() as tape:
@@ -206,12 +208,6 @@ class Engine:
             out.append(self._predict([tf.constant(p, tf.float32) for p in parts], table, idx))
         return np.concatenate([o.numpy() for o in out]).reshape(len(X), -1)
 
-    def objective(self, problem: Problem, codes: np.ndarray, prior, alpha: float) -> np.ndarray:
-        """``f_g`` of every group at ``codes``."""
-        args = self._tensors(problem, self.frontier(problem.X), alpha, prior)
-        obj, _ = self._value_and_grad(tf.constant(codes, tf.float32), *args)
-        return obj.numpy().astype(np.float64)
-
     def _tensors(self, problem: Problem, frontier, alpha, prior, rows=None):
         """Tensors of the objective for ``rows`` of ``problem`` (all rows if None)."""
         sel = slice(None) if rows is None else rows
@@ -231,7 +227,7 @@ class Engine:
             tf.constant(data_scale, tf.float32),
             tf.constant(prior_scale, tf.float32),
             tf.constant(prior[0], tf.float32),
-            tf.constant(prior[1], tf.float32),
+            tf.constant(np.linalg.cholesky(prior[1]).T, tf.float32),
         )
 
     # -- fits ------------------------------------------------------------------
@@ -248,10 +244,15 @@ class Engine:
         report=None,
     ) -> Result:
         """Minimise ``sum_g f_g`` from ``init`` (an ``(n_groups, code_dim)`` table)."""
+        mean, factor = prior[0], np.linalg.cholesky(prior[1]).T
+        u0 = np.linalg.solve(factor.T, (init - mean).T).T
         if settings.optimizer == "lbfgs":
-            return self._fit_lbfgs(problem, init, prior, settings, report)
-        return _FirstOrderLoop(self, problem, init, prior, settings, validation, state, rng,
-                               report).run()
+            result = self._fit_lbfgs(problem, u0, prior, settings, report)
+        else:
+            result = _FirstOrderLoop(self, problem, u0, prior, settings, validation, state, rng,
+                                     report).run()
+        result.codes = mean + result.codes @ factor
+        return result
 
     def _fit_lbfgs(self, problem, init, prior, settings, report) -> Result:
         from scipy.optimize import minimize
@@ -335,6 +336,8 @@ class _FirstOrderLoop:
                     loss = self._step(args)
                 else:
                     loss = self._epoch()
+                    if val_args is None:
+                        self._track(loss, self.codes.numpy().astype(np.float64))
                 if val_args is not None:
                     loss = self.engine._group_objective(self.codes.numpy(), val_args)
                     self._track(loss, self.codes.numpy().astype(np.float64))
@@ -360,7 +363,7 @@ class _FirstOrderLoop:
             state=tuple(t.numpy().astype(np.float64) for t in self.state),
         )
 
-    def _step(self, args, present=None) -> np.ndarray:
+    def _step(self, args, present=None, track=True) -> np.ndarray:
         active = self.active if present is None else self.active & present
         before = self.codes
         out = self.engine._step(
@@ -368,7 +371,7 @@ class _FirstOrderLoop:
         )
         self.codes, self.state = out[0], list(out[1:4])
         loss = out[4].numpy().astype(np.float64)
-        if self.validation is None:
+        if track and self.validation is None:
             self._track(loss, before.numpy().astype(np.float64), mask=active)
         return loss
 
@@ -382,7 +385,7 @@ class _FirstOrderLoop:
             frontier = self.engine.frontier(p.X[rows])
             args = self.engine._tensors(p, frontier, s.alpha, self.prior, rows=rows)
             present = np.bincount(p.group[rows], minlength=p.n_groups) > 0
-            loss = self._step(args, present)
+            loss = self._step(args, present, track=False)
             n = np.bincount(p.group[rows], minlength=p.n_groups)
             total += np.where(present, loss * n, 0.0)
             weight += n

@@ -62,7 +62,8 @@ def push_models(state: dict) -> dict:
     """Inverse of :func:`pop_models`."""
     out = {}
     for key, value in state.items():
-        if isinstance(value, tuple) and len(value) == 2 and value[0] == _PREFIX:
+        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) \
+                and value[0] == _PREFIX:
             out[key] = model_from_bytes(value[1])
         else:
             out[key] = value

@@ -49,7 +49,7 @@ def prior_from_codes(codes: np.ndarray, shrinkage: float = 1e-3) -> CodePrior:
 
 
 def resolve_code_init(code_init, code_dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Turn a ``code_init`` parameter into ``(mean, precision)`` float64 arrays.
+    """Turn a ``code_init`` parameter into ``(mean, covariance)`` float64 arrays.
 
     ``"zeros"`` and plain arrays get an identity covariance, i.e. a standard
     normal prior centred on the initial code.
@@ -78,7 +78,7 @@ def resolve_code_init(code_init, code_dim: int) -> tuple[np.ndarray, np.ndarray]
                 "The prior covariance in code_init is not positive definite "
                 f"(smallest eigenvalue {eigvals.min():.3g})."
             )
-        return mean, np.linalg.inv(cov)
+        return mean, cov
     return _as_code(code_init, code_dim, "code_init"), np.eye(code_dim)
 
 

@@ -1,0 +1,40 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from skdc._synthetic import make_conditions, make_teacher  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def teacher():
+    """A known network: features (6) + code (3) -> 4 classes."""
+    return make_teacher(random_state=0)
+
+
+@pytest.fixture(scope="session")
+def conditions(teacher):
+    """10 conditions x 60 rows labelled by the teacher with known true codes."""
+    return make_conditions(teacher, n_conditions=10, rows_per_condition=60, random_state=1)
+
+
+@pytest.fixture()
+def one_condition(conditions):
+    """Adaptation rows (10) and test rows (50) of condition 0, and its true code."""
+    X, y, groups, true_codes = conditions
+    rows = np.flatnonzero(groups == 0)
+    return X[rows[:10]], y[rows[:10]], X[rows[10:]], y[rows[10:]], true_codes[0]
+
+
+@pytest.fixture(scope="session")
+def data_home():
+    """The shared real data (SKDC_DATA_HOME, or ../shared/data beside the checkout)."""
+    candidates = [os.environ.get("SKDC_DATA_HOME"),
+                  Path(__file__).resolve().parents[2] / "shared" / "data"]
+    for path in candidates:
+        if path and Path(path).is_dir():
+            return Path(path)
+    pytest.skip("shared speech data not found; set SKDC_DATA_HOME to a folder holding it")
