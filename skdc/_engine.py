@@ -11,8 +11,10 @@ with ``W_g = sum_i w_i`` and ``P`` the prior precision: the MAP objective divide
 by the group's weight. The optimizers work in whitened coordinates
 ``u = L^-1 (z - m)`` (``L L^T`` the prior covariance), where the penalty is
 ``|u|^2``: a prior with very different variances per direction stays well
-conditioned, and step sizes are in units of prior standard deviations. The engine minimises ``sum_g f_g``; its gradient with
-respect to ``z_g`` is exactly ``grad f_g``, so every group follows the path it
+conditioned, and step sizes are in units of prior standard deviations.
+
+The engine minimises ``sum_g f_g``; its gradient with respect to ``z_g`` is
+exactly ``grad f_g``, so every group follows the path it
 would follow alone (the first-order optimizers are element-wise and stopping is
 per group). A group's code is *tied*: one vector whose gradient sums over all
 of the group's rows.
