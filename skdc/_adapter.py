@@ -11,6 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import (
     _check_sample_weight,
     check_is_fitted,
@@ -133,7 +134,7 @@ class _BaseCodeAdapter(BaseEstimator):
         """
         self._validate_params()
         self._setup_engine()
-        if not (self.warm_start and hasattr(self, "code_")):
+        if not (self.warm_start and hasattr(self, "_codes")):
             self._reset()
         return self._fit(X, y, groups, sample_weight, self._settings(), incremental=False)
 
@@ -149,7 +150,7 @@ class _BaseCodeAdapter(BaseEstimator):
         self : object
             The updated adapter.
         """
-        if not hasattr(self, "code_"):
+        if not hasattr(self, "_codes"):
             self._validate_params()
             self._setup_engine()
             self._reset()
@@ -185,17 +186,18 @@ class _BaseCodeAdapter(BaseEstimator):
     def _reset(self):
         self._codes = {}
         self._opt_state = {}
-        self.code_ = self._prior[0].copy()
-        self.loss_curve_ = []
-        self.n_iter_ = 0
-        self._grouped = False
+        for name in ("code_", "codes_", "loss_curve_", "best_loss_", "n_iter_"):
+            self.__dict__.pop(name, None)
 
     def _fit(self, X, y, groups, sample_weight, settings, incremental):
         engine = self._engine
-        X = self._check_X(X, reset=not incremental and not self.warm_start)
+        first = not hasattr(self, "n_features_in_")
+        X = self._check_X(X, reset=first or not (incremental or self.warm_start))
         weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
         if not np.all(np.isfinite(weight)) or np.any(weight < 0):
             raise ValueError("sample_weight must be finite and non-negative.")
+        if not weight.sum() > 0:
+            raise ValueError("sample_weight is zero for every row: there is nothing to fit.")
         keys, group_idx = self._encode_groups(groups, len(X))
         if y is None:
             return self._fit_unsupervised(X, keys, group_idx, weight, settings)
@@ -213,13 +215,13 @@ class _BaseCodeAdapter(BaseEstimator):
             state=state if incremental or self.warm_start else None, rng=rng,
             report=self._report if self.verbose else None,
         )
-        self._store(keys, groups is not None, result, incremental)
+        self._store(keys, result, incremental)
         return self
 
     def _fit_unsupervised(self, X, keys, group_idx, weight, settings):
         raise ValueError(
-            f"{type(self).__name__}.fit needs targets y; unsupervised adaptation is only "
-            "available for classifiers (CodeAdapter)."
+            f"{type(self).__name__} requires y to be passed, but the target y is None "
+            "(unsupervised adaptation is only available for classifiers: CodeAdapter)."
         )
 
     def _initial_table(self, keys):
@@ -234,12 +236,11 @@ class _BaseCodeAdapter(BaseEstimator):
                     part[i] = value
         return init, state
 
-    def _store(self, keys, grouped, result, incremental):
+    def _store(self, keys, result, incremental):
         for i, key in enumerate(keys):
             self._codes[key] = result.codes[i].copy()
             if result.state is not None:
                 self._opt_state[key] = tuple(s[i].copy() for s in result.state)
-        self._grouped = grouped
         self.codes_ = {k: v for k, v in self._codes.items() if k != _TIED}
         self.code_ = self._codes.get(_TIED, self._prior[0]).copy()
         best = result.best_loss[np.isfinite(result.best_loss)]
@@ -275,7 +276,7 @@ class _BaseCodeAdapter(BaseEstimator):
     def _check_X(self, X, reset: bool):
         X = validate_data(self, X, reset=reset, dtype=[np.float32, np.float64])
         expected = self._engine.graph.n_features
-        if X.shape[1] != expected:
+        if expected is not None and X.shape[1] != expected:
             raise ValueError(
                 f"X has {X.shape[1]} features, but the model's feature inputs take {expected}."
             )
@@ -530,6 +531,11 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
             raise ValueError(f"y has {len(y)} entries but X has {n_rows} rows.")
         if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
             raise ValueError("y contains NaN or infinity.")
+        if type_of_target(y) == "continuous":
+            raise ValueError(
+                "Unknown label type: continuous. CodeAdapter is a classifier; use "
+                "CodeAdapterRegressor for a model with a regression output."
+            )
         position = {_scalar(k): i for i, k in enumerate(self.classes_)}
         keys, inverse = _unique(y)
         missing = [k for k in keys if k not in position]
@@ -555,8 +561,26 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
             result = self._engine.fit(problem, init, self._prior, settings,
                                       report=self._report if self.verbose else None)
             codes = result.codes
-        self._store(keys, len(keys) > 1 or keys[0] != _TIED, result, incremental=False)
+        self._store(keys, result, incremental=False)
         return self
+
+    def partial_fit(self, X, y=None, groups=None, sample_weight=None, classes=None):
+        """One optimisation step on ``X, y`` (online adaptation as data arrives).
+
+        Codes and optimizer state carry over between calls; a group seen for the
+        first time starts from ``code_init``. ``tol`` and ``early_stopping`` do
+        not apply. ``classes`` is accepted for scikit-learn compatibility: the
+        classes always come from the model (see ``classes``), and labels outside
+        them are refused.
+
+        Returns
+        -------
+        self : object
+            The updated adapter.
+        """
+        if classes is not None and hasattr(self, "classes_"):
+            self._encode_targets(np.asarray(classes), len(classes))
+        return super().partial_fit(X, y, groups, sample_weight)
 
     def _proba_from_outputs(self, out):
         if self._engine.loss == "sigmoid":
@@ -618,6 +642,11 @@ class CodeAdapterRegressor(RegressorMixin, _BaseCodeAdapter):
                 "classifiers. CodeAdapterRegressor needs a linear output."
             )
         return "mse"
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True  # one target column per model output
+        return tags
 
     def _encode_targets(self, y, n_rows):
         y = np.asarray(y, dtype=np.float64)

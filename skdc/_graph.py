@@ -49,8 +49,20 @@ class CodeGraph:
         inputs = list(model.inputs)
         self.code_dim = int(inputs[code_index].shape[-1])
         self.feature_inputs = [t for i, t in enumerate(inputs) if i != code_index]
-        self.feature_shapes = [tuple(int(d) for d in t.shape[1:]) for t in self.feature_inputs]
-        self.n_features = int(sum(np.prod(s, dtype=int) for s in self.feature_shapes))
+        self.feature_shapes = [tuple(t.shape[1:]) for t in self.feature_inputs]
+        # one flat feature input of unknown width (shape (None,)) takes any number of columns
+        self.n_features = (
+            None
+            if any(None in s for s in self.feature_shapes)
+            else int(sum(np.prod(s, dtype=int) for s in self.feature_shapes))
+        )
+        if self.n_features is None and (len(self.feature_shapes) > 1 or
+                                        len(self.feature_shapes[0]) != 1):
+            raise ValueError(
+                "The model's feature inputs have unknown sizes "
+                f"{self.feature_shapes}; only a single input of shape (None, None) can take "
+                "a variable number of columns."
+            )
         self.output_activation = _output_activation(model)
         self.n_outputs = int(np.prod(model.outputs[0].shape[1:], dtype=int))
         self.is_split = False
@@ -69,6 +81,8 @@ class CodeGraph:
 
     def split_features(self, X: np.ndarray) -> list[np.ndarray]:
         """Cut the columns of a 2-D ``X`` into the model's feature inputs."""
+        if self.n_features is None:
+            return [X]
         parts, start = [], 0
         for shape in self.feature_shapes:
             width = int(np.prod(shape, dtype=int))
