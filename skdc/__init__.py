@@ -1,8 +1,28 @@
 """skdc: scikit-learn estimators for fast adaptation of Keras models with condition codes."""
 
 import os
+import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter quiet
+
+def _import_tensorflow_quietly() -> None:
+    # TensorFlow's C++ start-up lines (oneDNN, CUDA probing) bypass every logging setting;
+    # send file descriptor 2 to /dev/null while it loads. Python errors still propagate.
+    if "tensorflow" in sys.modules or os.environ.get("SKDC_TF_STARTUP_LOG") == "1":
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(devnull)
+        os.close(saved)
+
+
+_import_tensorflow_quietly()
 
 from ._adapter import CodeAdapter, CodeAdapterRegressor  # noqa: E402
 from ._prior import CodePrior  # noqa: E402
