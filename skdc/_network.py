@@ -1,0 +1,1179 @@
+"""Training side: networks with condition codes and the retrofit of pretrained models.
+
+A condition-code network takes features ``x`` and a small code ``z`` (one vector per
+speaker, device, room, ...) and feeds the code into hidden layers through learned
+matrices ``B_l``::
+
+    h_l = act(W_l h_{l-1} + b_l + B_l z)
+
+:class:`CodeNetwork` (classification) and :class:`CodeNetworkRegressor` learn the
+network, the ``B_l`` and one code per training condition (speaker-adaptive training,
+Xue et al. 2014), or, given a pretrained ``base_model``, only the ``B_l`` and the codes
+with the pretrained weights frozen. :func:`add_condition_codes` retrofits code inputs
+into a pretrained Keras model. The fitted ``model_`` plugs into
+:class:`~skdc.CodeAdapter`, which learns the code of a new condition from a few rows.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Sequence
+from numbers import Integral, Real
+
+import keras
+import numpy as np
+import tensorflow as tf
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context, clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from ._persist import pop_models, push_models
+from ._prior import prior_from_codes
+
+__all__ = ["CodeNetwork", "CodeNetworkRegressor", "add_condition_codes"]
+
+FEATURES = "features"
+CODE = "code"
+
+# Layers that act on each row and each unit independently of the others (or only
+# normalise a row), so a code added before them travels through unchanged in kind.
+_ROWWISE_LAYERS = (
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.PReLU,
+    keras.layers.ELU,
+    keras.layers.Softmax,
+    keras.layers.Dropout,
+    keras.layers.AlphaDropout,
+    keras.layers.GaussianDropout,
+    keras.layers.GaussianNoise,
+    keras.layers.BatchNormalization,
+    keras.layers.LayerNormalization,
+    keras.layers.UnitNormalization,
+    keras.layers.Normalization,
+    keras.layers.Rescaling,
+    keras.layers.ActivityRegularization,
+    keras.layers.Identity,
+)
+
+_ACTIVATIONS = {
+    "identity": "linear",
+    "logistic": "sigmoid",
+    "sigmoid": "sigmoid",
+    "tanh": "tanh",
+    "relu": "relu",
+    "elu": "elu",
+    "gelu": "gelu",
+    "swish": "swish",
+}
+
+_PREDICT_CHUNK = 8192
+
+
+# --------------------------------------------------------------------------------------
+# Graph surgery
+# --------------------------------------------------------------------------------------
+
+
+def add_condition_codes(
+    model: keras.Model, code_size: int, layers: str | Sequence[int] = "all"
+) -> keras.Model:
+    """Retrofit a condition-code input into a pretrained Keras model.
+
+    Returns a new model with inputs ``"features"`` and ``"code"`` in which the code
+    enters the pre-activation of the chosen Dense layers through new matrices
+    ``B_l`` (``Dense(units, use_bias=False)``, initialised to zero)::
+
+        h_l = act(W_l h_{l-1} + b_l + B_l z)
+
+    so a zero code reproduces the original model exactly. The original layers are
+    copied (weights included) and frozen (``trainable=False``) in the new model; only
+    the ``B_l`` are trainable. ``model`` itself is left untouched. Train the ``B_l`` and
+    one code per condition with ``CodeNetwork(base_model=...)``, then adapt the code of a
+    new condition with :class:`~skdc.CodeAdapter`.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A built Sequential or functional model with one 2-D input ``(batch,
+        n_features)`` and one output, made of a chain of Dense layers and row-wise
+        layers between them (activations, dropout, noise, normalisation, rescaling).
+    code_size : int
+        Length of the code vector.
+    layers : {"all", "input"} or list of int, default="all"
+        Where the code enters. ``"all"``: every hidden Dense layer (every Dense layer
+        but the last one, which is the output layer). ``"input"``: the first Dense
+        layer only, which is the same as concatenating the code to the features (the
+        original recipe of Abdel-Hamid & Jiang, 2013). A list of indices selects hidden
+        Dense layers by position (0 is the first; negative indices count from the end).
+
+    Returns
+    -------
+    keras.Model
+        New model, inputs ``[features, code]``, same output as ``model``.
+
+    Raises
+    ------
+    ValueError
+        If the model has several inputs or outputs, an input that is not 2-D, a layer
+        that cannot be rewired (convolutions, recurrent layers, merges, nested models;
+        the message names the layer), or no Dense layer at a requested position.
+
+    Examples
+    --------
+    >>> import keras, numpy as np
+    >>> from skdc._network import add_condition_codes
+    >>> si = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+    ...                        keras.layers.Dense(3, activation="softmax")])
+    >>> coded = add_condition_codes(si, code_size=2)
+    >>> [t.name for t in coded.inputs]
+    ['features', 'code']
+    >>> X = np.ones((5, 4), dtype="float32")
+    >>> bool(np.allclose(coded([X, np.zeros((5, 2), "float32")]), si(X)))
+    True
+    """
+    code_size = _check_code_size(code_size)
+    coded, _ = _rewire(model, code_size, layers)
+    return coded
+
+
+def _check_code_size(code_size) -> int:
+    if isinstance(code_size, bool) or not isinstance(code_size, Integral):
+        raise TypeError(f"code_size must be a positive int, got {code_size!r}.")
+    if code_size < 1:
+        raise ValueError(f"code_size must be a positive int, got {code_size}.")
+    return int(code_size)
+
+
+def _rewire(model, code_size: int, layers) -> tuple[keras.Model, list]:
+    """Rebuild ``model`` with a code input; return it and its (Dense, B) layer pairs."""
+    chain = _layer_chain(model)
+    dense_at = [i for i, layer in enumerate(chain) if isinstance(layer, keras.layers.Dense)]
+    if not dense_at:
+        raise ValueError("add_condition_codes needs a model with at least one Dense layer.")
+    targets = _target_positions(layers, dense_at)
+    names = _Names({layer.name for layer in chain} | {FEATURES, CODE})
+
+    features = keras.Input((model.inputs[0].shape[-1],), name=FEATURES)
+    code = keras.Input((code_size,), name=CODE)
+    x, pairs = features, []
+    for i, layer in enumerate(chain):
+        if i in targets:
+            x, pair = _coded_dense(layer, x, code, names)
+            pairs.append(pair)
+        else:
+            new = _frozen_copy(layer, names)
+            x = new(x)
+            if layer.weights:
+                new.set_weights(layer.get_weights())
+    return keras.Model([features, code], x, name=names.new(f"{model.name}_coded")), pairs
+
+
+def _layer_chain(model) -> list:
+    """The model's layers from input to output, checking that they form a simple chain."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"Expected a keras.Model, got {type(model).__name__}.")
+    inputs = getattr(model, "inputs", None)
+    if not inputs:
+        raise ValueError(
+            f"Model {model.name!r} is not built; give it an input shape (keras.Input) first."
+        )
+    if len(inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(
+            f"Model {model.name!r} has {len(inputs)} inputs and {len(model.outputs)} outputs;"
+            " add_condition_codes needs exactly one of each."
+        )
+    if len(inputs[0].shape) != 2:
+        raise ValueError(
+            f"Model {model.name!r} takes inputs of shape {tuple(inputs[0].shape)}; "
+            "add_condition_codes needs 2-D inputs (batch, n_features)."
+        )
+    if isinstance(model, keras.Sequential):
+        chain = list(model.layers)
+    else:
+        chain = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+        _check_functional_chain(model, chain)
+    for layer in chain:
+        _check_rewirable(layer)
+    return chain
+
+
+def _check_functional_chain(model, chain) -> None:
+    previous = model.inputs[0]
+    for layer in chain:
+        try:
+            inbound = layer.input
+        except (AttributeError, ValueError) as exc:
+            raise ValueError(_cannot_rewire(layer, "it is not called exactly once")) from exc
+        if inbound is not previous:
+            raise ValueError(
+                _cannot_rewire(layer, "the model is not a simple chain of layers at this point")
+            )
+        previous = layer.output
+    if previous is not model.outputs[0]:
+        raise ValueError(f"Model {model.name!r} is not a simple chain of layers.")
+
+
+def _check_rewirable(layer) -> None:
+    if isinstance(layer, keras.Model):
+        raise ValueError(_cannot_rewire(layer, "nested models are not supported"))
+    if not isinstance(layer, (keras.layers.Dense, *_ROWWISE_LAYERS)):
+        raise ValueError(
+            _cannot_rewire(
+                layer,
+                "only Dense layers and row-wise layers (activations, dropout, noise, "
+                "normalisation, rescaling) can carry a code",
+            )
+        )
+
+
+def _cannot_rewire(layer, why: str) -> str:
+    kind = type(layer).__name__
+    return f"add_condition_codes cannot rewire layer {layer.name!r} ({kind}): {why}."
+
+
+def _target_positions(layers, dense_at: list[int]) -> set[int]:
+    """Chain positions of the Dense layers that get a code."""
+    hidden = dense_at[:-1]
+    if isinstance(layers, str):
+        if layers == "input":
+            return {dense_at[0]}
+        if layers == "all":
+            if not hidden:
+                raise ValueError(
+                    "The model has no hidden Dense layer (its only Dense layer is the output "
+                    "layer); use layers='input' to feed the code into it."
+                )
+            return set(hidden)
+        raise ValueError(f"layers={layers!r} is not understood; use 'all', 'input' or a list.")
+    indices = list(np.atleast_1d(np.asarray(layers, dtype=object)))
+    if not indices:
+        raise ValueError("layers is an empty list; give at least one hidden-layer index.")
+    targets = set()
+    for index in indices:
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, Integral):
+            raise TypeError(f"layers must hold int hidden-layer indices, got {index!r}.")
+        if not -len(hidden) <= index < len(hidden):
+            raise ValueError(
+                f"Hidden-layer index {index} is out of range: the model has {len(hidden)} "
+                "hidden Dense layers (the last Dense layer is the output layer)."
+            )
+        targets.add(hidden[int(index)])
+    return targets
+
+
+class _Names:
+    """Hands out layer names that do not clash with names already taken."""
+
+    def __init__(self, taken: set[str]):
+        self.taken = set(taken)
+
+    def new(self, name: str) -> str:
+        candidate, k = name, 1
+        while candidate in self.taken:
+            candidate, k = f"{name}_{k}", k + 1
+        self.taken.add(candidate)
+        return candidate
+
+
+def _frozen_copy(layer, names: _Names, **overrides):
+    config = {**layer.get_config(), **overrides}
+    if config["name"] in (FEATURES, CODE):
+        config["name"] = names.new(f"{config['name']}_layer")
+    new = type(layer).from_config(config)
+    new.trainable = False
+    return new
+
+
+def _coded_dense(layer, x, code, names: _Names):
+    """``act(W x + b + B z)`` with W, b copied from ``layer`` and a zero-initialised B."""
+    linear = _frozen_copy(layer, names, activation="linear")
+    pre = linear(x)
+    linear.set_weights(layer.get_weights())
+    b_layer = keras.layers.Dense(
+        layer.units,
+        use_bias=False,
+        kernel_initializer="zeros",
+        name=names.new(f"{layer.name}_code"),
+    )
+    pre = keras.layers.Add(name=names.new(f"{layer.name}_plus_code"))([pre, b_layer(code)])
+    if keras.activations.serialize(layer.activation) != "linear":
+        pre = keras.layers.Activation(
+            layer.activation, name=names.new(f"{layer.name}_activation")
+        )(pre)
+    return pre, (linear, b_layer)
+
+
+def _code_consumers(model) -> list | None:
+    """Layers fed directly by the ``code`` input, or None if any is not a Dense layer."""
+    code = model.inputs[1]
+    consumers = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        try:
+            inbound = layer.input
+        except (AttributeError, ValueError):
+            return None
+        flat = inbound if isinstance(inbound, (list, tuple)) else [inbound]
+        if any(t is code for t in flat):
+            if not isinstance(layer, keras.layers.Dense) or len(flat) != 1:
+                return None
+            consumers.append(layer)
+    return consumers
+
+
+# --------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------
+
+
+class _CodeTrainer(keras.Model):
+    """Training-only wrapper: a code table indexed by condition feeds the code input.
+
+    The penalty ``alpha * sum ||kernel||^2 + code_l2 * mean_g ||z_g||^2`` over the
+    trainable kernels and the code table is added to the mean training loss.
+    """
+
+    def __init__(self, core, n_groups, code_size, *, alpha, code_l2, seed, init_scale):
+        super().__init__(name="code_trainer")
+        self.core = core
+        self.table = keras.layers.Embedding(
+            n_groups,
+            code_size,
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=init_scale, seed=seed),
+            name="code_table",
+        )
+        self.alpha = float(alpha)
+        self.code_l2 = float(code_l2)
+
+    def call(self, inputs, training=False):
+        features, group = inputs
+        return self.core([features, self.table(group)], training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        if not training:
+            return loss
+        kernels = [
+            layer.kernel
+            for layer in self.core.layers
+            if isinstance(layer, keras.layers.Dense) and layer.trainable
+        ]
+        penalty = self.code_l2 * keras.ops.mean(keras.ops.sum(self.table.embeddings**2, axis=1))
+        if self.alpha and kernels:
+            penalty = penalty + self.alpha * keras.ops.sum(
+                keras.ops.stack([keras.ops.sum(k**2) for k in kernels])
+            )
+        return loss + penalty
+
+
+def _dataset(X, g, y, w, batch_size, seed=None):
+    ds = tf.data.Dataset.from_tensor_slices(((X, g), y, w))
+    if seed is not None or batch_size < len(X):
+        ds = ds.shuffle(len(X), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size)
+
+
+def _validation_split(group_idx, fraction, rng) -> np.ndarray:
+    """Boolean mask of held-out rows: ``fraction`` of each condition's rows, at least one
+    row of every condition staying in training."""
+    held = np.zeros(len(group_idx), dtype=bool)
+    for g in np.unique(group_idx):
+        rows = np.flatnonzero(group_idx == g)
+        n_val = min(int(round(fraction * len(rows))), len(rows) - 1)
+        held[rng.permutation(rows)[:n_val]] = True
+    if not held.any():
+        raise ValueError(
+            f"validation_fraction={fraction} holds out no rows (conditions are too small); "
+            "raise validation_fraction or set early_stopping=False."
+        )
+    return held
+
+
+def _build_mlp(n_features, hidden, activation, n_out, out_activation, seeds) -> keras.Model:
+    x = inputs = keras.Input((n_features,), name=FEATURES)
+    for i, units in enumerate(hidden):
+        x = keras.layers.Dense(
+            units,
+            activation=activation,
+            kernel_initializer=keras.initializers.GlorotUniform(seed=int(seeds[i])),
+            name=f"hidden_{i}",
+        )(x)
+    out = keras.layers.Dense(
+        n_out,
+        activation=out_activation,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=int(seeds[len(hidden)])),
+        name="output",
+    )(x)
+    return keras.Model(inputs, out, name="si_network")
+
+
+def _clone_coded(model) -> keras.Model:
+    """A copy of a model that already has a code input (weights and trainable flags)."""
+    new = keras.models.clone_model(model)
+    new.set_weights(model.get_weights())
+    for old_layer, new_layer in zip(model.layers, new.layers, strict=True):
+        new_layer.trainable = old_layer.trainable
+    return new
+
+
+def _input_names(model) -> list[str]:
+    return [getattr(t, "name", None) for t in getattr(model, "inputs", None) or []]
+
+
+def _predict_model(model, X, Z) -> np.ndarray:
+    chunks = [
+        keras.ops.convert_to_numpy(
+            model([X[i : i + _PREDICT_CHUNK], Z[i : i + _PREDICT_CHUNK]], training=False)
+        )
+        for i in range(0, len(X), _PREDICT_CHUNK)
+    ]
+    return np.concatenate(chunks, axis=0)
+
+
+# --------------------------------------------------------------------------------------
+# Estimators
+# --------------------------------------------------------------------------------------
+
+
+class _BaseCodeNetwork(BaseEstimator):
+    """Shared machinery of :class:`CodeNetwork` and :class:`CodeNetworkRegressor`."""
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "code_size": [Interval(Integral, 1, None, closed="left")],
+        "code_layers": [StrOptions({"all", "input"}), "array-like"],
+        "activation": [StrOptions(set(_ACTIVATIONS))],
+        "code_l2": [Interval(Real, 0, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "base_model": [keras.Model, None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(256, 256),
+        *,
+        code_size=16,
+        code_layers="all",
+        activation="relu",
+        code_l2=1e-3,
+        alpha=1e-5,
+        learning_rate_init=1e-3,
+        batch_size="auto",
+        max_iter=200,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        base_model=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.code_size = code_size
+        self.code_layers = code_layers
+        self.activation = activation
+        self.code_l2 = code_l2
+        self.alpha = alpha
+        self.learning_rate_init = learning_rate_init
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.base_model = base_model
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # --- task-specific hooks, defined by the subclasses ----------------------------------
+    # _encode_targets(y) -> (targets, n_outputs); sets classes_ / n_outputs_
+    # _loss() -> keras loss; _output_activation: str; _check_base_output(model, X)
+
+    # --- fit -----------------------------------------------------------------------------
+
+    def _fit(self, X, y, groups, sample_weight):
+        if groups is None:
+            raise ValueError(
+                f"{type(self).__name__}.fit needs groups: one condition label per row "
+                "(speaker, device, ...), to learn one code per condition. Inside a Pipeline or "
+                "GridSearchCV, enable metadata routing and call set_fit_request(groups=True)."
+            )
+        X, y = self._validate_Xy(X, y)
+        X = np.asarray(X, dtype=np.float32)
+        group_values, group_idx = _encode_groups(groups, len(X))
+        sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float32)
+        targets = self._encode_targets(y)
+        rng = check_random_state(self.random_state)
+        seeds = rng.randint(0, 2**31 - 1, size=len(self._hidden_sizes()) + 3)
+
+        core, pairs = self._initial_model(X, seeds)
+        n_out = core.outputs[0].shape[-1]
+        if n_out != self._n_model_outputs():
+            raise ValueError(
+                f"base_model has {n_out} output units; the targets need "
+                f"{self._n_model_outputs()} ({self._what_outputs()})."
+            )
+        code_size = core.inputs[1].shape[-1]
+        trainer = _CodeTrainer(
+            core,
+            len(group_values),
+            code_size,
+            alpha=self.alpha,
+            code_l2=self.code_l2,
+            seed=int(seeds[-1]),
+            init_scale=1.0,
+        )
+        history, stopped = self._train(trainer, X, group_idx, targets, sample_weight, rng, seeds)
+
+        codes = keras.ops.convert_to_numpy(trainer.table.embeddings).astype(np.float64)
+        codes = _normalise_codes(core, codes, pairs if self.base_model is None else None)
+        self.model_ = core
+        self.codes_ = {g: code for g, code in zip(group_values.tolist(), codes, strict=True)}
+        self.code_prior_ = prior_from_codes(codes)
+        self.loss_curve_ = [float(v) for v in history["loss"]]
+        if "val_loss" in history:
+            self.validation_loss_curve_ = [float(v) for v in history["val_loss"]]
+            self.best_validation_loss_ = float(np.min(history["val_loss"]))
+        self.n_iter_ = len(self.loss_curve_)
+        if not stopped:
+            warnings.warn(
+                f"{type(self).__name__}: the maximum number of epochs ({self.max_iter}) was "
+                "reached before the training loss stopped improving.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return self
+
+    def _hidden_sizes(self) -> list[int]:
+        sizes = np.atleast_1d(np.asarray(self.hidden_layer_sizes, dtype=object)).tolist()
+        for size in sizes:
+            if isinstance(size, bool) or not isinstance(size, Integral) or size < 1:
+                raise ValueError(
+                    f"hidden_layer_sizes must hold positive ints, got {self.hidden_layer_sizes!r}."
+                )
+        if not sizes:
+            raise ValueError("hidden_layer_sizes must hold at least one layer size.")
+        return [int(s) for s in sizes]
+
+    def _initial_model(self, X, seeds) -> tuple[keras.Model, list | None]:
+        """The code network to train and, for joint training, its (Dense, B) pairs."""
+        if self.base_model is None:
+            si = _build_mlp(
+                X.shape[1],
+                self._hidden_sizes(),
+                _ACTIVATIONS[self.activation],
+                self._n_model_outputs(),
+                self._output_activation,
+                seeds,
+            )
+            core, pairs = _rewire(si, int(self.code_size), self.code_layers)
+            for layer in core.layers:
+                layer.trainable = True
+            return core, pairs
+        if _input_names(self.base_model) == [FEATURES, CODE]:
+            core = _clone_coded(self.base_model)
+        elif len(self.base_model.inputs) == 1:
+            core, _ = _rewire(self.base_model, int(self.code_size), self.code_layers)
+        else:
+            raise ValueError(
+                "base_model must have either one input (it is then retrofitted with "
+                f"add_condition_codes) or inputs named {[FEATURES, CODE]}; got inputs "
+                f"{_input_names(self.base_model)}."
+            )
+        if core.inputs[0].shape[-1] != X.shape[1]:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but base_model takes {core.inputs[0].shape[-1]}."
+            )
+        if not core.trainable_weights:
+            raise ValueError("base_model has no trainable weights to learn the codes with.")
+        self._check_base_output(core, X)
+        return core, None
+
+    def _train(self, trainer, X, group_idx, targets, sample_weight, rng, seeds):
+        held = (
+            _validation_split(group_idx, self.validation_fraction, rng)
+            if self.early_stopping
+            else np.zeros(len(X), dtype=bool)
+        )
+        train = ~held
+        n_train = int(train.sum())
+        batch = min(200 if self.batch_size == "auto" else int(self.batch_size), n_train)
+        data = _dataset(
+            X[train],
+            group_idx[train],
+            targets[train],
+            sample_weight[train],
+            batch,
+            seed=int(seeds[-2]),
+        )
+        validation = None
+        if held.any():
+            validation = _dataset(
+                X[held], group_idx[held], targets[held], sample_weight[held], 4096
+            )
+        stopper = keras.callbacks.EarlyStopping(
+            monitor="val_loss" if validation is not None else "loss",
+            min_delta=self.tol,
+            patience=self.n_iter_no_change,
+            restore_best_weights=validation is not None,
+        )
+        trainer.compile(
+            optimizer=keras.optimizers.Adam(self.learning_rate_init), loss=self._loss()
+        )
+        history = trainer.fit(
+            data,
+            validation_data=validation,
+            epochs=self.max_iter,
+            callbacks=[stopper],
+            verbose=_keras_verbose(self.verbose),
+        )
+        return history.history, stopper.stopped_epoch > 0
+
+    # --- prediction ----------------------------------------------------------------------
+
+    def _codes_for(self, groups, n_rows: int) -> np.ndarray:
+        """One code per row: the condition's learned code, or the prior mean."""
+        mean = np.asarray(self.code_prior_.mean, dtype=np.float32)
+        Z = np.tile(mean, (n_rows, 1))
+        if groups is None:
+            return Z
+        values, idx = _encode_groups(groups, n_rows, fitting=False)
+        for k, value in enumerate(values.tolist()):
+            code = self.codes_.get(value)
+            if code is not None:
+                Z[idx == k] = code
+        return Z
+
+    def _forward(self, X, groups) -> np.ndarray:
+        check_is_fitted(self, "model_")
+        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        X = np.asarray(X, dtype=np.float32)
+        return _predict_model(self.model_, X, self._codes_for(groups, len(X)))
+
+    # --- adaptation ----------------------------------------------------------------------
+
+    def _adapter(self, cls, defaults, params):
+        check_is_fitted(self, "model_")
+        return cls(
+            self.model_,
+            **{"code_input": CODE, "code_init": self.code_prior_, **defaults, **params},
+        )
+
+    # --- sklearn plumbing ----------------------------------------------------------------
+
+    def __sklearn_clone__(self):
+        # The base model is shared, not deep-copied: fit never writes to it.
+        params = {
+            name: value if name == "base_model" else clone(value, safe=False)
+            for name, value in self.get_params(deep=False).items()
+        }
+        new = type(self)(**params)
+        if hasattr(self, "_metadata_request"):
+            new._metadata_request = copy.deepcopy(self._metadata_request)
+        return new
+
+    def __getstate__(self):
+        return pop_models(super().__getstate__())
+
+    def __setstate__(self, state):
+        super().__setstate__(push_models(state))
+
+
+def _keras_verbose(verbose) -> int:
+    """0 silent; 1 one line per epoch; 2 and more a progress bar per epoch."""
+    verbose = int(verbose)
+    return 0 if verbose <= 0 else 2 if verbose == 1 else 1
+
+
+def _encode_groups(groups, n_rows: int, fitting: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        groups = column_or_1d(np.asarray(groups), warn=False)
+    except ValueError as exc:
+        raise ValueError(f"groups must be 1-D, one label per row: {exc}") from exc
+    if len(groups) != n_rows:
+        raise ValueError(f"groups has {len(groups)} entries; X has {n_rows} rows.")
+    if groups.dtype.kind == "f" and not np.all(np.isfinite(groups)):
+        raise ValueError("groups contains NaN or infinity.")
+    try:
+        values, idx = np.unique(groups, return_inverse=True)
+    except TypeError as exc:
+        raise TypeError(f"groups must be labels of one comparable type: {exc}") from exc
+    if fitting and len(values) < 2:
+        raise ValueError(
+            f"fit needs at least 2 conditions (distinct groups) to learn codes and their "
+            f"prior; got {len(values)}."
+        )
+    return values, idx.astype(np.int32)
+
+
+def _normalise_codes(core, codes: np.ndarray, pairs) -> np.ndarray:
+    """Remove the scale (and, for joint training, the offset) ambiguity of the codes.
+
+    ``B z`` is unchanged by ``z -> z / s``, ``B -> s B``; with a bias next to ``B`` it is
+    also unchanged by ``z -> z - m``, ``b -> b + B m``. Codes are rescaled to unit RMS
+    spread per dimension; with ``pairs`` (joint training, where every B sits next to a
+    trainable bias) they are also centred, so the zero code is the average condition.
+    The model's output is the same before and after, up to float rounding.
+    """
+    mean = codes.mean(axis=0)
+    spread = float(np.sqrt(np.mean((codes - mean) ** 2)))
+    if not np.isfinite(spread) or spread < 1e-8:
+        return codes.astype(np.float32).astype(np.float64)
+    if pairs is not None:
+        for dense, b_layer in pairs:
+            kernel = keras.ops.convert_to_numpy(b_layer.kernel).astype(np.float64)
+            bias = keras.ops.convert_to_numpy(dense.bias).astype(np.float64)
+            dense.bias.assign((bias + mean @ kernel).astype(np.float32))
+        codes = codes - mean
+        consumers = [b_layer for _, b_layer in pairs]
+    else:
+        consumers = _code_consumers(core)
+        if consumers is None:
+            return codes.astype(np.float32).astype(np.float64)
+    for layer in consumers:
+        kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
+        layer.kernel.assign((kernel * spread).astype(np.float32))
+    return (codes / spread).astype(np.float32).astype(np.float64)
+
+
+_PARAMETERS_DOC = """
+    Parameters
+    ----------
+    hidden_layer_sizes : array-like of int, default=(256, 256)
+        Units of each hidden Dense layer. Ignored with ``base_model``.
+    code_size : int, default=16
+        Length of a condition code. Ignored when ``base_model`` already has a code input.
+    code_layers : {"all", "input"} or list of int, default="all"
+        Hidden layers the code feeds into (see :func:`add_condition_codes`). ``"all"``:
+        every hidden layer, as in Xue et al. (2014), who found that connecting the code
+        to more hidden layers gave larger gains on TIMIT; ``"input"``: the first hidden
+        layer only, the same as concatenating the code to the features; a list of
+        hidden-layer indices. On the synthetic problems of the tests ``"all"`` also
+        adapts best (see the module's test report).
+    activation : {"relu", "tanh", "logistic", "identity", "elu", "gelu", "swish"}, \
+default="relu"
+        Activation of the hidden layers. Ignored with ``base_model``.
+    code_l2 : float, default=1e-3
+        L2 penalty on the code table, ``code_l2 * mean_g ||z_g||^2``, added to the mean
+        training loss. With ``alpha`` it fixes how the product ``B_l z`` is shared
+        between the matrices and the codes (see Notes).
+    alpha : float, default=1e-5
+        L2 penalty on the trainable kernels (``W_l``, ``B_l``, output layer),
+        ``alpha * sum ||W||^2``, added to the mean training loss (not divided by the
+        number of rows, unlike :class:`~sklearn.neural_network.MLPClassifier`).
+    learning_rate_init : float, default=1e-3
+        Adam learning rate.
+    batch_size : int or "auto", default="auto"
+        Minibatch size; ``"auto"`` is ``min(200, n_rows)``. Clipped to the number of rows.
+    max_iter : int, default=200
+        Maximum number of epochs.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows of every training condition (the
+        codes of all conditions are still learned), stop when the validation loss has
+        not improved by ``tol`` for ``n_iter_no_change`` epochs, and restore the weights
+        and codes of the best epoch. Without it, training stops when the training loss
+        has not improved by ``tol`` for ``n_iter_no_change`` epochs.
+    validation_fraction : float, default=0.1
+        Fraction of each condition's rows held out with ``early_stopping``.
+    n_iter_no_change : int, default=10
+        Patience, in epochs.
+    tol : float, default=1e-4
+        Smallest loss decrease that counts as an improvement.
+    base_model : keras.Model or None, default=None
+        ``None``: joint (speaker-adaptive) training of the whole network, the ``B_l``
+        and the codes. A pretrained model: its weights are copied, never modified;
+        a model with one input is first retrofitted with
+        :func:`add_condition_codes` (``code_size``, ``code_layers``), which freezes the
+        pretrained weights, and fit then learns only the ``B_l`` and the codes. A model
+        that already has inputs ``"features"`` and ``"code"`` is trained as it is
+        (its trainable weights are learned).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initial weights and codes, the shuffling and the validation split.
+        With an int, two fits on CPU give identical codes and predictions.
+    verbose : int, default=0
+        0: silent; 1: one line per epoch; 2: a Keras progress bar.
+"""
+
+_NOTES_DOC = """
+    Notes
+    -----
+    The ``groups`` of ``fit`` name the training conditions; one code is learned per
+    condition through a code table that exists only during training. ``predict``,
+    ``predict_proba`` and ``score`` use the learned code of each known group and the
+    prior mean ``code_prior_.mean`` for rows of unseen groups or when ``groups`` is
+    None, which is the best guess for a condition not seen yet. To do better on a new
+    condition, learn its code from a few rows with :meth:`adapter`.
+
+    ``B_l z`` is unchanged when ``z`` is divided by a number and ``B_l`` multiplied by
+    it, so the codes' scale is not identifiable. The ``code_l2`` and ``alpha`` penalties
+    keep both bounded during training; after training the codes are rescaled (and
+    ``B_l`` inversely) to unit root-mean-square spread per dimension, and, in joint
+    training, centred with the offset moved into the biases, so that the zero code is
+    the average training condition. The output is unchanged by this
+    reparametrisation. With ``base_model`` the codes are not centred: the zero code
+    keeps reproducing the pretrained model. The prior ``code_prior_`` is the mean and
+    (slightly shrunk) covariance of the normalised codes.
+
+    References
+    ----------
+    O. Abdel-Hamid and H. Jiang, "Fast speaker adaptation of hybrid NN/HMM model for
+    speech recognition based on discriminative learning of speaker code", ICASSP 2013.
+
+    S. Xue, O. Abdel-Hamid, H. Jiang, L. Dai and Q. Liu, "Fast adaptation of deep neural
+    network based on discriminant codes for speech recognition", IEEE/ACM TASLP 22(12),
+    2014.
+"""
+
+_ATTRIBUTES_DOC = """
+    model_ : keras.Model
+        The code network: inputs ``"features"`` ``(n_features,)`` and ``"code"``
+        ``(code_size,)``, one output. It plugs into :class:`~skdc.CodeAdapter` as is.
+    codes_ : dict
+        Learned code (ndarray of shape ``(code_size,)``) of each training group.
+    code_prior_ : CodePrior
+        Mean and covariance of the training codes (:func:`skdc._prior.prior_from_codes`).
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the features, when X has string column names.
+    loss_curve_ : list of float
+        Training loss (with penalties) after each epoch.
+    validation_loss_curve_ : list of float
+        Validation loss after each epoch; only with ``early_stopping=True``.
+    best_validation_loss_ : float
+        Smallest validation loss; only with ``early_stopping=True``.
+    n_iter_ : int
+        Number of epochs run.
+"""
+
+
+def _doc(template: str) -> str:
+    return (
+        template.replace("{parameters}", _PARAMETERS_DOC.strip("\n"))
+        .replace("{attributes}", _ATTRIBUTES_DOC.strip("\n"))
+        .replace("{notes}", _NOTES_DOC.strip("\n"))
+    )
+
+
+class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
+    _output_activation = "softmax"
+
+    __doc__ = _doc(
+        """Classifier network with one learned code per training condition.
+
+    A multilayer perceptron whose hidden layers also receive a condition code,
+    ``h_l = act(W_l h_{l-1} + b_l + B_l z)``, trained with one code per condition
+    (``groups``) and a softmax output. On a new condition, freeze everything and learn
+    only its code from a few rows with :meth:`adapter`.
+
+{parameters}
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, in the order of the model's output units.
+{attributes}
+
+    See Also
+    --------
+    CodeNetworkRegressor : The regression twin.
+    add_condition_codes : Retrofit a code input into a pretrained Keras model.
+    skdc.CodeAdapter : Learn the code of a new condition.
+
+{notes}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdc._network import CodeNetwork
+    >>> rng = np.random.default_rng(0)
+    >>> groups = np.repeat(np.arange(6), 20)
+    >>> X = rng.normal(size=(120, 3)) + groups[:, None] % 2
+    >>> y = (X[:, 0] - groups % 2 > 0).astype(int)
+    >>> net = CodeNetwork((8,), code_size=2, max_iter=5, random_state=0)
+    >>> net = net.fit(X, y, groups=groups)  # doctest: +SKIP
+    >>> len(net.codes_), net.predict(X[:3], groups=groups[:3]).shape  # doctest: +SKIP
+    (6, (3,))
+    >>> adapter = net.adapter(max_iter=50).fit(X[:10], y[:10])  # doctest: +SKIP
+    """
+    )
+
+    def _validate_Xy(self, X, y):
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
+        check_classification_targets(y)
+        return X, y
+
+    def _encode_targets(self, y) -> np.ndarray:
+        self.classes_, encoded = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs at least 2 classes in y; got {len(self.classes_)}."
+            )
+        return encoded.astype(np.int32)
+
+    def _n_model_outputs(self) -> int:
+        return len(self.classes_)
+
+    def _what_outputs(self) -> str:
+        return f"one per class, {len(self.classes_)} classes in y"
+
+    def _loss(self):
+        return keras.losses.SparseCategoricalCrossentropy()
+
+    def _check_base_output(self, core, X) -> None:
+        rows = X[:16]
+        proba = _predict_model(core, rows, np.zeros((len(rows), core.inputs[1].shape[-1]), "f4"))
+        if np.any(proba < 0) or not np.allclose(proba.sum(axis=1), 1.0, atol=1e-3):
+            raise ValueError(
+                "base_model must output class probabilities (a softmax output layer) for "
+                f"{type(self).__name__}."
+            )
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, groups=None, sample_weight=None):
+        """Learn the network and one code per condition.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features.
+        y : array-like of shape (n_samples,)
+            Class labels.
+        groups : array-like of shape (n_samples,)
+            Condition of each row (speaker, device, ...); required, at least 2 distinct.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights.
+
+        Returns
+        -------
+        self : CodeNetwork
+            Fitted estimator.
+        """
+        return self._fit(X, y, groups, sample_weight)
+
+    def predict_proba(self, X, groups=None) -> np.ndarray:
+        """Class probabilities, with each known group's code and the prior mean otherwise.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features.
+        groups : array-like of shape (n_samples,), default=None
+            Condition of each row; unseen groups and None use ``code_prior_.mean``.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Probabilities, columns in the order of ``classes_``.
+        """
+        return self._forward(X, groups).astype(np.float64)
+
+    def predict(self, X, groups=None) -> np.ndarray:
+        """Most probable class of each row (see :meth:`predict_proba`).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features.
+        groups : array-like of shape (n_samples,), default=None
+            Condition of each row; unseen groups and None use ``code_prior_.mean``.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+            Predicted labels.
+        """
+        return self.classes_[np.argmax(self._forward(X, groups), axis=1)]
+
+    def score(self, X, y, groups=None, sample_weight=None) -> float:
+        """Accuracy of :meth:`predict` on ``(X, y)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features.
+        y : array-like of shape (n_samples,)
+            True labels.
+        groups : array-like of shape (n_samples,), default=None
+            Condition of each row; unseen groups and None use ``code_prior_.mean``.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights.
+
+        Returns
+        -------
+        score : float
+            Mean accuracy.
+        """
+        return float(accuracy_score(y, self.predict(X, groups), sample_weight=sample_weight))
+
+    def adapter(self, **params):
+        """A :class:`~skdc.CodeAdapter` over ``model_``, starting from the code prior.
+
+        Defaults: ``code_input="code"``, ``code_init=self.code_prior_`` (start at the
+        prior mean, Gaussian prior with the training codes' covariance) and
+        ``classes=self.classes_``; ``params`` override them and set the rest.
+
+        Returns
+        -------
+        adapter : skdc.CodeAdapter
+            Unfitted adapter; ``model_`` is shared, never written to.
+        """
+        from ._adapter import CodeAdapter
+
+        return self._adapter(CodeAdapter, {"classes": self.classes_}, params)
+
+
+class CodeNetworkRegressor(RegressorMixin, _BaseCodeNetwork):
+    _output_activation = "linear"
+
+    __doc__ = _doc(
+        """Regression network with one learned code per training condition.
+
+    The regression twin of :class:`CodeNetwork`: linear output units, squared error.
+
+{parameters}
+
+    Attributes
+    ----------
+    n_outputs_ : int
+        Number of targets.
+{attributes}
+
+    See Also
+    --------
+    CodeNetwork : The classifier.
+    skdc.CodeAdapterRegressor : Learn the code of a new condition.
+
+{notes}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdc._network import CodeNetworkRegressor
+    >>> rng = np.random.default_rng(0)
+    >>> groups = np.repeat(np.arange(6), 20)
+    >>> X = rng.normal(size=(120, 3))
+    >>> y = X[:, 0] + groups % 3
+    >>> net = CodeNetworkRegressor((8,), code_size=2, max_iter=5, random_state=0)
+    >>> net = net.fit(X, y, groups=groups)  # doctest: +SKIP
+    >>> net.predict(X[:3], groups=groups[:3]).shape  # doctest: +SKIP
+    (3,)
+    """
+    )
+
+    def _validate_Xy(self, X, y):
+        return validate_data(
+            self, X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True
+        )
+
+    def _encode_targets(self, y) -> np.ndarray:
+        y = np.asarray(y, dtype=np.float32)
+        self._y_1d = y.ndim == 1
+        y = y.reshape(len(y), -1)
+        self.n_outputs_ = y.shape[1]
+        return y
+
+    def _n_model_outputs(self) -> int:
+        return self.n_outputs_
+
+    def _what_outputs(self) -> str:
+        return f"one per target, {self.n_outputs_} in y"
+
+    def _loss(self):
+        return keras.losses.MeanSquaredError()
+
+    def _check_base_output(self, core, X) -> None:
+        return None
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, groups=None, sample_weight=None):
+        """Learn the network and one code per condition.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets.
+        groups : array-like of shape (n_samples,)
+            Condition of each row (speaker, device, ...); required, at least 2 distinct.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights.
+
+        Returns
+        -------
+        self : CodeNetworkRegressor
+            Fitted estimator.
+        """
+        return self._fit(X, y, groups, sample_weight)
+
+    def predict(self, X, groups=None) -> np.ndarray:
+        """Predicted targets, with each known group's code and the prior mean otherwise.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features.
+        groups : array-like of shape (n_samples,), default=None
+            Condition of each row; unseen groups and None use ``code_prior_.mean``.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            Predictions.
+        """
+        out = self._forward(X, groups).astype(np.float64)
+        return out.ravel() if self._y_1d else out
+
+    def score(self, X, y, groups=None, sample_weight=None) -> float:
+        """R² of :meth:`predict` on ``(X, y)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            True targets.
+        groups : array-like of shape (n_samples,), default=None
+            Condition of each row; unseen groups and None use ``code_prior_.mean``.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights.
+
+        Returns
+        -------
+        score : float
+            Coefficient of determination.
+        """
+        return float(r2_score(y, self.predict(X, groups), sample_weight=sample_weight))
+
+    def adapter(self, **params):
+        """A :class:`~skdc.CodeAdapterRegressor` over ``model_``, starting from the prior.
+
+        Defaults: ``code_input="code"`` and ``code_init=self.code_prior_``; ``params``
+        override them and set the rest.
+
+        Returns
+        -------
+        adapter : skdc.CodeAdapterRegressor
+            Unfitted adapter; ``model_`` is shared, never written to.
+        """
+        from ._adapter import CodeAdapterRegressor
+
+        return self._adapter(CodeAdapterRegressor, {}, params)
