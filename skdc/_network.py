@@ -302,7 +302,7 @@ def _coded_dense(layer, x, code, names: _Names):
         kernel_initializer="zeros",
         name=names.new(f"{layer.name}_code"),
     )
-    pre = keras.layers.Add(name=names.new(f"{layer.name}_plus_code"))([pre, b_layer(code)])
+    pre = keras.layers.Add(name=names.new(f"{layer.name}_code_add"))([pre, b_layer(code)])
     if keras.activations.serialize(layer.activation) != "linear":
         pre = keras.layers.Activation(
             layer.activation, name=names.new(f"{layer.name}_activation")
@@ -643,6 +643,7 @@ class _BaseCodeNetwork(BaseEstimator):
             epochs=self.max_iter,
             callbacks=[stopper],
             verbose=_keras_verbose(self.verbose),
+            shuffle=False,  # the dataset shuffles itself, seeded
         )
         return history.history, stopper.stopped_epoch > 0
 
@@ -1000,7 +1001,8 @@ class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
         y : ndarray of shape (n_samples,)
             Predicted labels.
         """
-        return self.classes_[np.argmax(self._forward(X, groups), axis=1)]
+        proba = self._forward(X, groups)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def score(self, X, y, groups=None, sample_weight=None) -> float:
         """Accuracy of :meth:`predict` on ``(X, y)``.
@@ -1037,6 +1039,7 @@ class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
         """
         from ._adapter import CodeAdapter
 
+        check_is_fitted(self, "model_")
         return self._adapter(CodeAdapter, {"classes": self.classes_}, params)
 
 

@@ -1,0 +1,525 @@
+"""Tests of the training side: CodeNetwork, CodeNetworkRegressor, add_condition_codes.
+
+The workhorse is the synthetic problem of :mod:`skdc._synthetic`: a known teacher
+network labels rows of conditions with known true codes. 40 training conditions of
+50 rows train a small network; 10 held-out conditions check adaptation.
+"""
+
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import joblib
+import keras
+import numpy as np
+import pytest
+import sklearn
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LinearRegression
+from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from skdc._network import (
+    CodeNetwork,
+    CodeNetworkRegressor,
+    _normalise_codes,
+    _rewire,
+    add_condition_codes,
+)
+from skdc._persist import model_from_bytes, model_to_bytes
+from skdc._synthetic import make_conditions
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+N_TRAIN, N_HELD_OUT, ROWS, SHOTS = 40, 10, 50, 10
+SMALL = dict(hidden_layer_sizes=(32, 32), code_size=4, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def train(teacher):
+    return make_conditions(teacher, N_TRAIN, ROWS, random_state=1)
+
+
+@pytest.fixture(scope="module")
+def held_out(teacher):
+    """Unseen conditions (groups 100..109): SHOTS labelled rows each, then the rest."""
+    X, y, groups, true_codes = make_conditions(teacher, N_HELD_OUT, ROWS, random_state=2)
+    shot = np.zeros(len(y), dtype=bool)
+    rng = np.random.default_rng(0)
+    for g in np.unique(groups):
+        shot[rng.choice(np.flatnonzero(groups == g), SHOTS, replace=False)] = True
+    return X, y, groups + 100, shot
+
+
+@pytest.fixture(scope="module")
+def net(train):
+    X, y, groups, _ = train
+    return CodeNetwork(**SMALL, learning_rate_init=3e-3, max_iter=40).fit(X, y, groups=groups)
+
+
+def _si_model(n_features=6, n_classes=4, seed=0):
+    init = keras.initializers.GlorotUniform
+    return keras.Sequential(
+        [
+            keras.Input((n_features,)),
+            keras.layers.Dense(16, activation="relu", kernel_initializer=init(seed)),
+            keras.layers.Dropout(0.1),
+            keras.layers.Dense(16, activation="tanh", kernel_initializer=init(seed + 1)),
+            keras.layers.Dense(n_classes, activation="softmax", kernel_initializer=init(seed + 2)),
+        ],
+        name="si",
+    )
+
+
+@pytest.fixture(scope="module")
+def si_model(train):
+    """A speaker-independent classifier trained (briefly) on the training conditions."""
+    X, y, _, _ = train
+    model = _si_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    model.fit(X, y, epochs=10, batch_size=200, verbose=0, shuffle=False)
+    return model
+
+
+def _snapshot(model):
+    return [w.tobytes() for w in model.get_weights()], [layer.trainable for layer in model.layers]
+
+
+# --------------------------------------------------------------------------------------
+# Joint training (mode b)
+# --------------------------------------------------------------------------------------
+
+
+def test_fit_learns_one_code_per_condition(net, train):
+    X, y, groups, _ = train
+    assert set(net.codes_) == set(range(N_TRAIN))
+    assert all(code.shape == (4,) for code in net.codes_.values())
+    assert [t.name for t in net.model_.inputs] == ["features", "code"]
+    assert net.model_.outputs[0].shape[-1] == 4
+    np.testing.assert_array_equal(net.classes_, np.arange(4))
+    assert net.n_features_in_ == 6 and net.n_iter_ == len(net.loss_curve_) == 40
+    assert net.loss_curve_[-1] < net.loss_curve_[0]
+    # normalised codes: centred, unit RMS spread; the prior is their mean and covariance
+    codes = np.array(list(net.codes_.values()))
+    np.testing.assert_allclose(codes.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(np.sqrt(np.mean(codes**2)), 1, rtol=1e-4)
+    np.testing.assert_allclose(net.code_prior_.mean, codes.mean(axis=0))
+    assert net.code_prior_.covariance.shape == (4, 4)
+
+
+def test_codes_carry_the_conditions(net, train, teacher):
+    """Fresh rows of a training condition are classified much better with its code, and
+    a linear map from learned codes to the true codes predicts held-out conditions."""
+    _, _, groups, true_codes = train
+    X_new = np.random.default_rng(5).normal(size=(len(groups), 6))
+    y_new = teacher.predict([X_new, true_codes[groups]], verbose=0).argmax(axis=1)
+    with_codes, prior_mean = net.score(X_new, y_new, groups=groups), net.score(X_new, y_new)
+    assert with_codes > prior_mean + 0.2
+    codes = np.array([net.codes_[g] for g in range(N_TRAIN)])
+    r2 = cross_val_score(LinearRegression(), codes, true_codes, cv=5).mean()
+    assert r2 > 0.1  # the teacher itself, adapted on the same 50 rows, reaches about 0.5
+
+
+def test_predict_uses_prior_mean_for_unseen_or_missing_groups(net, held_out):
+    X, _, groups, _ = held_out
+    proba = net.predict_proba(X, groups=groups)
+    np.testing.assert_array_equal(proba, net.predict_proba(X))
+    np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-5)
+    mixed = np.where(np.arange(len(X)) % 2, groups, 0)  # group 0 is known
+    assert not np.allclose(net.predict_proba(X, groups=mixed), proba)
+
+
+def test_adapter_beats_prior_mean_on_unseen_conditions(net, held_out):
+    X, y, groups, shot = held_out
+    prior_mean = net.score(X[~shot], y[~shot])
+    adapter = net.adapter().fit(X[shot], y[shot], groups=groups[shot])
+    adapted = adapter.score(X[~shot], y[~shot], groups=groups[~shot])
+    assert adapted > prior_mean + 0.15, (prior_mean, adapted)
+
+
+def test_code_adapter_works_on_model_directly(net, held_out):
+    from skdc._adapter import CodeAdapter
+
+    X, y, groups, shot = held_out
+    adapter = CodeAdapter(net.model_, code_input="code", classes=net.classes_, random_state=0)
+    adapter.fit(X[shot], y[shot], groups=groups[shot])
+    assert adapter.score(X[~shot], y[~shot], groups=groups[~shot]) > net.score(X[~shot], y[~shot])
+
+
+def test_adapter_defaults_and_overrides(net):
+    adapter = net.adapter()
+    assert adapter.model is net.model_
+    assert adapter.code_input == "code"
+    assert adapter.code_init is net.code_prior_
+    np.testing.assert_array_equal(adapter.classes, net.classes_)
+    assert net.adapter(alpha=2.0, code_init="zeros").get_params()["alpha"] == 2.0
+    assert net.adapter(code_init="zeros").code_init == "zeros"
+
+
+def test_random_state_reproducible(train):
+    X, y, groups, _ = train
+    fits = [
+        CodeNetwork((8,), code_size=2, max_iter=3, random_state=7).fit(X, y, groups=groups)
+        for _ in range(2)
+    ]
+    for g in fits[0].codes_:
+        np.testing.assert_array_equal(fits[0].codes_[g], fits[1].codes_[g])
+    np.testing.assert_array_equal(
+        fits[0].predict_proba(X, groups=groups), fits[1].predict_proba(X, groups=groups)
+    )
+
+
+def test_sample_weight_of_ones_changes_nothing(train):
+    X, y, groups, _ = train
+    kw = dict(hidden_layer_sizes=(8,), code_size=2, max_iter=2, random_state=3)
+    a = CodeNetwork(**kw).fit(X, y, groups=groups)
+    b = CodeNetwork(**kw).fit(X, y, groups=groups, sample_weight=np.ones(len(y)))
+    np.testing.assert_allclose(a.predict_proba(X, groups), b.predict_proba(X, groups), atol=1e-6)
+
+
+def test_early_stopping_holds_out_rows_within_conditions(train):
+    X, y, groups, _ = train
+    net = CodeNetwork(
+        (8,), code_size=2, max_iter=4, early_stopping=True, n_iter_no_change=2, random_state=0
+    ).fit(X, y, groups=groups)
+    assert len(net.codes_) == N_TRAIN  # every condition keeps training rows
+    assert len(net.validation_loss_curve_) == net.n_iter_ <= 4
+    assert net.best_validation_loss_ == min(net.validation_loss_curve_)
+
+
+def test_string_groups_and_labels(train):
+    X, y, groups, _ = train
+    labels = np.array(["a", "b", "c", "d"])[y]
+    names = np.array([f"spk{g:02d}" for g in groups])
+    net = CodeNetwork((8,), code_size=2, max_iter=2, random_state=0).fit(X, labels, groups=names)
+    assert set(net.codes_) == set(names.tolist())
+    assert set(net.predict(X[:20], groups=names[:20])) <= {"a", "b", "c", "d"}
+    assert list(net.adapter().classes) == ["a", "b", "c", "d"]
+
+
+def test_verbose(train, capsys):
+    X, y, groups, _ = train
+    CodeNetwork((4,), code_size=2, max_iter=2, random_state=0).fit(X, y, groups=groups)
+    assert capsys.readouterr().out == ""
+    CodeNetwork((4,), code_size=2, max_iter=2, verbose=1, random_state=0).fit(X, y, groups=groups)
+    assert "Epoch 2/2" in capsys.readouterr().out
+
+
+def test_convergence_warning(train):
+    X, y, groups, _ = train
+    with pytest.warns(ConvergenceWarning, match="maximum number of epochs"):
+        CodeNetwork((4,), code_size=2, max_iter=1, random_state=0).fit(X, y, groups=groups)
+
+
+def test_regressor(teacher, train):
+    X, _, groups, true_codes = train
+    target = 10 * teacher.predict([X, true_codes[groups]], verbose=0)[:, :2]
+    reg = CodeNetworkRegressor(**SMALL, learning_rate_init=3e-3, max_iter=25)
+    reg.fit(X, target[:, 0], groups=groups)
+    assert reg.predict(X, groups=groups).shape == (len(X),)
+    assert reg.score(X, target[:, 0], groups=groups) > reg.score(X, target[:, 0]) + 0.1
+    adapter = reg.adapter(max_iter=20).fit(X[:30], target[:30, 0])
+    assert adapter.predict(X[:5]).shape == (5,)
+    two = CodeNetworkRegressor((4,), code_size=2, max_iter=1, random_state=0)
+    assert two.fit(X, target, groups=groups).predict(X[:7]).shape == (7, 2)
+    assert two.n_outputs_ == 2
+
+
+# --------------------------------------------------------------------------------------
+# Code normalisation
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("centre", [True, False])
+def test_normalising_codes_keeps_the_outputs(centre):
+    si = _si_model(seed=11)
+    model, pairs = _rewire(si, 3, "all")
+    rng = np.random.default_rng(0)
+    for _, b_layer in pairs:
+        b_layer.set_weights([rng.normal(size=b_layer.kernel.shape)])
+    codes = rng.normal(loc=2.0, scale=5.0, size=(5, 3))
+    X = rng.normal(size=(5, 6)).astype("float32")
+    before = model([X, codes.astype("float32")])
+    new_codes = _normalise_codes(model, codes, pairs if centre else None)
+    after = model([X, new_codes.astype("float32")])
+    np.testing.assert_allclose(after, before, atol=1e-5)
+    np.testing.assert_allclose(np.sqrt(np.mean((new_codes - new_codes.mean(0)) ** 2)), 1, 1e-5)
+    assert np.allclose(new_codes.mean(0), 0, atol=1e-6) == centre
+
+
+# --------------------------------------------------------------------------------------
+# Retrofit (mode a)
+# --------------------------------------------------------------------------------------
+
+
+def _functional_si(seed=0):
+    init = keras.initializers.GlorotUniform
+    x = inputs = keras.Input((6,), name="mfcc")
+    x = keras.layers.Normalization(mean=0.5, variance=2.0)(x)
+    x = keras.layers.Dense(16, kernel_initializer=init(seed), name="d1")(x)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Activation("relu")(x)
+    x = keras.layers.Dense(8, activation="elu", kernel_initializer=init(seed + 1))(x)
+    x = keras.layers.Dense(3, kernel_initializer=init(seed + 2), name="logits")(x)
+    outputs = keras.layers.Softmax()(x)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("build", [_si_model, _functional_si])
+@pytest.mark.parametrize("layers", ["all", "input", [1], [-1, 0]])
+def test_retrofit_with_zero_code_is_the_original(build, layers):
+    si = build()
+    before = _snapshot(si)
+    coded = add_condition_codes(si, code_size=5, layers=layers)
+    assert _snapshot(si) == before  # weights byte-identical, trainable flags unchanged
+    assert [t.name for t in coded.inputs] == ["features", "code"]
+    X = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    np.testing.assert_allclose(
+        coded([X, np.zeros((64, 5), "float32")]), si(X, training=False), rtol=0, atol=1e-6
+    )
+    b_layers = [
+        layer
+        for layer in coded.layers
+        if isinstance(layer, keras.layers.Dense) and layer.name.endswith("_code")
+    ]
+    n_coded = {"all": 2, "input": 1}.get(layers if isinstance(layers, str) else "", len(layers))
+    assert len(b_layers) == n_coded
+    assert all(not np.any(layer.get_weights()[0]) for layer in b_layers)
+    trainable = {id(w) for w in coded.trainable_weights}
+    assert trainable == {id(layer.kernel) for layer in b_layers}
+
+
+def test_retrofit_code_changes_output_and_round_trips_safely():
+    si = _functional_si()
+    coded = add_condition_codes(si, code_size=2)
+    for layer in coded.layers:
+        if isinstance(layer, keras.layers.Dense) and layer.name.endswith("_code"):
+            layer.set_weights([np.ones(layer.kernel.shape)])
+    X = np.ones((4, 6), "float32")
+    code = np.full((4, 2), 0.5, "float32")
+    out = coded([X, code])
+    assert not np.allclose(out, si(X))
+    loaded = model_from_bytes(model_to_bytes(coded))
+    np.testing.assert_allclose(loaded([X, code]), out, atol=1e-6)
+
+
+def _conv_model():
+    return keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Reshape((6, 1), name="to_frames"),
+            keras.layers.Conv1D(4, 3, name="conv"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+
+
+def _skip_model():
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(6, name="inner")(inputs)
+    merged = keras.layers.Add(name="skip")([inputs, h])
+    return keras.Model(inputs, keras.layers.Dense(3, name="out")(merged))
+
+
+def _rnn_model():
+    return keras.Sequential([keras.Input((5, 6)), keras.layers.SimpleRNN(4, name="rnn")])
+
+
+@pytest.mark.parametrize(
+    ("build", "kwargs", "error", "match"),
+    [
+        (_conv_model, {}, ValueError, "'to_frames' \\(Reshape\\)"),
+        (_skip_model, {}, ValueError, "'skip'"),
+        (_rnn_model, {}, ValueError, "2-D inputs"),
+        (_si_model, {"layers": [2]}, ValueError, "out of range"),
+        (_si_model, {"layers": []}, ValueError, "empty"),
+        (_si_model, {"layers": "middle"}, ValueError, "not understood"),
+        (_si_model, {"layers": [0.5]}, TypeError, "int"),
+        (_si_model, {"code_size": 0}, ValueError, "code_size"),
+        (
+            lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]),
+            {},
+            ValueError,
+            "no hidden Dense",
+        ),
+        (lambda: "not a model", {}, TypeError, "keras.Model"),
+    ],
+)
+def test_retrofit_errors(build, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        add_condition_codes(build(), **{"code_size": 2, **kwargs})
+
+
+def test_base_model_trains_only_codes_and_b(si_model, train, held_out):
+    X, y, groups, _ = train
+    before = _snapshot(si_model)
+    net = CodeNetwork(base_model=si_model, code_size=4, learning_rate_init=1e-2, max_iter=20)
+    net.set_params(random_state=0).fit(X, y, groups=groups)
+    assert _snapshot(si_model) == before
+    # the pretrained layers are frozen copies; a zero code still gives the SI model
+    model = net.model_
+    for old in si_model.layers:
+        new = model.get_layer(old.name)
+        assert not new.trainable
+        for w_old, w_new in zip(old.get_weights(), new.get_weights(), strict=True):
+            np.testing.assert_array_equal(w_old, w_new)
+    X_held = held_out[0].astype("float32")
+    np.testing.assert_allclose(
+        model([X_held, np.zeros((len(X_held), 4), "float32")]), si_model(X_held), atol=1e-6
+    )
+    # the codes help on fresh rows of the training conditions
+    si_accuracy = np.mean(si_model.predict(X, verbose=0).argmax(axis=1) == y)
+    assert net.score(X, y, groups=groups) > si_accuracy + 0.1
+    # a model that already has a code input is trained as it is
+    again = CodeNetwork(base_model=net.model_, max_iter=2, random_state=0)
+    again.fit(X, y, groups=groups)
+    assert again.model_ is not net.model_
+    assert again.model_.inputs[1].shape[-1] == 4
+
+
+@pytest.mark.parametrize(
+    ("base", "match"),
+    [
+        (lambda: _si_model(n_classes=3), "3 output units"),
+        (
+            lambda: keras.Sequential(
+                [
+                    keras.Input((6,)),
+                    keras.layers.Dense(4, activation="relu"),
+                    keras.layers.Dense(4),
+                ]
+            ),
+            "probabilities",
+        ),
+        (lambda: _si_model(n_features=5), "5"),
+    ],
+)
+def test_base_model_errors(base, match, train):
+    X, y, groups, _ = train
+    with pytest.raises(ValueError, match=match):
+        CodeNetwork(base_model=base(), max_iter=1).fit(X, y, groups=groups)
+
+
+# --------------------------------------------------------------------------------------
+# scikit-learn citizenship
+# --------------------------------------------------------------------------------------
+
+
+def test_clone_shares_base_model(si_model):
+    with sklearn.config_context(enable_metadata_routing=True):
+        net = CodeNetwork(base_model=si_model, code_size=3).set_fit_request(groups=True)
+        copy = clone(net)
+    assert copy.base_model is si_model
+    assert copy.get_params()["code_size"] == 3
+    assert copy.get_metadata_routing().fit.requests["groups"] is True
+
+
+def test_pickle_round_trip(net, held_out):
+    X, _, groups, _ = held_out
+    loaded = pickle.loads(pickle.dumps(net))
+    np.testing.assert_array_equal(loaded.predict_proba(X, groups), net.predict_proba(X, groups))
+    np.testing.assert_array_equal(loaded.predict_proba(X), net.predict_proba(X))
+    assert loaded.codes_.keys() == net.codes_.keys()
+
+
+def test_joblib_into_fresh_process(net, train, tmp_path):
+    X, _, groups, _ = train
+    joblib.dump(net, tmp_path / "net.joblib")
+    np.save(tmp_path / "X.npy", X[:50])
+    np.save(tmp_path / "groups.npy", groups[:50])
+    script = textwrap.dedent(
+        f"""
+        import joblib, numpy as np
+        net = joblib.load({str(tmp_path / "net.joblib")!r})
+        X = np.load({str(tmp_path / "X.npy")!r}); g = np.load({str(tmp_path / "groups.npy")!r})
+        np.save({str(tmp_path / "out.npy")!r}, net.predict_proba(X, groups=g))
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "out.npy"), net.predict_proba(X[:50], groups=groups[:50])
+    )
+
+
+def test_grid_search_routes_groups_to_splitter_and_fit(train):
+    X, y, groups, _ = train
+    grid = {"hidden_layer_sizes": [(8,), (8, 8)], "code_size": [2]}
+    with sklearn.config_context(enable_metadata_routing=True):
+        net = CodeNetwork(max_iter=2, random_state=0)
+        net.set_fit_request(groups=True).set_score_request(groups=True)
+        search = GridSearchCV(net, grid, cv=GroupKFold(n_splits=2), error_score="raise")
+        search.fit(X, y, groups=groups)
+        pipe = make_pipeline(StandardScaler(), clone(net)).fit(X, y, groups=groups)
+    assert len(search.cv_results_["params"]) == 2
+    assert len(search.best_estimator_.codes_) == N_TRAIN
+    assert len(pipe[-1].codes_) == N_TRAIN
+
+
+# --------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------
+
+
+def _bad_inputs(X, y, groups):
+    nan_X = X.copy()
+    nan_X[3, 2] = np.nan
+    return [
+        ({"X": X, "y": y, "groups": None}, ValueError, "needs groups"),
+        ({"X": nan_X, "y": y, "groups": groups}, ValueError, "NaN"),
+        ({"X": X, "y": y[:-1], "groups": groups}, ValueError, "inconsistent"),
+        ({"X": X, "y": y, "groups": groups[:-1]}, ValueError, "groups has"),
+        ({"X": X, "y": y, "groups": np.zeros(len(y))}, ValueError, "at least 2 conditions"),
+        ({"X": X, "y": np.zeros(len(y)), "groups": groups}, ValueError, "2 classes"),
+        ({"X": X, "y": y, "groups": np.where(groups == 1, np.nan, groups)}, ValueError, "NaN"),
+        ({"X": X[:, 0], "y": y, "groups": groups}, ValueError, "2D array"),
+        ({"X": X, "y": y + 0.5, "groups": groups}, ValueError, "Unknown label type"),
+    ]
+
+
+def test_bad_input_raises_clear_errors_and_leaves_arrays_alone(train):
+    X, y, groups, _ = train
+    copies = [X.copy(), y.copy(), groups.copy()]
+    for kwargs, error, match in _bad_inputs(X, y, groups):
+        with pytest.raises(error, match=match):
+            CodeNetwork((4,), code_size=2, max_iter=1).fit(**kwargs)
+    CodeNetwork((4,), code_size=2, max_iter=1, random_state=0).fit(X, y, groups=groups)
+    for before, after in zip(copies, (X, y, groups), strict=True):
+        np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"hidden_layer_sizes": (8, 0)}, "hidden_layer_sizes"),
+        ({"hidden_layer_sizes": ()}, "hidden_layer_sizes"),
+        ({"code_layers": "middle"}, "code_layers"),
+        ({"code_layers": [3]}, "out of range"),
+        ({"code_size": 0}, "code_size"),
+        ({"activation": "softplus"}, "activation"),
+        ({"validation_fraction": 1.0}, "validation_fraction"),
+        ({"base_model": "model.keras"}, "base_model"),
+        ({"early_stopping": True, "validation_fraction": 0.01}, "holds out no rows"),
+    ],
+)
+def test_bad_parameters(params, match, train):
+    X, y, groups, _ = train
+    with pytest.raises(ValueError, match=match):
+        CodeNetwork(**{"hidden_layer_sizes": (4,), "max_iter": 1, **params}).fit(
+            X, y, groups=groups
+        )
+
+
+def test_predict_errors(net, held_out):
+    X, _, groups, _ = held_out
+    with pytest.raises(ValueError, match="features"):
+        net.predict(X[:, :5])
+    with pytest.raises(ValueError, match="groups has"):
+        net.predict(X, groups=groups[:3])
+    with pytest.raises(sklearn.exceptions.NotFittedError):
+        CodeNetwork().predict(X)
+    with pytest.raises(sklearn.exceptions.NotFittedError):
+        CodeNetwork().adapter()
