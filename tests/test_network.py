@@ -160,24 +160,16 @@ def test_adapter_defaults_and_overrides(net):
 
 
 def test_random_state_reproducible(train):
+    """Two fits with the same seed agree exactly; unit sample weights change nothing."""
     X, y, groups, _ = train
-    fits = [
-        CodeNetwork((8,), code_size=2, max_iter=3, random_state=7).fit(X, y, groups=groups)
-        for _ in range(2)
-    ]
-    for g in fits[0].codes_:
-        np.testing.assert_array_equal(fits[0].codes_[g], fits[1].codes_[g])
+    kw = dict(hidden_layer_sizes=(8,), code_size=2, max_iter=3, random_state=7)
+    first = CodeNetwork(**kw).fit(X, y, groups=groups)
+    second = CodeNetwork(**kw).fit(X, y, groups=groups, sample_weight=np.ones(len(y)))
+    for g in first.codes_:
+        np.testing.assert_array_equal(first.codes_[g], second.codes_[g])
     np.testing.assert_array_equal(
-        fits[0].predict_proba(X, groups=groups), fits[1].predict_proba(X, groups=groups)
+        first.predict_proba(X, groups=groups), second.predict_proba(X, groups=groups)
     )
-
-
-def test_sample_weight_of_ones_changes_nothing(train):
-    X, y, groups, _ = train
-    kw = dict(hidden_layer_sizes=(8,), code_size=2, max_iter=2, random_state=3)
-    a = CodeNetwork(**kw).fit(X, y, groups=groups)
-    b = CodeNetwork(**kw).fit(X, y, groups=groups, sample_weight=np.ones(len(y)))
-    np.testing.assert_allclose(a.predict_proba(X, groups), b.predict_proba(X, groups), atol=1e-6)
 
 
 def test_early_stopping_holds_out_rows_within_conditions(train):
@@ -200,18 +192,13 @@ def test_string_groups_and_labels(train):
     assert list(net.adapter().classes) == ["a", "b", "c", "d"]
 
 
-def test_verbose(train, capsys):
-    X, y, groups, _ = train
-    CodeNetwork((4,), code_size=2, max_iter=2, random_state=0).fit(X, y, groups=groups)
-    assert capsys.readouterr().out == ""
-    CodeNetwork((4,), code_size=2, max_iter=2, verbose=1, random_state=0).fit(X, y, groups=groups)
-    assert "Epoch 2/2" in capsys.readouterr().out
-
-
-def test_convergence_warning(train):
+def test_verbose_and_convergence_warning(train, capsys):
     X, y, groups, _ = train
     with pytest.warns(ConvergenceWarning, match="maximum number of epochs"):
         CodeNetwork((4,), code_size=2, max_iter=1, random_state=0).fit(X, y, groups=groups)
+    assert capsys.readouterr().out == ""
+    CodeNetwork((4,), code_size=2, max_iter=2, verbose=1, random_state=0).fit(X, y, groups=groups)
+    assert "Epoch 2/2" in capsys.readouterr().out
 
 
 def test_regressor(teacher, train):
