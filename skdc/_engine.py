@@ -50,6 +50,7 @@ class Settings:
     tol: float = 1e-4
     n_iter_no_change: int = 10
     batch_size: int | None = None
+    diversity: float = 0.0
 
 
 @dataclass
@@ -91,19 +92,35 @@ def engine_for(model, code_index: int, loss: str) -> Engine:
         return per_model[key]
 
 
-def _row_loss(loss: str, out, y):
+def _log_proba(loss: str, out):
+    """Log-probabilities (n, n_classes) of a classifier's output."""
     eps = 1e-7
     if loss == "softmax":
-        p = tf.gather(tf.reshape(out, (tf.shape(out)[0], -1)), y, axis=1, batch_dims=1)
-        return -tf.math.log(tf.clip_by_value(p, eps, 1.0))
+        return tf.math.log(tf.clip_by_value(tf.reshape(out, (tf.shape(out)[0], -1)), eps, 1.0))
     if loss == "logits":
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(y, out)
-    if loss == "sigmoid":
-        p = tf.clip_by_value(tf.reshape(out, [-1]), eps, 1.0 - eps)
-        t = tf.cast(y, p.dtype)
-        return -(t * tf.math.log(p) + (1.0 - t) * tf.math.log(1.0 - p))
-    diff = tf.reshape(out, (tf.shape(out)[0], -1)) - y
-    return tf.reduce_mean(tf.square(diff), axis=1)
+        return tf.nn.log_softmax(out)
+    p = tf.clip_by_value(tf.reshape(out, [-1]), eps, 1.0 - eps)  # one sigmoid unit
+    return tf.stack([tf.math.log(1.0 - p), tf.math.log(p)], axis=1)
+
+
+def _data_terms(loss: str, out, y, w, group, n_groups):
+    """Per-group weighted sum of row losses, and of row probabilities (classifiers).
+
+    Classifier rows with label -1 are unlabelled: their loss is the entropy of the
+    prediction (unsupervised adaptation).
+    """
+    if loss == "mse":
+        diff = tf.reshape(out, (tf.shape(out)[0], -1)) - y
+        per_row = tf.reduce_mean(tf.square(diff), axis=1)
+        return tf.math.unsorted_segment_sum(per_row * w, group, n_groups), None
+    logp = _log_proba(loss, out)
+    p = tf.exp(logp)
+    labelled = y >= 0
+    ce = -tf.gather(logp, tf.maximum(y, 0), axis=1, batch_dims=1)
+    entropy = -tf.reduce_sum(p * logp, axis=1)
+    per_row = tf.where(labelled, ce, entropy) * w
+    data = tf.math.unsorted_segment_sum(per_row, group, n_groups)
+    return data, tf.math.unsorted_segment_sum(p * w[:, None], group, n_groups)
 
 
 class Engine:
@@ -128,9 +145,9 @@ class Engine:
         codes = tf.TensorSpec([None, d], f32)
         vec = tf.TensorSpec([None], f32)
         data = [frontier, y_spec, vec, tf.TensorSpec([None], tf.int32), vec, vec]
-        prior = [tf.TensorSpec([d], f32), tf.TensorSpec([d, d], f32)]
-        state = [codes, codes, vec]
         scalar = tf.TensorSpec([], f32)
+        prior = [tf.TensorSpec([d], f32), tf.TensorSpec([d, d], f32), scalar]
+        state = [codes, codes, vec]
         kind = tf.TensorSpec([], tf.int32)
         self._step = tf.function(
             self._step_impl, input_signature=[codes, *state, vec, *data, *prior, scalar, kind]
@@ -145,12 +162,17 @@ class Engine:
         )
 
     # -- compiled pieces -------------------------------------------------------
-    def _objective(self, u, frontier, y, w, group, data_scale, prior_scale, mean, factor):
+    def _objective(self, u, frontier, y, w, group, data_scale, prior_scale, mean, factor,
+                   diversity):
         codes = mean + tf.matmul(u, factor)
         out = self.graph.forward(frontier, codes, group)
-        per_row = _row_loss(self.loss, out, y) * w
-        data = tf.math.unsorted_segment_sum(per_row, group, tf.shape(u)[0])
-        return data * data_scale + tf.reduce_sum(u * u, axis=1) * prior_scale
+        data, proba_sum = _data_terms(self.loss, out, y, w, group, tf.shape(u)[0])
+        obj = data * data_scale + tf.reduce_sum(u * u, axis=1) * prior_scale
+        if proba_sum is None:
+            return obj
+        # information maximisation: reward a diverse mean prediction over each group's rows
+        mean_p = tf.clip_by_value(proba_sum * data_scale[:, None], 1e-7, 1.0)
+        return obj + diversity * tf.reduce_sum(mean_p * tf.math.log(mean_p), axis=1)
 
     def _value_and_grad_impl(self, codes, *args):
         with tf.GradientTape() as tape:
@@ -210,7 +232,7 @@ class Engine:
             out.append(self._predict([tf.constant(p, tf.float32) for p in parts], table, idx))
         return np.concatenate([o.numpy() for o in out]).reshape(len(X), -1)
 
-    def _tensors(self, problem: Problem, frontier, alpha, prior, rows=None):
+    def _tensors(self, problem: Problem, frontier, alpha, prior, rows=None, diversity=0.0):
         """Tensors of the objective for ``rows`` of ``problem`` (all rows if None)."""
         sel = slice(None) if rows is None else rows
         w = problem.weight[sel]
@@ -230,6 +252,7 @@ class Engine:
             tf.constant(prior_scale, tf.float32),
             tf.constant(prior[0], tf.float32),
             tf.constant(np.linalg.cholesky(prior[1]).T, tf.float32),
+            tf.constant(diversity, tf.float32),
         )
 
     # -- fits ------------------------------------------------------------------
@@ -259,7 +282,8 @@ class Engine:
     def _fit_lbfgs(self, problem, init, prior, settings, report) -> Result:
         from scipy.optimize import minimize
 
-        args = self._tensors(problem, self.frontier(problem.X), settings.alpha, prior)
+        args = self._tensors(problem, self.frontier(problem.X), settings.alpha, prior,
+                            diversity=settings.diversity)
         shape = init.shape
         curve: list[float] = []
         per_group = [np.full(shape[0], np.inf)]
@@ -326,11 +350,15 @@ class _FirstOrderLoop:
         s, p = self.settings, self.problem
         full_batch = s.batch_size is None or s.batch_size >= len(p.y)
         frontier = self.engine.frontier(p.X) if full_batch else None
-        args = self.engine._tensors(p, frontier, s.alpha, self.prior) if full_batch else None
+        args = (
+            self.engine._tensors(p, frontier, s.alpha, self.prior, diversity=s.diversity)
+            if full_batch else None
+        )
         val_args = None
         if self.validation is not None:
             v = self.validation
-            val_args = self.engine._tensors(v, self.engine.frontier(v.X), s.alpha, self.prior)
+            val_args = self.engine._tensors(v, self.engine.frontier(v.X), s.alpha, self.prior,
+                                            diversity=s.diversity)
         curve, n_iter, interrupted = [], 0, False
         try:
             for n_iter in range(1, s.max_iter + 1):
@@ -385,7 +413,8 @@ class _FirstOrderLoop:
         for start in range(0, len(order), s.batch_size):
             rows = np.sort(order[start : start + s.batch_size])
             frontier = self.engine.frontier(p.X[rows])
-            args = self.engine._tensors(p, frontier, s.alpha, self.prior, rows=rows)
+            args = self.engine._tensors(p, frontier, s.alpha, self.prior, rows=rows,
+                                        diversity=s.diversity)
             present = np.bincount(p.group[rows], minlength=p.n_groups) > 0
             loss = self._step(args, present, track=False)
             n = np.bincount(p.group[rows], minlength=p.n_groups)

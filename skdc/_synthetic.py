@@ -22,11 +22,17 @@ def make_teacher(
     hidden: int = 16,
     code_strength: float = 2.0,
     random_state: int = 0,
+    shift: bool = False,
 ) -> keras.Model:
     """A random Keras model with inputs ``features`` and ``code``.
 
-    ``code_strength`` scales ``B``, i.e. how much conditions differ.
+    ``code_strength`` scales ``B``, i.e. how much conditions differ. With
+    ``shift=True`` the code is a feature shift: ``code_dim = n_features`` and
+    ``B = -W``, so the code ``s`` exactly undoes features observed as ``X + s``
+    (see :func:`make_conditions`); unlabelled rows then carry their condition.
     """
+    if shift:
+        code_dim, code_strength = n_features, 1.0
     rng = np.random.default_rng(random_state)
     x = keras.Input((n_features,), name="features")
     z = keras.Input((code_dim,), name="code")
@@ -37,8 +43,11 @@ def make_teacher(
     model = keras.Model([x, z], out(h), name="teacher")
     dense.set_weights([rng.normal(size=(n_features, hidden)) / np.sqrt(n_features),
                        rng.normal(scale=0.1, size=hidden)])
-    code_proj.set_weights([code_strength * rng.normal(size=(code_dim, hidden))
-                           / np.sqrt(code_dim)])
+    if shift:
+        code_proj.set_weights([-dense.get_weights()[0]])
+    else:
+        code_proj.set_weights([code_strength * rng.normal(size=(code_dim, hidden))
+                               / np.sqrt(code_dim)])
     out.set_weights([3.0 * rng.normal(size=(hidden, n_classes)) / np.sqrt(hidden),
                      np.zeros(n_classes)])
     return model
@@ -49,11 +58,13 @@ def make_conditions(
     n_conditions: int = 10,
     rows_per_condition: int = 60,
     random_state: int = 0,
+    shift: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Rows of ``n_conditions`` conditions labelled by the teacher.
 
     Returns ``X, y, groups, true_codes`` (``true_codes[g]`` is the code of
-    group ``g``).
+    group ``g``). With ``shift=True`` (for a ``make_teacher(shift=True)``
+    teacher) each condition's features are observed shifted by its code.
     """
     rng = np.random.default_rng(random_state)
     n_features = teacher.inputs[0].shape[-1]
@@ -61,6 +72,8 @@ def make_conditions(
     true_codes = rng.normal(size=(n_conditions, code_dim))
     groups = np.repeat(np.arange(n_conditions), rows_per_condition)
     X = rng.normal(size=(len(groups), n_features))
+    if shift:
+        X += true_codes[groups]
     proba = teacher.predict([X, true_codes[groups]], verbose=0, batch_size=4096)
     y = proba.argmax(axis=1)
     return X, y, groups, true_codes
