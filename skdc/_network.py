@@ -341,13 +341,14 @@ class _CodeTrainer(keras.Model):
     trainable kernels and the code table is added to the mean training loss.
     """
 
-    def __init__(self, core, n_groups, code_size, *, alpha, code_l2, seed, init_scale):
+    def __init__(self, core, n_groups, code_size, *, alpha, code_l2, seed):
         super().__init__(name="code_trainer")
         self.core = core
         self.table = keras.layers.Embedding(
             n_groups,
             code_size,
-            embeddings_initializer=keras.initializers.RandomNormal(stddev=init_scale, seed=seed),
+            # random, not zero: with a zero-initialised B (retrofit) zero codes get no gradient
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0, seed=seed),
             name="code_table",
         )
         self.alpha = float(alpha)
@@ -397,19 +398,29 @@ def _validation_split(group_idx, fraction, rng) -> np.ndarray:
     return held
 
 
+class _Seeds:
+    """Integer seeds for Keras initialisers and tf.data, drawn from a RandomState."""
+
+    def __init__(self, rng):
+        self.rng = rng
+
+    def next(self) -> int:
+        return int(self.rng.randint(0, 2**31 - 1))
+
+
 def _build_mlp(n_features, hidden, activation, n_out, out_activation, seeds) -> keras.Model:
     x = inputs = keras.Input((n_features,), name=FEATURES)
     for i, units in enumerate(hidden):
         x = keras.layers.Dense(
             units,
             activation=activation,
-            kernel_initializer=keras.initializers.GlorotUniform(seed=int(seeds[i])),
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seeds.next()),
             name=f"hidden_{i}",
         )(x)
     out = keras.layers.Dense(
         n_out,
         activation=out_activation,
-        kernel_initializer=keras.initializers.GlorotUniform(seed=int(seeds[len(hidden)])),
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seeds.next()),
         name="output",
     )(x)
     return keras.Model(inputs, out, name="si_network")
@@ -502,9 +513,9 @@ class _BaseCodeNetwork(BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    # --- task-specific hooks, defined by the subclasses ----------------------------------
-    # _encode_targets(y) -> (targets, n_outputs); sets classes_ / n_outputs_
-    # _loss() -> keras loss; _output_activation: str; _check_base_output(model, X)
+    # Subclasses define: _validate_Xy(X, y); _encode_targets(y), which also sets classes_
+    # or n_outputs_; _n_model_outputs(); _what_outputs(); _loss(); _output_activation;
+    # _check_base_output(model, X).
 
     # --- fit -----------------------------------------------------------------------------
 
@@ -520,30 +531,31 @@ class _BaseCodeNetwork(BaseEstimator):
         group_values, group_idx = _encode_groups(groups, len(X))
         sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float32)
         targets = self._encode_targets(y)
-        rng = check_random_state(self.random_state)
-        seeds = rng.randint(0, 2**31 - 1, size=len(self._hidden_sizes()) + 3)
+        seeds = _Seeds(check_random_state(self.random_state))
 
         core, pairs = self._initial_model(X, seeds)
-        n_out = core.outputs[0].shape[-1]
-        if n_out != self._n_model_outputs():
-            raise ValueError(
-                f"base_model has {n_out} output units; the targets need "
-                f"{self._n_model_outputs()} ({self._what_outputs()})."
-            )
-        code_size = core.inputs[1].shape[-1]
         trainer = _CodeTrainer(
             core,
             len(group_values),
-            code_size,
+            core.inputs[1].shape[-1],
             alpha=self.alpha,
             code_l2=self.code_l2,
-            seed=int(seeds[-1]),
-            init_scale=1.0,
+            seed=seeds.next(),
         )
-        history, stopped = self._train(trainer, X, group_idx, targets, sample_weight, rng, seeds)
-
+        history, stopped = self._train(trainer, X, group_idx, targets, sample_weight, seeds)
         codes = keras.ops.convert_to_numpy(trainer.table.embeddings).astype(np.float64)
-        codes = _normalise_codes(core, codes, pairs if self.base_model is None else None)
+        codes = _normalise_codes(core, codes, pairs)
+        self._store(core, group_values, codes, history)
+        if not stopped:
+            warnings.warn(
+                f"{type(self).__name__}: the maximum number of epochs ({self.max_iter}) was "
+                "reached before the loss stopped improving.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return self
+
+    def _store(self, core, group_values, codes, history) -> None:
         self.model_ = core
         self.codes_ = {g: code for g, code in zip(group_values.tolist(), codes, strict=True)}
         self.code_prior_ = prior_from_codes(codes)
@@ -552,14 +564,6 @@ class _BaseCodeNetwork(BaseEstimator):
             self.validation_loss_curve_ = [float(v) for v in history["val_loss"]]
             self.best_validation_loss_ = float(np.min(history["val_loss"]))
         self.n_iter_ = len(self.loss_curve_)
-        if not stopped:
-            warnings.warn(
-                f"{type(self).__name__}: the maximum number of epochs ({self.max_iter}) was "
-                "reached before the training loss stopped improving.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        return self
 
     def _hidden_sizes(self) -> list[int]:
         sizes = np.atleast_1d(np.asarray(self.hidden_layer_sizes, dtype=object)).tolist()
@@ -601,14 +605,20 @@ class _BaseCodeNetwork(BaseEstimator):
             raise ValueError(
                 f"X has {X.shape[1]} features, but base_model takes {core.inputs[0].shape[-1]}."
             )
+        n_out = core.outputs[0].shape[-1]
+        if n_out != self._n_model_outputs():
+            raise ValueError(
+                f"base_model has {n_out} output units; the targets need "
+                f"{self._n_model_outputs()} ({self._what_outputs()})."
+            )
         if not core.trainable_weights:
             raise ValueError("base_model has no trainable weights to learn the codes with.")
         self._check_base_output(core, X)
         return core, None
 
-    def _train(self, trainer, X, group_idx, targets, sample_weight, rng, seeds):
+    def _train(self, trainer, X, group_idx, targets, sample_weight, seeds):
         held = (
-            _validation_split(group_idx, self.validation_fraction, rng)
+            _validation_split(group_idx, self.validation_fraction, seeds.rng)
             if self.early_stopping
             else np.zeros(len(X), dtype=bool)
         )
@@ -621,7 +631,7 @@ class _BaseCodeNetwork(BaseEstimator):
             targets[train],
             sample_weight[train],
             batch,
-            seed=int(seeds[-2]),
+            seed=seeds.next(),
         )
         validation = None
         if held.any():
@@ -766,8 +776,10 @@ _PARAMETERS_DOC = """
         every hidden layer, as in Xue et al. (2014), who found that connecting the code
         to more hidden layers gave larger gains on TIMIT; ``"input"``: the first hidden
         layer only, the same as concatenating the code to the features; a list of
-        hidden-layer indices. On the synthetic problems of the tests ``"all"`` also
-        adapts best (see the module's test report).
+        hidden-layer indices. On the synthetic problem of the tests, whose true codes
+        act on one layer, the choices adapt equally well (10-shot accuracy on unseen
+        conditions 0.79-0.80 for ``(32, 32)``, 0.76-0.77 for ``(64, 64, 64)``, within
+        seed noise), so the default follows the paper.
     activation : {"relu", "tanh", "logistic", "identity", "elu", "gelu", "swish"}, \
 default="relu"
         Activation of the hidden layers. Ignored with ``base_model``.

@@ -15,10 +15,11 @@ import keras
 import numpy as np
 import pytest
 import sklearn
+from scipy.spatial.distance import pdist, squareform
+from scipy.stats import spearmanr
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LinearRegression
-from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_score
+from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -112,15 +113,20 @@ def test_fit_learns_one_code_per_condition(net, train):
 
 def test_codes_carry_the_conditions(net, train, teacher):
     """Fresh rows of a training condition are classified much better with its code, and
-    a linear map from learned codes to the true codes predicts held-out conditions."""
+    conditions with similar true codes get similar learned codes."""
     _, _, groups, true_codes = train
     X_new = np.random.default_rng(5).normal(size=(len(groups), 6))
     y_new = teacher.predict([X_new, true_codes[groups]], verbose=0).argmax(axis=1)
     with_codes, prior_mean = net.score(X_new, y_new, groups=groups), net.score(X_new, y_new)
     assert with_codes > prior_mean + 0.2
     codes = np.array([net.codes_[g] for g in range(N_TRAIN)])
-    r2 = cross_val_score(LinearRegression(), codes, true_codes, cv=5).mean()
-    assert r2 > 0.1  # the teacher itself, adapted on the same 50 rows, reaches about 0.5
+    # rank correlation of pairwise distances, learned vs true (about 0.3-0.4 over seeds)
+    assert spearmanr(pdist(codes), pdist(true_codes)).statistic > 0.15
+    # the nearest learned code belongs to a condition with a closer-than-average true code
+    learned = squareform(pdist(codes)) + np.diag(np.full(N_TRAIN, np.inf))
+    true = squareform(pdist(true_codes))
+    nearest = true[np.arange(N_TRAIN), learned.argmin(axis=1)].mean()
+    assert nearest < 0.85 * true[~np.eye(N_TRAIN, dtype=bool)].mean()  # 0.6-0.7 over seeds
 
 
 def test_predict_uses_prior_mean_for_unseen_or_missing_groups(net, held_out):
@@ -432,18 +438,23 @@ def test_joblib_into_fresh_process(net, train, tmp_path):
     )
 
 
-def test_grid_search_routes_groups_to_splitter_and_fit(train):
+def test_grid_search_routes_groups_through_a_pipeline(train):
+    """groups reach both GroupKFold and CodeNetwork.fit (which raises without them)."""
     X, y, groups, _ = train
-    grid = {"hidden_layer_sizes": [(8,), (8, 8)], "code_size": [2]}
+    grid = {"codenetwork__hidden_layer_sizes": [(8,), (8, 8)], "codenetwork__code_size": [2]}
     with sklearn.config_context(enable_metadata_routing=True):
         net = CodeNetwork(max_iter=2, random_state=0)
         net.set_fit_request(groups=True).set_score_request(groups=True)
-        search = GridSearchCV(net, grid, cv=GroupKFold(n_splits=2), error_score="raise")
+        search = GridSearchCV(
+            make_pipeline(StandardScaler(), net),
+            grid,
+            cv=GroupKFold(n_splits=2),
+            error_score="raise",
+            refit=False,
+        )
         search.fit(X, y, groups=groups)
-        pipe = make_pipeline(StandardScaler(), clone(net)).fit(X, y, groups=groups)
     assert len(search.cv_results_["params"]) == 2
-    assert len(search.best_estimator_.codes_) == N_TRAIN
-    assert len(pipe[-1].codes_) == N_TRAIN
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
 
 
 # --------------------------------------------------------------------------------------
