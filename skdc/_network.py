@@ -40,8 +40,8 @@ __all__ = ["CodeNetwork", "CodeNetworkRegressor", "add_condition_codes"]
 FEATURES = "features"
 CODE = "code"
 
-# Layers that act on each row and each unit independently of the others (or only
-# normalise a row), so a code added before them travels through unchanged in kind.
+# Layers that keep a 2-D (batch, units) tensor 2-D and mix nothing across rows, so the
+# Dense layers after them can take a code; anything else is refused by name.
 _ROWWISE_LAYERS = (
     keras.layers.Activation,
     keras.layers.ReLU,
@@ -551,7 +551,7 @@ class _BaseCodeNetwork(BaseEstimator):
                 f"{type(self).__name__}: the maximum number of epochs ({self.max_iter}) was "
                 "reached before the loss stopped improving.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         return self
 
@@ -921,10 +921,10 @@ class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
     >>> X = rng.normal(size=(120, 3)) + groups[:, None] % 2
     >>> y = (X[:, 0] - groups % 2 > 0).astype(int)
     >>> net = CodeNetwork((8,), code_size=2, max_iter=5, random_state=0)
-    >>> net = net.fit(X, y, groups=groups)  # doctest: +SKIP
-    >>> len(net.codes_), net.predict(X[:3], groups=groups[:3]).shape  # doctest: +SKIP
+    >>> net = net.fit(X, y, groups=groups)
+    >>> len(net.codes_), net.predict(X[:3], groups=groups[:3]).shape
     (6, (3,))
-    >>> adapter = net.adapter(max_iter=50).fit(X[:10], y[:10])  # doctest: +SKIP
+    >>> adapter = net.adapter(max_iter=50).fit(X[:10], y[:10])
     """
     )
 
@@ -1087,8 +1087,8 @@ class CodeNetworkRegressor(RegressorMixin, _BaseCodeNetwork):
     >>> X = rng.normal(size=(120, 3))
     >>> y = X[:, 0] + groups % 3
     >>> net = CodeNetworkRegressor((8,), code_size=2, max_iter=5, random_state=0)
-    >>> net = net.fit(X, y, groups=groups)  # doctest: +SKIP
-    >>> net.predict(X[:3], groups=groups[:3]).shape  # doctest: +SKIP
+    >>> net = net.fit(X, y, groups=groups)
+    >>> net.predict(X[:3], groups=groups[:3]).shape
     (3,)
     """
     )

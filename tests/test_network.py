@@ -318,6 +318,12 @@ def _skip_model():
     return keras.Model(inputs, keras.layers.Dense(3, name="out")(merged))
 
 
+def _nested_model():
+    inputs = keras.Input((6,))
+    inner = keras.Sequential([keras.layers.Dense(4), keras.layers.Dense(3)], name="inner_mlp")
+    return keras.Model(inputs, keras.layers.Dense(2)(inner(inputs)))
+
+
 def _rnn_model():
     return keras.Sequential([keras.Input((5, 6)), keras.layers.SimpleRNN(4, name="rnn")])
 
@@ -328,6 +334,8 @@ def _rnn_model():
         (_conv_model, {}, ValueError, "'to_frames' \\(Reshape\\)"),
         (_skip_model, {}, ValueError, "'skip'"),
         (_rnn_model, {}, ValueError, "2-D inputs"),
+        (_nested_model, {}, ValueError, "'inner_mlp' \\(Sequential\\): nested"),
+        (lambda: keras.Sequential([keras.layers.Dense(2)]), {}, ValueError, "not built"),
         (_si_model, {"layers": [2]}, ValueError, "out of range"),
         (_si_model, {"layers": []}, ValueError, "empty"),
         (_si_model, {"layers": "middle"}, ValueError, "not understood"),
@@ -409,6 +417,9 @@ def test_clone_shares_base_model(si_model):
     assert copy.base_model is si_model
     assert copy.get_params()["code_size"] == 3
     assert copy.get_metadata_routing().fit.requests["groups"] is True
+    unpickled = pickle.loads(pickle.dumps(net))  # the base model travels as .keras bytes
+    assert isinstance(unpickled.base_model, keras.Model)
+    assert len(unpickled.base_model.get_weights()) == len(si_model.get_weights())
 
 
 def test_pickle_round_trip(net, held_out):
