@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from skdc._network import CodeNetwork
+from skdc import CodeNetwork
 from skdc._synthetic import make_conditions, make_teacher
 
 SHOTS = (0, 1, 2, 5, 10)

@@ -24,9 +24,20 @@ def _import_tensorflow_quietly() -> None:
 
 _import_tensorflow_quietly()
 
+from . import datasets  # noqa: E402
 from ._adapter import CodeAdapter, CodeAdapterRegressor  # noqa: E402
+from ._network import CodeNetwork, CodeNetworkRegressor, add_condition_codes  # noqa: E402
 from ._prior import CodePrior  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["CodeAdapter", "CodeAdapterRegressor", "CodePrior", "__version__"]
+__all__ = [
+    "CodeAdapter",
+    "CodeAdapterRegressor",
+    "CodeNetwork",
+    "CodeNetworkRegressor",
+    "CodePrior",
+    "add_condition_codes",
+    "datasets",
+    "__version__",
+]
