@@ -22,6 +22,7 @@ of the group's rows.
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ from ._graph import CodeGraph
 __all__ = ["Engine", "Problem", "Result", "Settings", "engine_for"]
 
 _CHUNK = 16384  # rows per call when evaluating the feature part or predicting
+# XLA fuses the step (measured ~20% faster on the seed workload) but compiles per shape
+# (~1 s); below this many rows compilation costs more than it saves.
+_XLA_MIN_ROWS = 1024
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
 _MOMENTUM = 0.9
 _OPTIMIZERS = {"adam": 0, "sgd": 1, "rms_sgd": 2}
@@ -123,6 +127,19 @@ def _data_terms(loss: str, out, y, w, group, n_groups):
     return data, tf.math.unsorted_segment_sum(p * w[:, None], group, n_groups)
 
 
+def _bucket(n_rows: int) -> int:
+    """Row count padded for XLA: the next of 4 sizes per octave (at most 19% more rows)."""
+    if n_rows < _XLA_MIN_ROWS:
+        return n_rows
+    size = 2.0 ** (math.ceil(4 * math.log2(n_rows)) / 4)
+    return int(math.ceil(size / 64) * 64)
+
+
+def _compiled(variants: tuple, args: tuple):
+    """The XLA variant for problems of at least ``_XLA_MIN_ROWS`` rows, else the plain one."""
+    return variants[int(args[2].shape[0]) >= _XLA_MIN_ROWS]
+
+
 class Engine:
     """Compiled functions over one :class:`CodeGraph` and loss.
 
@@ -149,11 +166,16 @@ class Engine:
         prior = [tf.TensorSpec([d], f32), tf.TensorSpec([d, d], f32), scalar]
         state = [codes, codes, vec]
         kind = tf.TensorSpec([], tf.int32)
-        self._step = tf.function(
-            self._step_impl, input_signature=[codes, *state, vec, *data, *prior, scalar, kind]
+        step_sig = [codes, *state, vec, *data, *prior, scalar, kind]
+        vg_sig = [codes, *data, *prior]
+        # (plain, XLA) variants; XLA compiles per shape, so its rows are padded to buckets
+        self._steps = tuple(
+            tf.function(self._step_impl, input_signature=step_sig, jit_compile=jit)
+            for jit in (False, True)
         )
-        self._value_and_grad = tf.function(
-            self._value_and_grad_impl, input_signature=[codes, *data, *prior]
+        self._values_and_grads = tuple(
+            tf.function(self._value_and_grad_impl, input_signature=vg_sig, jit_compile=jit)
+            for jit in (False, True)
         )
         parts = [tf.TensorSpec((None, *s), f32) for s in graph.feature_shapes]
         self._frontier = tf.function(graph.feature_frontier, input_signature=[parts])
@@ -243,6 +265,12 @@ class Engine:
             data_scale = np.where(batch > 0, 1.0 / batch, 0.0)
             prior_scale = np.where(total > 0, 0.5 * alpha / total, 0.0)
         y = problem.y[sel]
+        pad = _bucket(len(w)) - len(w)
+        if pad:  # padded rows have weight 0 and add nothing
+            frontier = [tf.pad(t, [[0, pad]] + [[0, 0]] * (len(t.shape) - 1)) for t in frontier]
+            y = np.concatenate([y, np.zeros((pad, *y.shape[1:]), y.dtype)])
+            w = np.concatenate([w, np.zeros(pad)])
+            group = np.concatenate([group, np.zeros(pad, group.dtype)])
         return (
             frontier,
             tf.constant(y, tf.float32 if self.loss == "mse" else tf.int32),
@@ -290,7 +318,7 @@ class Engine:
 
         def fun(flat):
             codes = tf.constant(flat.reshape(shape), tf.float32)
-            obj, grad = self._value_and_grad(codes, *args)
+            obj, grad = _compiled(self._values_and_grads, args)(codes, *args)
             per_group[0] = obj.numpy().astype(np.float64)
             value = float(per_group[0].sum())
             if not np.isfinite(value):  # let the line search back off
@@ -320,7 +348,7 @@ class Engine:
                       diverged=~np.isfinite(best))
 
     def _group_objective(self, codes, args):
-        obj, _ = self._value_and_grad(tf.constant(codes, tf.float32), *args)
+        obj, _ = _compiled(self._values_and_grads, args)(tf.constant(codes, tf.float32), *args)
         return obj.numpy().astype(np.float64)
 
 
@@ -396,7 +424,7 @@ class _FirstOrderLoop:
     def _step(self, args, present=None, track=True) -> np.ndarray:
         active = self.active if present is None else self.active & present
         before = self.codes
-        out = self.engine._step(
+        out = _compiled(self.engine._steps, args)(
             before, *self.state, tf.constant(active, tf.float32), *args, self.lr, self.kind
         )
         self.codes, self.state = out[0], list(out[1:4])
