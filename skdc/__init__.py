@@ -27,9 +27,19 @@ _import_tensorflow_quietly()
 from . import datasets  # noqa: E402
 from ._adapter import CodeAdapter, CodeAdapterRegressor  # noqa: E402
 from ._network import CodeNetwork, CodeNetworkRegressor, add_condition_codes  # noqa: E402
+from ._persist import allow_unsafe_models  # noqa: E402
 from ._prior import CodePrior  # noqa: E402
 
 __version__ = "0.1.0"
+
+#: Types to pass as ``trusted=`` to ``skops.io.load`` for skdc estimators; their Keras
+#: models travel as ``.keras`` bytes and load with ``safe_mode=True``.
+SKOPS_TRUSTED_TYPES = [
+    "skdc._adapter.CodeAdapter",
+    "skdc._adapter.CodeAdapterRegressor",
+    "skdc._network.CodeNetwork",
+    "skdc._network.CodeNetworkRegressor",
+]
 
 __all__ = [
     "CodeAdapter",
@@ -37,7 +47,9 @@ __all__ = [
     "CodeNetwork",
     "CodeNetworkRegressor",
     "CodePrior",
+    "SKOPS_TRUSTED_TYPES",
     "add_condition_codes",
+    "allow_unsafe_models",
     "datasets",
     "__version__",
 ]

@@ -8,6 +8,8 @@ bytes (weights and config, never Python code) and load them back with
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -19,13 +21,40 @@ from collections import OrderedDict
 import keras
 import numpy as np
 
-__all__ = ["fingerprint", "model_to_bytes", "model_from_bytes", "pop_models", "push_models"]
+__all__ = [
+    "allow_unsafe_models",
+    "fingerprint",
+    "model_from_bytes",
+    "model_to_bytes",
+    "pop_models",
+    "push_models",
+]
 
 _PREFIX = "__keras_model__:"
 _LOADED: OrderedDict = OrderedDict()  # sha256 of archive bytes -> loaded model
 _LOADED_MAX = 8
 _SAVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (key, bytes)
 _LOCK = threading.Lock()
+_UNSAFE = contextvars.ContextVar("skdc_allow_unsafe_models", default=False)
+
+
+@contextlib.contextmanager
+def allow_unsafe_models():
+    """Let estimators unpickled in this block load models with ``safe_mode=False``.
+
+    By default the Keras model inside a persisted estimator loads with
+    ``safe_mode=True``, which refuses ``Lambda`` layers (their Python code could
+    be anything). Use this only for files you trust:
+
+    >>> import joblib, skdc
+    >>> with skdc.allow_unsafe_models():  # doctest: +SKIP
+    ...     adapter = joblib.load("trusted_adapter.joblib")
+    """
+    token = _UNSAFE.set(True)
+    try:
+        yield
+    finally:
+        _UNSAFE.reset(token)
 
 
 def model_to_bytes(model: keras.Model) -> bytes:
@@ -55,13 +84,18 @@ def model_from_bytes(data: bytes, key: str | None = None) -> keras.Model:
     and in a grid search, where every task unpickles its estimator, the compiled
     adaptation graphs are then traced once per worker instead of once per task.
     """
-    if key is None:
+    if key is None or _UNSAFE.get():
         return _load(data)
     with _LOCK:
         if key in _LOADED:
             _LOADED.move_to_end(key)
             return _LOADED[key]
     model = _load(data)
+    if fingerprint(model) != key:
+        raise ValueError(
+            "The persisted estimator's Keras model is corrupted: its weights do not match "
+            "the fingerprint recorded when it was saved."
+        )
     with _LOCK:
         _LOADED[key] = model
         while len(_LOADED) > _LOADED_MAX:
@@ -75,17 +109,18 @@ def _load(data: bytes) -> keras.Model:
         with open(path, "wb") as fh:
             fh.write(data)
         try:
-            return keras.saving.load_model(path, compile=False, safe_mode=True)
-        except ValueError as exc:
+            return keras.saving.load_model(path, compile=False, safe_mode=not _UNSAFE.get())
+        except Exception as exc:  # zip/h5/config errors of a truncated or corrupted archive
+            if not isinstance(exc, ValueError) or "safe_mode" not in str(exc):
+                raise ValueError(
+                    "The persisted estimator holds a corrupted or truncated Keras model "
+                    f"({type(exc).__name__}: {exc})."
+                ) from exc
             raise ValueError(
-                "The persisted estimator holds a Keras model that cannot be loaded safely "
-                f"(safe_mode=True): {exc}"
-            ) from exc
-        except Exception as exc:  # zip/h5 errors of a truncated or corrupted file
-            raise ValueError(
-                "The persisted estimator holds a corrupted or truncated Keras model "
-                f"({type(exc).__name__}: {exc})."
-            ) from exc
+                "The persisted estimator holds a Keras model with Python code (e.g. a Lambda "
+                "layer) that safe_mode=True refuses to load. If you trust the file, load it "
+                "inside `with skdc.allow_unsafe_models():`."
+            ) from None
 
 
 def _archive(model: keras.Model) -> tuple[str, bytes]:
