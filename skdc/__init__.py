@@ -22,6 +22,16 @@ def _import_tensorflow_quietly() -> None:
         os.close(saved)
 
 
+def _match_tensorflow_threads_to_joblib() -> None:
+    # joblib's loky workers get OMP_NUM_THREADS = cores // n_jobs; TensorFlow ignores it and
+    # would start one thread per core in every worker. Its own variables take the same limit.
+    limit = os.environ.get("OMP_NUM_THREADS")
+    if limit and "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", limit)
+        os.environ.setdefault("TF_NUM_INTEROP_THREADS", limit)
+
+
+_match_tensorflow_threads_to_joblib()
 _import_tensorflow_quietly()
 
 from . import datasets  # noqa: E402
