@@ -123,8 +123,8 @@ class _BaseCodeAdapter(BaseEstimator):
             Features of the adaptation rows, columns in the order of the model's
             feature inputs.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Targets. :class:`CodeAdapter` accepts ``y=None``: unsupervised
-            adaptation on the model's own first-pass labels.
+            Targets. :class:`CodeAdapter` also accepts ``y=None`` or ``-1`` for
+            unlabelled rows: unsupervised (semi-supervised) adaptation, see Notes.
         groups : array-like of shape (n_samples,), default=None
             Condition of each row. Without it all rows share one tied code
             (``code_``); with it every group gets its own code (``codes_``),

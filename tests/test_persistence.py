@@ -47,7 +47,14 @@ def _state_with_model_bytes(adapter, edit):
     (lambda b: b[: len(b) // 2], "corrupted or truncated"),
     (lambda b: b[:200] + bytes(100) + b[300:], "corrupted"),
 ])
-def test_corrupted_model_bytes_give_a_clear_error(teacher, one_condition, edit, match):
+def test_corrupted_model_bytes_give_a_clear_error(teacher, one_condition, edit, match,
+                                                  monkeypatch):
+    from collections import OrderedDict
+
+    from skdc import _persist
+
+    # an intact copy of this model loaded earlier in the process would be reused
+    monkeypatch.setattr(_persist, "_LOADED", OrderedDict())
     Xa, ya, *_ = one_condition
     adapter = CodeAdapter(teacher, max_iter=3, tol=0.0).fit(Xa, ya)
     state = _state_with_model_bytes(adapter, edit)
