@@ -359,17 +359,35 @@ class _CodeTrainer(keras.Model):
         return self.core([features, self.table(group)], training=training)
 
     def penalty(self):
-        kernels = [
-            layer.kernel
-            for layer in self.core.layers
-            if isinstance(layer, keras.layers.Dense) and layer.trainable
-        ]
-        penalty = self.code_l2 * keras.ops.mean(keras.ops.sum(self.table.embeddings**2, axis=1))
-        if self.alpha and kernels:
-            penalty = penalty + self.alpha * keras.ops.sum(
-                keras.ops.stack([keras.ops.sum(k**2) for k in kernels])
-            )
-        return penalty
+        codes = self.code_l2 * keras.ops.mean(keras.ops.sum(self.table.embeddings**2, axis=1))
+        return codes + _kernel_penalty(self.core, self.alpha)
+
+
+class _PlainTrainer(keras.Model):
+    """Training-only wrapper of a model without codes (the speaker-independent twin)."""
+
+    def __init__(self, core, *, alpha):
+        super().__init__(name="plain_trainer")
+        self.core = core
+        self.alpha = float(alpha)
+
+    def call(self, inputs, training=False):
+        return self.core(inputs[0], training=training)
+
+    def penalty(self):
+        return _kernel_penalty(self.core, self.alpha)
+
+
+def _kernel_penalty(core, alpha: float):
+    """``alpha * sum ||kernel||^2`` over the trainable Dense kernels of ``core``."""
+    kernels = [
+        layer.kernel
+        for layer in core.layers
+        if isinstance(layer, keras.layers.Dense) and layer.trainable
+    ]
+    if not alpha or not kernels:
+        return keras.ops.convert_to_tensor(0.0)
+    return alpha * keras.ops.sum(keras.ops.stack([keras.ops.sum(k**2) for k in kernels]))
 
 
 class _EpochRunner:
@@ -615,6 +633,40 @@ class _BaseCodeNetwork(BaseEstimator):
             self.validation_loss_curve_ = [float(v) for v in history["val_loss"]]
             self.best_validation_loss_ = float(np.min(history["val_loss"]))
         self.n_iter_ = len(self.loss_curve_)
+
+    def _fit_without_codes(self, X, y, groups=None) -> keras.Model:
+        """Train the network of this estimator *without* codes, by the same procedure.
+
+        Same architecture (minus the ``B_l``), same initial weights, penalty, optimizer,
+        minibatches, epochs and stopping rule as :meth:`fit`: the speaker-independent
+        twin that adaptation methods are compared against. ``groups`` (optional) only
+        shapes the validation split of ``early_stopping``. Returns the Keras model
+        (input ``"features"``, the output of ``model_``); sets no fitted attribute.
+        """
+        if self.base_model is not None:
+            raise ValueError("_fit_without_codes builds its own network; base_model must be None.")
+        net = clone(self)
+        X, y = net._validate_Xy(X, y)
+        X = np.asarray(X, dtype=np.float32)
+        group_idx = (
+            np.zeros(len(X), dtype=np.int32)
+            if groups is None
+            else _encode_groups(groups, len(X), fitting=False)[1]
+        )
+        targets = net._encode_targets(y)
+        seeds = _Seeds(check_random_state(net.random_state))
+        core = _build_mlp(
+            X.shape[1],
+            net._hidden_sizes(),
+            _ACTIVATIONS[net.activation],
+            net._n_model_outputs(),
+            net._output_activation,
+            seeds,
+        )
+        seeds.next()  # the code table's seed in fit: keeps the shuffling order the same
+        trainer = _PlainTrainer(core, alpha=net.alpha)
+        net._train(trainer, X, group_idx, targets, np.ones(len(X), np.float32), seeds)
+        return core
 
     def _hidden_sizes(self) -> list[int]:
         sizes = np.atleast_1d(np.asarray(self.hidden_layer_sizes, dtype=object)).tolist()

@@ -1,0 +1,40 @@
+"""Evaluate fast adaptation on held-out conditions: condition codes against baselines.
+
+:func:`evaluate` runs the protocol below on any table of features, labels and
+conditions, and returns a JSON-ready dict; ``skdc evaluate FILE.csv`` wraps it.
+
+Methods
+-------
+``codes``
+    :class:`~skdc.CodeNetwork` trained with one code per training condition; a
+    held-out condition's code is learned from its ``k`` labelled rows by
+    :class:`~skdc.CodeAdapter` (MAP under the Gaussian prior of the training codes,
+    L-BFGS). ``k = 0`` uses the prior mean code.
+``codes_unsup``
+    The same, with the condition's other rows added unlabelled (information
+    maximisation, ``y = -1``): transductive. ``k = 0`` is purely unsupervised.
+``si``
+    No adaptation: the same network trained without codes.
+``shift``
+    A feature-space shift of the condition, posterior mean from the ``k`` labelled
+    rows (``x - mean of its class``), shrunk by empirical Bayes; SI network.
+``lobanov``
+    Every condition z-scored with all its own rows (labels unused), network trained on
+    Lobanov-normalised training conditions: a transductive ceiling.
+``lhuc``
+    Hidden-unit amplitudes ``2 sigmoid(r)`` of the SI network, learned from the ``k``
+    rows with a Gaussian prior on ``r`` (Swietojanski & Renals, 2014).
+``finetune_last``, ``finetune_all``
+    The SI network's output layer, or all its layers, fine-tuned from the ``k`` rows
+    with a Gaussian prior (weight decay) toward the SI weights.
+
+Methods that adapt parameters share one MAP objective, optimizer and iteration
+budget. Transductive methods see unlabelled rows that the others do not, and are
+flagged in every table.
+"""
+
+from ._baselines import METHODS
+from ._protocol import DEFAULT_SHOTS, evaluate
+from ._report import format_table, plot_results
+
+__all__ = ["DEFAULT_SHOTS", "METHODS", "evaluate", "format_table", "plot_results"]

@@ -1,0 +1,191 @@
+"""Parameter adaptation of a plain MLP, one parameter set per condition, in one fit.
+
+The baselines ``lhuc``, ``finetune_last`` and ``finetune_all`` adapt some weights of
+the speaker-independent network from a condition's few labelled rows. They share the
+MAP objective of :class:`~skdc.CodeAdapter` so that the comparison is about *what* is
+adapted, not how: per condition ``g`` with ``n_g`` rows,
+
+    f_g(u_g) = (sum_i CE_i + 1/2 |u_g|^2) / n_g,       theta_g = theta_SI + s * u_g
+
+a Gaussian prior ``N(theta_SI, s^2 I)`` on the adapted parameters (for LHUC ``theta`` are
+the amplitudes' logits ``r``, amplitude ``2 sigmoid(r)``, ``r_SI = 0``), minimised for
+all conditions jointly with scipy's L-BFGS-B (the objective is a sum of independent
+terms) from ``u = 0``, with the same iteration budget as the codes.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from scipy.optimize import minimize
+
+__all__ = ["ParameterAdapter"]
+
+_MODES = ("lhuc", "finetune_last", "finetune_all")
+
+
+def _dense_layers(model: keras.Model) -> tuple[list[np.ndarray], tuple[str, ...]]:
+    """Kernels and biases of the model's Dense layers, and the hidden activations' names."""
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    weights = [np.asarray(w, np.float32) for layer in layers for w in layer.get_weights()]
+    if len(weights) != 2 * len(layers):
+        raise ValueError("ParameterAdapter needs Dense layers with biases.")
+    # the output layer is used as logits: its softmax is part of the loss
+    activations = tuple(keras.activations.serialize(layer.activation) for layer in layers[:-1])
+    return weights, activations
+
+
+class ParameterAdapter:
+    """Adapt some parameters of a Dense MLP per condition (LHUC or fine-tuning).
+
+    Parameters
+    ----------
+    model : keras.Model
+        A chain of Dense layers with a softmax output (the SI network).
+    mode : {"lhuc", "finetune_last", "finetune_all"}
+        What is adapted: per-hidden-unit amplitudes, the output layer, or all layers.
+    """
+
+    def __init__(self, model: keras.Model, mode: str):
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}.")
+        weights, activations = _dense_layers(model)
+        self.weights = [tf.constant(w) for w in weights]
+        shapes = tuple(w.shape for w in weights)
+        self._graph = _graph_for(mode, shapes, activations)
+        self.n_params = self._graph.n_params
+
+    def fit(self, X, y, groups, n_groups: int, prior_scale: float, max_iter: int) -> np.ndarray:
+        """Learn the table ``u`` (n_groups, n_params); parameters are ``SI + prior_scale * u``.
+
+        ``y`` are output-unit indices and ``groups`` indices ``0 .. n_groups-1``; groups
+        without rows keep ``u = 0``. ``prior_scale`` is the standard deviation ``s`` of
+        the Gaussian prior around the SI parameters; ``max_iter`` the L-BFGS iterations.
+        """
+        Xp, yp, mask = _pad(X, y, groups, n_groups)
+        args = [tf.constant(prior_scale, tf.float32), tf.constant(Xp), tf.constant(yp),
+                tf.constant(mask), self.weights]
+        shape = (n_groups, self.n_params)
+
+        def fun(flat):
+            value, grad = self._graph.value_and_grad(
+                tf.constant(flat.reshape(shape), tf.float32), *args
+            )
+            value = float(value)
+            if not np.isfinite(value):
+                return np.inf, np.zeros(flat.size)
+            return value, grad.numpy().astype(np.float64).ravel()
+
+        res = minimize(fun, np.zeros(n_groups * self.n_params), jac=True, method="L-BFGS-B",
+                       options={"maxiter": int(max_iter), "ftol": 1e-6, "gtol": 1e-5})
+        return res.x.reshape(shape).astype(np.float32)
+
+    def predict_log_proba(self, u, prior_scale: float, X, groups) -> np.ndarray:
+        """Log-probabilities of rows ``X`` of conditions ``groups`` with the table ``u``."""
+        Xp, _, _ = _pad(X, np.zeros(len(X), np.int32), groups, len(u))
+        log_p = self._graph.log_proba(
+            tf.constant(u, tf.float32), tf.constant(prior_scale, tf.float32), tf.constant(Xp),
+            self.weights,
+        ).numpy()
+        out = np.empty((len(X), log_p.shape[-1]), np.float32)
+        for g in range(len(u)):
+            rows = np.flatnonzero(groups == g)
+            out[rows] = log_p[g, : len(rows)]
+        return out
+
+
+_GRAPHS: dict = {}
+
+
+def _graph_for(mode, shapes, activations) -> _Graph:
+    """Compiled functions for one architecture and mode, traced once per process."""
+    key = (mode, shapes, activations)
+    if key not in _GRAPHS:
+        _GRAPHS[key] = _Graph(mode, shapes, activations)
+    return _GRAPHS[key]
+
+
+class _Graph:
+    """Objective and prediction of a batched MLP; the weights are arguments."""
+
+    def __init__(self, mode, shapes, activations):
+        self.mode = mode
+        self.n_layers = len(shapes) // 2
+        self.activations = [keras.activations.get(a) for a in activations]
+        kernels = shapes[0::2]
+        if mode == "lhuc":
+            self.shapes = [(k[1],) for k in kernels[:-1]]
+        elif mode == "finetune_last":
+            self.shapes = list(shapes[-2:])
+        else:
+            self.shapes = list(shapes)
+        self.n_params = int(sum(np.prod(s) for s in self.shapes))
+        table = tf.TensorSpec([None, None], tf.float32)
+        scale = tf.TensorSpec([], tf.float32)
+        rows = tf.TensorSpec([None, None, None], tf.float32)
+        labels = tf.TensorSpec([None, None], tf.int32)
+        weights = [tf.TensorSpec(s, tf.float32) for s in shapes]
+        self.value_and_grad = tf.function(
+            self._value_and_grad, input_signature=[table, scale, rows, labels, table, weights]
+        )
+        self.log_proba = tf.function(
+            self._log_proba, input_signature=[table, scale, rows, weights]
+        )
+
+    def _unpack(self, u, scale):
+        """Per-condition parameter deltas (or LHUC logits) from the flat table ``u``."""
+        parts, start = [], 0
+        for shape in self.shapes:
+            size = int(np.prod(shape))
+            parts.append(tf.reshape(u[:, start : start + size], (-1, *shape)) * scale)
+            start += size
+        return parts
+
+    def _logits(self, u, scale, X, weights):
+        """Logits of rows ``X`` of shape (groups, rows, features)."""
+        parts = self._unpack(u, scale)
+        h = X
+        last = self.n_layers - 1
+        for i in range(self.n_layers):
+            kernel, bias = weights[2 * i], weights[2 * i + 1]
+            if self.mode == "finetune_all" or (self.mode == "finetune_last" and i == last):
+                j = 2 * i if self.mode == "finetune_all" else 0
+                pre = tf.einsum("grd,gdh->grh", h, kernel + parts[j])
+                pre = pre + (bias[None, :] + parts[j + 1])[:, None, :]
+            else:
+                pre = tf.einsum("grd,dh->grh", h, kernel) + bias
+            if i == last:
+                return pre
+            h = self.activations[i](pre)
+            if self.mode == "lhuc":
+                h = h * 2.0 * tf.sigmoid(parts[i])[:, None, :]
+        return h
+
+    def _value_and_grad(self, u, scale, X, y, mask, weights):
+        with tf.GradientTape() as tape:
+            tape.watch(u)
+            log_p = tf.nn.log_softmax(self._logits(u, scale, X, weights))
+            ce = -tf.gather(log_p, y, axis=2, batch_dims=2) * mask
+            n = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+            obj = (tf.reduce_sum(ce, axis=1) + 0.5 * tf.reduce_sum(u * u, axis=1)) / n
+            total = tf.reduce_sum(obj)
+        return total, tape.gradient(total, u)
+
+    def _log_proba(self, u, scale, X, weights):
+        return tf.nn.log_softmax(self._logits(u, scale, X, weights))
+
+
+def _pad(X, y, groups, n_groups):
+    """Rows per condition, padded to (n_groups, max_rows, ...) with a 0/1 mask."""
+    counts = np.bincount(groups, minlength=n_groups)
+    width = max(int(counts.max()) if len(counts) else 0, 1)
+    Xp = np.zeros((n_groups, width, X.shape[1]), np.float32)
+    yp = np.zeros((n_groups, width), np.int32)
+    mask = np.zeros((n_groups, width), np.float32)
+    for g in range(n_groups):
+        rows = np.flatnonzero(groups == g)
+        Xp[g, : len(rows)] = X[rows]
+        yp[g, : len(rows)] = y[rows]
+        mask[g, : len(rows)] = 1.0
+    return Xp, yp, mask

@@ -1,0 +1,140 @@
+"""What one outer (or inner) fold trains once and every method shares."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from .._network import CodeNetwork
+from ._finetune import ParameterAdapter
+
+__all__ = ["Episode", "FoldContext", "Settings", "lobanov"]
+
+_MIN_STD = 1e-3  # floor of a condition's per-feature spread in Lobanov normalisation
+
+
+@dataclass
+class Settings:
+    """Network and adaptation settings shared by every method (see ``evaluate``)."""
+
+    hidden_layer_sizes: tuple = (64, 64)
+    code_size: int = 8
+    code_layers: str = "all"
+    code_l2: float = 1e-3
+    alpha: float = 1e-5
+    learning_rate_init: float = 1e-3
+    batch_size: int = 200
+    max_epochs: int = 200
+    adapt_max_iter: int = 100
+    tune: bool = True
+
+    def network(self, random_state: int) -> CodeNetwork:
+        return CodeNetwork(
+            hidden_layer_sizes=self.hidden_layer_sizes,
+            code_size=self.code_size,
+            code_layers=self.code_layers,
+            code_l2=self.code_l2,
+            alpha=self.alpha,
+            learning_rate_init=self.learning_rate_init,
+            batch_size=self.batch_size,
+            max_iter=self.max_epochs,
+            random_state=random_state,
+        )
+
+
+@dataclass
+class Episode:
+    """One draw of adaptation rows for every held-out condition of a fold.
+
+    Conditions are numbered ``0 .. n_groups-1``; ``X_score`` are the rows that are
+    scored (the condition's rows that were not drawn for adaptation).
+    """
+
+    X_adapt: np.ndarray
+    y_adapt: np.ndarray
+    g_adapt: np.ndarray
+    X_score: np.ndarray
+    g_score: np.ndarray
+    n_groups: int
+
+
+class FoldContext:
+    """Training data of a fold (standardised features) and its lazily trained networks.
+
+    The coded network, its twin without codes (for ``si``, ``shift``, ``lhuc`` and
+    fine-tuning) and the Lobanov network are trained the first time a method asks.
+    All three share architecture, initial weights and training procedure.
+    """
+
+    def __init__(self, X, y, groups, settings: Settings, seed: int):
+        self.X, self.y, self.groups = X, y, groups
+        self.settings = settings
+        self.seed = int(seed)
+        self.classes = np.unique(y)
+
+    def _quiet(self, fit):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return fit()
+
+    @cached_property
+    def code_network(self) -> CodeNetwork:
+        net = self.settings.network(self.seed)
+        return self._quiet(lambda: net.fit(self.X, self.y, groups=self.groups))
+
+    @cached_property
+    def si_network(self):
+        net = self.settings.network(self.seed)
+        return self._quiet(lambda: net._fit_without_codes(self.X, self.y, self.groups))
+
+    @cached_property
+    def lobanov_network(self):
+        net = self.settings.network(self.seed)
+        Xn = lobanov(self.X, self.groups)
+        return self._quiet(lambda: net._fit_without_codes(Xn, self.y, self.groups))
+
+    @cached_property
+    def shift_prior(self) -> tuple[np.ndarray, np.ndarray]:
+        """Class means and the shrinkage ``sigma^2 / tau^2`` of a condition's feature shift.
+
+        Model: a row of class ``c`` in condition ``g`` is ``mu_c + s_g + e``, with
+        ``s_g ~ N(0, tau^2)`` and ``e ~ N(0, sigma^2)`` per feature; both variances are
+        method-of-moments estimates over the training conditions. The posterior mean
+        of ``s_g`` from ``n`` labelled rows is ``sum(x - mu_y) / (n + sigma^2/tau^2)``.
+        """
+        mu = np.stack([self.X[self.y == c].mean(axis=0) for c in self.classes])
+        resid = self.X - mu[np.searchsorted(self.classes, self.y)]
+        keys, idx = np.unique(self.groups, return_inverse=True)
+        counts = np.bincount(idx).astype(float)
+        means = np.stack([resid[idx == g].mean(axis=0) for g in range(len(keys))])
+        within = ((resid - means[idx]) ** 2).sum(axis=0) / max(len(resid) - len(keys), 1)
+        between = means.var(axis=0, ddof=1) - within * np.mean(1.0 / counts)
+        between = np.maximum(between, 1e-3 * within)
+        return mu, within / between
+
+    def parameter_adapter(self, mode: str) -> ParameterAdapter:
+        """The (compiled once) LHUC / fine-tuning adapter of the SI network."""
+        cache = self.__dict__.setdefault("_parameter_adapters", {})
+        if mode not in cache:
+            cache[mode] = ParameterAdapter(self.si_network, mode)
+        return cache[mode]
+
+    def label_index(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Output-unit index of each label, and which labels the networks know."""
+        known = np.isin(y, self.classes)
+        return np.searchsorted(self.classes, y).clip(0, len(self.classes) - 1), known
+
+
+def lobanov(X: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Z-score every condition's rows with their own mean and standard deviation."""
+    out = np.empty_like(X, dtype=np.float64)
+    for g in np.unique(groups):
+        rows = groups == g
+        mean = X[rows].mean(axis=0)
+        std = np.maximum(X[rows].std(axis=0), _MIN_STD)
+        out[rows] = (X[rows] - mean) / std
+    return out
