@@ -341,7 +341,7 @@ class _CodeTrainer(keras.Model):
     trainable kernels and the code table is added to the mean training loss.
     """
 
-    def __init__(self, core, n_groups, code_size, *, alpha, code_l2, seed):
+    def __init__(self, core, n_groups, code_size, *, alpha, code_l2, seed, code_dropout=0.0):
         super().__init__(name="code_trainer")
         self.core = core
         self.table = keras.layers.Embedding(
@@ -353,10 +353,18 @@ class _CodeTrainer(keras.Model):
         )
         self.alpha = float(alpha)
         self.code_l2 = float(code_l2)
+        self.code_dropout = float(code_dropout)
+        self.dropout_seed = keras.random.SeedGenerator(seed + 1)
 
     def call(self, inputs, training=False):
         features, group = inputs
-        return self.core([features, self.table(group)], training=training)
+        codes = self.table(group)
+        if training and self.code_dropout > 0:
+            # a dropped row sees the mean code, which becomes the zero code after training
+            drop = keras.random.uniform((keras.ops.shape(codes)[0], 1), seed=self.dropout_seed)
+            mean = keras.ops.mean(self.table.embeddings, axis=0, keepdims=True)
+            codes = keras.ops.where(drop < self.code_dropout, mean, codes)
+        return self.core([features, codes], training=training)
 
     def penalty(self):
         codes = self.code_l2 * keras.ops.mean(keras.ops.sum(self.table.embeddings**2, axis=1))
@@ -532,6 +540,7 @@ class _BaseCodeNetwork(BaseEstimator):
         "code_layers": [StrOptions({"all", "input"}), "array-like"],
         "activation": [StrOptions(set(_ACTIVATIONS))],
         "code_l2": [Interval(Real, 0, None, closed="left")],
+        "code_dropout": [Interval(Real, 0, 1, closed="left")],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
@@ -553,6 +562,7 @@ class _BaseCodeNetwork(BaseEstimator):
         code_layers="all",
         activation="relu",
         code_l2=1e-3,
+        code_dropout=0.0,
         alpha=1e-5,
         learning_rate_init=1e-3,
         batch_size="auto",
@@ -570,6 +580,7 @@ class _BaseCodeNetwork(BaseEstimator):
         self.code_layers = code_layers
         self.activation = activation
         self.code_l2 = code_l2
+        self.code_dropout = code_dropout
         self.alpha = alpha
         self.learning_rate_init = learning_rate_init
         self.batch_size = batch_size
@@ -609,6 +620,7 @@ class _BaseCodeNetwork(BaseEstimator):
             core.inputs[1].shape[-1],
             alpha=self.alpha,
             code_l2=self.code_l2,
+            code_dropout=self.code_dropout,
             seed=seeds.next(),
         )
         history, stopped = self._train(trainer, X, group_idx, targets, sample_weight, seeds)

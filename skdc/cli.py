@@ -1,14 +1,188 @@
-"""Command line: ``skdc demo`` and ``skdc evaluate``."""
+"""Command line: ``skdc demo`` and ``skdc evaluate``.
+
+``skdc evaluate FILE.csv --label COL --group COL`` runs the protocol of
+:mod:`skdc.evaluation` on a CSV table and prints a table of accuracy against the
+number ``k`` of labelled adaptation rows; ``--json`` and ``--plot`` save the results.
+Bad input exits with status 2, one line on stderr and no output file.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 __all__ = ["main"]
 
+PROG = "skdc"
+_DEMO_SETTINGS = dict(folds=4, repeats=2, shots=(0, 1, 2, 5, 10),
+                      methods=("codes", "codes_unsup", "si", "shift", "lobanov", "lhuc",
+                               "finetune_last"))
 
-def _demo(args: argparse.Namespace) -> int:
+
+class InputError(Exception):
+    """Bad input: reported as one line on stderr with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        raise InputError(message)
+
+
+# -- evaluate -----------------------------------------------------------------------------
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not values:
+        raise InputError(f"{what} is empty")
+    return values
+
+
+def _read_table(args):
+    """Features, labels and groups from the CSV named in ``args``."""
+    import numpy as np
+    import pandas as pd
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise InputError(f"no such file: {path}")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot read {path} as CSV: {reason}") from None
+    for option, column in (("--label", args.label), ("--group", args.group)):
+        if column not in frame.columns:
+            raise InputError(f"{option} column {column!r} is not in {path.name} "
+                             f"(columns: {', '.join(map(str, frame.columns))})")
+    if args.features:
+        features = [f.strip() for f in args.features.split(",") if f.strip()]
+        missing = [f for f in features if f not in frame.columns]
+        if missing:
+            raise InputError(f"--features column(s) {', '.join(map(repr, missing))} not in "
+                             f"{path.name}")
+    else:
+        features = [c for c in frame.columns if c not in (args.label, args.group)]
+    if not features:
+        raise InputError(f"{path.name} has no feature columns")
+    for name in features:
+        column = frame[name]
+        if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+            raise InputError(f"feature column {name!r} is not numeric (e.g. "
+                             f"{column.dropna().iloc[0]!r}); choose numeric columns with "
+                             "--features")
+    used = frame[[*features, args.label, args.group]]
+    complete = used.notna().all(axis=1).to_numpy()
+    X = used[features].to_numpy(dtype=np.float64)[complete]
+    if not np.all(np.isfinite(X)):
+        raise InputError("feature columns contain infinite values")
+    if args.log_features:
+        if np.any(X <= 0):
+            bad = features[int(np.argwhere(X <= 0)[0, 1])]
+            raise InputError(f"--log-features: column {bad!r} has values <= 0")
+        X = np.log(X)
+    y = used[args.label].to_numpy()[complete]
+    groups = used[args.group].to_numpy()[complete]
+    return X, y, groups, features, int((~complete).sum())
+
+
+def _check_output(path, option):
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"{option}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise InputError(f"{option}: {path} is a folder")
+    return path
+
+
+def _write_outputs(results, json_path, plot_path, title=None) -> list[str]:
+    """Write JSON and PNG to temporary files, then rename both: all or nothing."""
+    from .evaluation._report import plot_results, write_json
+
+    notes, pending = [], []
+    try:
+        if json_path is not None:
+            pending.append((_temp_beside(json_path), json_path))
+            write_json(results, pending[-1][0])
+        if plot_path is not None:
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:
+                notes.append(f"note: matplotlib is not installed; no plot written to {plot_path}"
+                             ' (pip install "skdc[plot]")')
+            else:
+                pending.append((_temp_beside(plot_path), plot_path))
+                plot_results(results, pending[-1][0], title=title)
+        for tmp, final in pending:
+            os.replace(tmp, final)
+    finally:
+        for tmp, _ in pending:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return notes
+
+
+def _temp_beside(path: Path) -> str:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return tmp
+
+
+def _evaluate(args) -> int:
+    from .evaluation import METHODS
+
+    shots = _int_list(args.shots, "--shots")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise InputError(f"unknown method {unknown[0]!r} in --methods; choose from "
+                         f"{', '.join(METHODS)}" if unknown else "--methods is empty")
+    hidden = _int_list(args.hidden, "--hidden")
+    if min(hidden) < 1 or args.max_epochs < 1:
+        raise InputError("--hidden sizes and --max-epochs must be positive")
+    json_path = _check_output(args.json, "--json")
+    plot_path = _check_output(args.plot, "--plot")
+    X, y, groups, features, dropped = _read_table(args)
+    from .evaluation import evaluate, format_table
+    from .evaluation._protocol import check_inputs
+
+    try:
+        check_inputs(X, y, groups, shots, args.folds, args.repeats, methods)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if dropped:
+        print(f"note: dropped {dropped} rows with a missing value", file=sys.stderr)
+    results = evaluate(X, y, groups, shots=shots, folds=args.folds, repeats=args.repeats,
+                       methods=methods, hidden_layer_sizes=hidden, max_epochs=args.max_epochs,
+                       tune=not args.no_tune,
+                       random_state=args.random_state, progress=not args.quiet)
+    results["data"] = {"file": str(args.file), "label": args.label, "group": args.group,
+                       "features": features, "log_features": bool(args.log_features)}
+    print(f"{Path(args.file).name}: {results['n_rows']} rows, {results['n_conditions']} "
+          f"conditions ({args.group}), {results['n_classes']} classes ({args.label}), "
+          f"{len(features)} features{' (log)' if args.log_features else ''}")
+    print(f"{args.folds} condition-disjoint folds, {args.repeats} repeats; accuracy (%) on "
+          "each held-out condition's other rows, mean ± 95% interval over conditions\n")
+    print(format_table(results))
+    print(f"\n{results['seconds']:.0f} s")
+    for note in _write_outputs(results, json_path, plot_path):
+        print(note, file=sys.stderr)
+    return 0
+
+
+# -- demo ---------------------------------------------------------------------------------
+
+
+def _synthetic_demo(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ._adapter import CodeAdapter
@@ -31,21 +205,91 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    if args.synthetic:
+        return _synthetic_demo(args)
+    try:
+        import parselmouth  # noqa: F401
+    except ImportError:
+        print('note: the Peterson & Barney demo needs praat-parselmouth (pip install '
+              '"skdc[datasets]"); running the synthetic demo instead.', file=sys.stderr)
+        return _synthetic_demo(args)
+    import numpy as np
+
+    from .datasets import load_peterson_barney
+    from .evaluation import evaluate, format_table
+
+    plot_path = _check_output(args.plot, "--plot")
+    start = time.perf_counter()
+    pb = load_peterson_barney()
+    s = _DEMO_SETTINGS
+    print("Peterson & Barney (1952): 1520 vowels, 76 speakers, 10 vowels; log F0-F3.")
+    print("Each held-out speaker adapts from k labelled vowels; accuracy on its other vowels.")
+    print(f"Demo settings (to stay under 3 minutes on 2 cores): {s['folds']} speaker-disjoint "
+          f"folds, {s['repeats']} repeats, no finetune_all. The full protocol: skdc evaluate "
+          "(10 folds, 5 repeats, all methods).\n")
+    results = evaluate(np.log(pb.data), pb.target, pb.groups, shots=s["shots"],
+                       folds=s["folds"], repeats=s["repeats"], methods=s["methods"],
+                       random_state=args.random_state, progress=True)
+    print(format_table(results))
+    print(f"\n{time.perf_counter() - start:.0f} s")
+    for note in _write_outputs(results, None, plot_path,
+                               title="Peterson & Barney: k-shot speaker adaptation"):
+        print(note, file=sys.stderr)
+    if plot_path is not None and plot_path.exists():
+        print(f"plot: {plot_path}")
+    return 0
+
+
+# -- entry point --------------------------------------------------------------------------
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="skdc", description="Fast adaptation of Keras models with condition codes."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="adapt a known network to new conditions")
+    from .evaluation import METHODS
+
+    parser = _Parser(prog=PROG,
+                     description="Fast adaptation of Keras models with condition codes.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    demo = sub.add_parser("demo", help="k-shot speaker adaptation on Peterson & Barney vowels")
+    demo.add_argument("--plot", default="skdc_demo.png", help="PNG plot (default: %(default)s)")
+    demo.add_argument("--synthetic", action="store_true",
+                      help="the quick synthetic demo (a known network) instead")
     demo.add_argument("--random-state", type=int, default=0)
     demo.set_defaults(func=_demo)
+
+    ev = sub.add_parser("evaluate", help="compare adaptation methods on a CSV table")
+    ev.add_argument("file", help="CSV file with a header row")
+    ev.add_argument("--label", required=True, help="column of class labels")
+    ev.add_argument("--group", required=True, help="column of conditions (e.g. speaker)")
+    ev.add_argument("--features", help="comma-separated feature columns (default: all others)")
+    ev.add_argument("--log-features", action="store_true", help="take the log of the features")
+    ev.add_argument("--shots", default="0,1,2,5,10", help="values of k (default: %(default)s)")
+    ev.add_argument("--folds", type=int, default=10, help="condition-disjoint folds")
+    ev.add_argument("--repeats", type=int, default=5, help="draws of adaptation rows per k")
+    ev.add_argument("--methods", default=",".join(METHODS),
+                    help="comma-separated methods (default: all)")
+    ev.add_argument("--hidden", default="64,64", help="hidden layer sizes (default: 64,64)")
+    ev.add_argument("--max-epochs", type=int, default=200,
+                    help="training epochs of every network (default: %(default)s)")
+    ev.add_argument("--no-tune", action="store_true",
+                    help="fixed priors instead of nested validation")
+    ev.add_argument("--json", help="write the results as JSON")
+    ev.add_argument("--plot", help="write a PNG plot of accuracy against k")
+    ev.add_argument("--random-state", type=int, default=0)
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=_evaluate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``skdc`` console script."""
-    args = _parser().parse_args(argv)
-    return args.func(args)
+    try:
+        args = _parser().parse_args(argv)
+        return args.func(args)
+    except InputError as exc:
+        command = f"{PROG} {args.command}" if "args" in locals() else PROG
+        print(f"{command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ class Settings:
     code_size: int = 8
     code_layers: str = "all"
     code_l2: float = 1e-3
+    code_dropout: float = 0.0
     alpha: float = 1e-5
     learning_rate_init: float = 1e-3
     batch_size: int = 200
@@ -38,6 +39,7 @@ class Settings:
             code_size=self.code_size,
             code_layers=self.code_layers,
             code_l2=self.code_l2,
+            code_dropout=self.code_dropout,
             alpha=self.alpha,
             learning_rate_init=self.learning_rate_init,
             batch_size=self.batch_size,

@@ -1,0 +1,116 @@
+"""Tests of the command line: ``skdc evaluate`` and ``skdc demo``."""
+
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from skdc._synthetic import make_conditions, make_teacher
+from skdc.cli import main
+
+FAST = ["--folds", "2", "--repeats", "1", "--shots", "0,2", "--hidden", "16",
+        "--max-epochs", "100", "--no-tune", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    """A tiny synthetic CSV: 8 conditions x 12 rows, 6 features, 4 classes."""
+    teacher = make_teacher(shift=True, random_state=0)
+    X, y, groups, _ = make_conditions(teacher, n_conditions=8, rows_per_condition=12,
+                                      shift=True, random_state=1)
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    frame["label"] = np.array(list("abcd"))[y]
+    frame["speaker"] = [f"s{g}" for g in groups]
+    path = tmp_path_factory.mktemp("data") / "table.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_evaluate_writes_json_and_plot(table, tmp_path, capsys):
+    out_json, out_png = tmp_path / "out.json", tmp_path / "out.png"
+    code = main(["evaluate", str(table), "--label", "label", "--group", "speaker",
+                 "--methods", "codes,si,shift,lobanov", "--json", str(out_json),
+                 "--plot", str(out_png), *FAST])
+    assert code == 0
+    stdout = capsys.readouterr().out
+    assert "codes" in stdout and "k=2" in stdout and "96 rows, 8 conditions" in stdout
+    results = json.loads(out_json.read_text())
+    assert results["n_conditions"] == 8 and results["n_rows"] == 96 and results["folds"] == 2
+    assert set(results["methods"]) == {"codes", "si", "shift", "lobanov"}
+    for entry in results["methods"].values():
+        for k in ("0", "2"):
+            assert set(entry["k"][k]) >= {"accuracy", "ci95"}
+    assert results["data"]["features"] == [f"f{i}" for i in range(6)]
+    assert out_png.read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "out.png"]
+
+
+def _write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _bad_cases(table, tmp_path):
+    ok = ["--label", "label", "--group", "speaker"]
+    words = pd.read_csv(table).assign(f0=lambda d: d["label"])
+    words.to_csv(tmp_path / "words.csv", index=False)
+    negative = pd.read_csv(table)
+    negative.to_csv(tmp_path / "negative.csv", index=False)
+    return {
+        "missing file": [str(tmp_path / "nope.csv"), *ok],
+        "malformed csv": [str(_write(tmp_path, "bad.csv", 'a,b\n1,2\n3,4,5,6\n"x')), *ok],
+        "empty csv": [str(_write(tmp_path, "empty.csv", "")), *ok],
+        "missing label column": [str(table), "--label", "vowel", "--group", "speaker"],
+        "missing feature column": [str(table), *ok, "--features", "f0,zz"],
+        "non-numeric feature": [str(tmp_path / "words.csv"), *ok],
+        "log of negative": [str(tmp_path / "negative.csv"), *ok, "--log-features"],
+        "too few rows for k": [str(table), *ok, "--shots", "0,12"],
+        "unknown method": [str(table), *ok, "--methods", "codes,telepathy"],
+        "bad shots": [str(table), *ok, "--shots", "1,two"],
+        "bad folds": [str(table), *ok, "--folds", "many"],
+        "too many folds": [str(table), *ok, "--folds", "9"],
+        "missing output folder": [str(table), *ok, "--json", str(tmp_path / "no" / "x.json")],
+    }
+
+
+CASES = ["missing file", "malformed csv", "empty csv", "missing label column",
+         "missing feature column", "non-numeric feature", "log of negative",
+         "too few rows for k", "unknown method", "bad shots", "bad folds", "too many folds",
+         "missing output folder"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_exits_2_with_one_line(case, table, tmp_path, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    argv = _bad_cases(table, work)[case]
+    before = set(work.iterdir())
+    out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
+    outputs = ["--json", str(out_json), "--plot", str(out_png)]
+    code = main(["evaluate", *FAST, *(outputs if case != "missing output folder" else []), *argv])
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "error" in lines[0], captured.err
+    assert not out_json.exists() and not out_png.exists()
+    assert set(work.iterdir()) == before  # no temporary files left either
+
+
+def test_demo_falls_back_without_parselmouth(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "parselmouth", None)  # import fails
+    assert main(["demo", "--plot", str(tmp_path / "demo.png")]) == 0
+    captured = capsys.readouterr()
+    assert "praat-parselmouth" in captured.err and "synthetic" in captured.err
+    assert "unadapted" in captured.out
+    assert not (tmp_path / "demo.png").exists()
+
+
+def test_python_dash_m_help():
+    import subprocess
+
+    run = subprocess.run([sys.executable, "-m", "skdc", "evaluate", "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "--log-features" in run.stdout

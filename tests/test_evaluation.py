@@ -1,0 +1,182 @@
+"""Tests of skdc.evaluation: the k-shot protocol, the baselines and the report.
+
+The workhorse is the synthetic *shift* problem of :mod:`skdc._synthetic`: every
+condition sees the teacher's features shifted by its own code, so conditions matter
+and both codes and a feature shift can undo them.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from skdc._synthetic import make_conditions, make_teacher
+from skdc.evaluation import METHODS, evaluate, format_table, plot_results
+from skdc.evaluation._finetune import ParameterAdapter
+from skdc.evaluation._fold import FoldContext, Settings, lobanov
+from skdc.evaluation._protocol import _draws, check_inputs
+
+SHOTS = (0, 2, 8)
+FAST = dict(hidden_layer_sizes=(32,), max_epochs=300, adapt_max_iter=50)
+
+
+@pytest.fixture(scope="module")
+def shifted():
+    teacher = make_teacher(shift=True, random_state=0)
+    return make_conditions(teacher, n_conditions=12, rows_per_condition=30, shift=True,
+                           random_state=1)[:3]
+
+
+@pytest.fixture(scope="module")
+def results(shifted):
+    X, y, groups = shifted
+    return evaluate(X, y, groups, shots=SHOTS, folds=3, repeats=2, tune=False,
+                    random_state=0, **FAST)
+
+
+def test_schema(results):
+    assert results["n_conditions"] == 12 and results["n_rows"] == 360
+    assert results["folds"] == 3 and results["shots"] == list(SHOTS)
+    assert set(results["methods"]) == set(METHODS)
+    for entry in results["methods"].values():
+        assert set(entry["k"]) == {"0", "2", "8"}
+        for item in entry["k"].values():
+            assert 0 <= item["accuracy"] <= 1 and item["ci95"] >= 0
+            assert "error_reduction_vs_si" in item
+    flagged = {name for name, e in results["methods"].items() if e["transductive"]}
+    assert flagged == {"codes_unsup", "lobanov"}
+    json.loads(json.dumps(results))  # JSON-ready
+
+
+def test_every_method_is_sane(results):
+    """All methods beat chance (4 classes) clearly; k = 0 of SI-based methods is SI."""
+    acc = {m: {k: e["k"][str(k)]["accuracy"] for k in SHOTS}
+           for m, e in results["methods"].items()}
+    for name in METHODS:
+        assert min(acc[name].values()) > 0.4, name
+    for name in ("shift", "lhuc", "finetune_last", "finetune_all"):
+        assert acc[name][0] == acc["si"][0]
+
+
+def test_codes_beat_si_where_conditions_matter(results):
+    acc = {m: e["k"] for m, e in results["methods"].items()}
+    assert acc["codes"]["8"]["accuracy"] > acc["si"]["8"]["accuracy"] + 0.05
+    assert acc["codes"]["8"]["error_reduction_vs_si"] > 0.1
+    # unlabelled rows of the condition carry its shift: codes_unsup gains even at k = 0
+    assert acc["codes_unsup"]["0"]["accuracy"] > acc["si"]["0"]["accuracy"]
+    assert acc["lobanov"]["0"]["accuracy"] > acc["si"]["0"]["accuracy"]
+
+
+def test_reproducible_and_paired(shifted):
+    X, y, groups = shifted
+    kw = dict(shots=(0, 2), folds=2, repeats=1, methods=["si", "shift"], tune=False,
+              random_state=3, **FAST)
+    first, second = evaluate(X, y, groups, **kw), evaluate(X, y, groups, **kw)
+    assert first["methods"] == second["methods"]
+
+
+def test_draws_are_nested_and_seeded():
+    g_idx = np.repeat(np.arange(3), 5)
+    a, b = _draws(g_idx, np.array([0, 2]), 2, 7), _draws(g_idx, np.array([2]), 2, 7)
+    np.testing.assert_array_equal(a[2][1], b[2][1])  # independent of the other conditions
+    assert sorted(a[2][0]) == list(range(10, 15))
+    assert not np.array_equal(a[2][0], a[2][1])  # repeats draw different rows
+
+
+def test_nested_tuning_picks_from_the_grid(shifted):
+    X, y, groups = shifted
+    out = evaluate(X, y, groups, shots=(0, 2), folds=2, repeats=1, methods=["codes", "lhuc"],
+                   random_state=0, **FAST)
+    assert all(a in METHODS["codes"].grid for a in out["methods"]["codes"]["chosen"])
+    assert all(s in METHODS["lhuc"].grid for s in out["methods"]["lhuc"]["chosen"])
+    assert out["settings"]["tune"] is True
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"shots": (0, 30)}, "at least 31 rows"),
+        ({"methods": ["codes", "magic"]}, "unknown method 'magic'"),
+        ({"folds": 1}, "folds must be"),
+        ({"folds": 13}, "folds must be"),
+        ({"repeats": 0}, "repeats"),
+        ({"shots": (-1,)}, "non-negative"),
+    ],
+)
+def test_bad_inputs(shifted, kwargs, match):
+    X, y, groups = shifted
+    args = {"shots": (0, 1), "folds": 3, "repeats": 1, "methods": None, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        check_inputs(X, y, groups, **args)
+
+
+def test_bad_arrays(shifted):
+    X, y, groups = shifted
+    X_nan = X.copy()
+    X_nan[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate(X_nan, y, groups)
+    with pytest.raises(ValueError, match="one entry per row"):
+        evaluate(X, y[:-1], groups)
+
+
+def test_lobanov_zscores_each_condition():
+    X = np.random.default_rng(0).normal(3, 2, size=(20, 2))
+    g = np.repeat([0, 1], 10)
+    Z = lobanov(X, g)
+    np.testing.assert_allclose(Z[g == 1].mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(Z[g == 1].std(axis=0), 1)
+
+
+def test_shift_prior_recovers_the_variances():
+    """Rows mu_c + s_g + e with known between/within variances (1 and 0.25)."""
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(200), 10)
+    y = np.tile(np.arange(2), 1000)
+    X = (np.array([[0.0], [5.0]])[y] + rng.normal(size=(200, 1))[groups]
+         + rng.normal(scale=0.5, size=(2000, 1)))
+    ctx = FoldContext(X, y, groups, Settings(), seed=0)
+    _, ratio = ctx.shift_prior
+    np.testing.assert_allclose(ratio, 0.25, rtol=0.3)
+
+
+@pytest.mark.parametrize("mode", ["lhuc", "finetune_last", "finetune_all"])
+def test_parameter_adapter(shifted, mode):
+    """A tiny prior keeps the SI network; adaptation lowers the training loss."""
+    X, y, groups = shifted
+    X = X.astype("float32")
+    si = Settings(hidden_layer_sizes=(16,), max_epochs=50).network(0)._fit_without_codes(X, y)
+    adapter = ParameterAdapter(si, mode)
+    g = (groups % 3).astype(int)
+    log_si = np.log(np.asarray(si(X)))
+    u0 = adapter.fit(X, y, g, 3, prior_scale=1e-6, max_iter=20)
+    np.testing.assert_allclose(adapter.predict_log_proba(u0, 1e-6, X, g), log_si, atol=1e-4)
+    u = adapter.fit(X, y, g, 3, prior_scale=1.0, max_iter=30)
+    log_p = adapter.predict_log_proba(u, 1.0, X, g)
+    nll = -log_p[np.arange(len(y)), y].mean()
+    assert nll < -log_si[np.arange(len(y)), y].mean()
+
+
+def test_report(results, tmp_path):
+    table = format_table(results)
+    assert "codes_unsup *" in table and "k=8" in table and "transductive" in table
+    assert "relative error reduction vs si" in table
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "plot.png"
+    plot_results(results, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_peterson_barney_smoke():
+    """Real data: a quick run on Peterson & Barney (needs praat-parselmouth)."""
+    pytest.importorskip("parselmouth", reason="Peterson & Barney needs praat-parselmouth")
+    from skdc.datasets import load_peterson_barney
+
+    pb = load_peterson_barney()
+    out = evaluate(np.log(pb.data), pb.target, pb.groups, shots=(0, 5), folds=2, repeats=1,
+                   methods=["codes", "si", "shift"], tune=False, hidden_layer_sizes=(16,),
+                   max_epochs=40, adapt_max_iter=30)
+    assert out["n_conditions"] == 76 and out["n_classes"] == 10
+    for entry in out["methods"].values():
+        for item in entry["k"].values():
+            assert 0.5 < item["accuracy"] <= 1  # chance is 0.1
