@@ -142,21 +142,25 @@ def eager_recipe(model, X, y, steps=100, lr=0.1):
 def run_cases(cases, repeats, label_width=0):
     """Time each case: one first (warm-up) call, then ``repeats`` calls round-robin.
 
-    Returns ``{name: {"first": s, "times": [s, ...], "median": s, "value": last return}}``.
-    Round-robin order spreads the load of a shared machine over all cases alike.
+    Returns ``{name: {"first": s, "times": [s, ...], "median": s, "cpu": s, "value": ...}}``
+    where ``cpu`` is the median CPU time of the process (all threads) per call: less
+    sensitive than wall time to other jobs on a shared machine. Round-robin order spreads
+    the load over all cases alike.
     """
     out = {}
     for name, fn in cases.items():
         t0 = time.perf_counter()
         value = fn()
-        out[name] = {"first": time.perf_counter() - t0, "times": [], "value": value}
+        out[name] = {"first": time.perf_counter() - t0, "times": [], "cpus": [], "value": value}
     for _ in range(repeats):
         for name, fn in cases.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out[name]["value"] = fn()
             out[name]["times"].append(time.perf_counter() - t0)
+            out[name]["cpus"].append(time.process_time() - c0)
     for entry in out.values():
         entry["median"] = statistics.median(entry["times"]) if entry["times"] else entry["first"]
+        entry["cpu"] = statistics.median(entry["cpus"]) if entry["cpus"] else float("nan")
     return out
 
 

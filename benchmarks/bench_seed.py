@@ -9,7 +9,8 @@
 
 Each case runs on its own copy of the model (so skdc's engine cache is cold for its first
 call), once as a timed warm-up ("first call": tracing and compilation included), then
-``--repeats`` times round-robin; the table gives the median and its ratio to (a).
+``--repeats`` times round-robin; the table gives the median wall time and its ratio to
+(a), and the ratio of median process CPU times (a cross-check on a shared machine).
 
     python benchmarks/bench_seed.py            # the full workload
     python benchmarks/bench_seed.py --quick    # 500 rows, 20 iterations
@@ -103,9 +104,10 @@ def main(argv=None):
     for name, r in res.items():
         code = r["value"]
         rows.append([name, r["first"], r["median"], ratio(r["median"], ref["median"]),
-                     ratio(r["first"], ref["first"]), f"{mean_ce(model, X, y, code):.4f}"])
+                     ratio(r["first"], ref["first"]), ratio(r["cpu"], ref["cpu"]),
+                     f"{mean_ce(model, X, y, code):.4f}"])
     print(table(["case", "first call (s)", "median (s)", "ratio to (a)",
-                 "first-call ratio", "final mean CE"], rows))
+                 "first-call ratio", "CPU-time ratio", "final mean CE"], rows))
     c_ratio = ratio(res["(c) CodeAdapter rms_sgd"]["median"], ref["median"])
     print(f"\n(c) runs the algorithm of (a) but returns the best iterate seen, (a) its last "
           f"one. Mean CE at the zero code: {mean_ce(model, X, y, np.zeros(50)):.4f}.")
