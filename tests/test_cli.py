@@ -31,14 +31,14 @@ def table(tmp_path_factory):
 def test_evaluate_writes_json_and_plot(table, tmp_path, capsys):
     out_json, out_png = tmp_path / "out.json", tmp_path / "out.png"
     code = main(["evaluate", str(table), "--label", "label", "--group", "speaker",
-                 "--methods", "codes,si,shift,lobanov", "--json", str(out_json),
+                 "--methods", "codes,si,lobanov", "--json", str(out_json),
                  "--plot", str(out_png), *FAST])
     assert code == 0
     stdout = capsys.readouterr().out
     assert "codes" in stdout and "k=2" in stdout and "96 rows, 8 conditions" in stdout
     results = json.loads(out_json.read_text())
     assert results["n_conditions"] == 8 and results["n_rows"] == 96 and results["folds"] == 2
-    assert set(results["methods"]) == {"codes", "si", "shift", "lobanov"}
+    assert set(results["methods"]) == {"codes", "si", "lobanov"}
     for entry in results["methods"].values():
         for k in ("0", "2"):
             assert set(entry["k"][k]) >= {"accuracy", "ci95"}
@@ -106,11 +106,3 @@ def test_demo_falls_back_without_parselmouth(monkeypatch, capsys, tmp_path):
     assert "praat-parselmouth" in captured.err and "synthetic" in captured.err
     assert "unadapted" in captured.out
     assert not (tmp_path / "demo.png").exists()
-
-
-def test_python_dash_m_help():
-    import subprocess
-
-    run = subprocess.run([sys.executable, "-m", "skdc", "evaluate", "--help"],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0 and "--log-features" in run.stdout

@@ -14,10 +14,11 @@ from skdc._synthetic import make_conditions, make_teacher
 from skdc.evaluation import METHODS, evaluate, format_table, plot_results
 from skdc.evaluation._finetune import ParameterAdapter
 from skdc.evaluation._fold import FoldContext, Settings, lobanov
-from skdc.evaluation._protocol import _draws, check_inputs
+from skdc.evaluation._protocol import _Held, _Layout, check_inputs
 
 SHOTS = (0, 2, 8)
-FAST = dict(hidden_layer_sizes=(32,), max_epochs=300, adapt_max_iter=50)
+FAST = dict(hidden_layer_sizes=(32,), max_epochs=40, batch_size=64, learning_rate_init=1e-2,
+            adapt_max_iter=50)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def shifted():
 @pytest.fixture(scope="module")
 def results(shifted):
     X, y, groups = shifted
-    return evaluate(X, y, groups, shots=SHOTS, folds=3, repeats=2, tune=False,
+    return evaluate(X, y, groups, shots=SHOTS, folds=3, repeats=1, tune=False,
                     random_state=0, **FAST)
 
 
@@ -69,7 +70,7 @@ def test_codes_beat_si_where_conditions_matter(results):
 
 def test_reproducible_and_paired(shifted):
     X, y, groups = shifted
-    kw = dict(shots=(0, 2), folds=2, repeats=1, methods=["si", "shift"], tune=False,
+    kw = dict(shots=(0, 2), folds=2, repeats=1, methods=["si", "lhuc"], tune=False,
               random_state=3, **FAST)
     first, second = evaluate(X, y, groups, **kw), evaluate(X, y, groups, **kw)
     assert first["methods"] == second["methods"]
@@ -77,18 +78,34 @@ def test_reproducible_and_paired(shifted):
 
 def test_draws_are_nested_and_seeded():
     g_idx = np.repeat(np.arange(3), 5)
-    a, b = _draws(g_idx, np.array([0, 2]), 2, 7), _draws(g_idx, np.array([2]), 2, 7)
+    X, y = np.zeros((15, 1)), np.zeros(15, dtype=int)
+    a = _Held(X, y, _Layout(g_idx), np.array([0, 2]), 2, 7).draws
+    b = _Held(X, y, _Layout(g_idx), np.array([2]), 2, 7).draws
     np.testing.assert_array_equal(a[2][1], b[2][1])  # independent of the other conditions
     assert sorted(a[2][0]) == list(range(10, 15))
     assert not np.array_equal(a[2][0], a[2][1])  # repeats draw different rows
 
 
-def test_nested_tuning_picks_from_the_grid(shifted):
+def test_units_are_drawn_and_scored_whole(shifted):
+    """Units of 3 rows: k counts units, and a unit's decision sums its rows' log-probas."""
     X, y, groups = shifted
-    out = evaluate(X, y, groups, shots=(0, 2), folds=2, repeats=1, methods=["codes", "lhuc"],
+    units = np.arange(len(y)) // 3
+    y_units = y[units * 3]  # one label per unit
+    out = evaluate(X, y_units, groups, units=units, shots=(0, 2), folds=2, repeats=1,
+                   methods=["si", "codes"], tune=False, random_state=0, **FAST)
+    assert out["n_units"] == len(y) // 3 and out["n_rows"] == len(y)
+    with pytest.raises(ValueError, match="one label"):
+        evaluate(X, y, groups, units=units, shots=(0,), folds=2, methods=["si"])
+    with pytest.raises(ValueError, match="at least 11 units"):
+        evaluate(X, y_units, groups, units=units, shots=(10,), folds=2, methods=["si"])
+
+
+def test_nested_tuning_picks_from_the_grid(shifted, monkeypatch):
+    X, y, groups = shifted
+    monkeypatch.setattr(METHODS["codes"], "grid", (("none", 1.0), ("dropout+l2", 0.5)))
+    out = evaluate(X, y, groups, shots=(0, 2), folds=2, repeats=1, methods=["codes"],
                    random_state=0, **FAST)
-    assert all(a in METHODS["codes"].grid for a in out["methods"]["codes"]["chosen"])
-    assert all(s in METHODS["lhuc"].grid for s in out["methods"]["lhuc"]["chosen"])
+    assert all(tuple(p) in METHODS["codes"].grid for p in out["methods"]["codes"]["chosen"])
     assert out["settings"]["tune"] is True
 
 
@@ -174,8 +191,8 @@ def test_peterson_barney_smoke():
 
     pb = load_peterson_barney()
     out = evaluate(np.log(pb.data), pb.target, pb.groups, shots=(0, 5), folds=2, repeats=1,
-                   methods=["codes", "si", "shift"], tune=False, hidden_layer_sizes=(16,),
-                   max_epochs=40, adapt_max_iter=30)
+                   methods=["codes", "si"], tune=False, hidden_layer_sizes=(16,),
+                   max_epochs=30, batch_size=128, learning_rate_init=1e-2, adapt_max_iter=30)
     assert out["n_conditions"] == 76 and out["n_classes"] == 10
     for entry in out["methods"].values():
         for item in entry["k"].values():

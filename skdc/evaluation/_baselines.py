@@ -15,13 +15,16 @@ import keras
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from ._fold import Episode, FoldContext, lobanov
+from ._fold import CODE_REGULARISATION, Episode, FoldContext, lobanov
 
 __all__ = ["METHODS", "Method", "get_method"]
 
 
 class Method:
-    """An adaptation method: ``predict(ctx, episode, param)`` -> labels of scored rows."""
+    """An adaptation method: ``log_proba(ctx, episode, param)`` of the scored rows.
+
+    Columns follow ``ctx.classes`` (the training classes of the fold).
+    """
 
     name = ""
     transductive = False  # uses the held-out condition's unlabelled rows
@@ -29,36 +32,51 @@ class Method:
     default = None
     description = ""
 
-    def predict(self, ctx: FoldContext, ep: Episode, param) -> np.ndarray:
+    def log_proba(self, ctx: FoldContext, ep: Episode, param) -> np.ndarray:
         raise NotImplementedError
 
 
-def _si_predict(model, X) -> np.ndarray:
+def _log(proba) -> np.ndarray:
+    return np.log(np.clip(np.asarray(proba, np.float64), 1e-30, None))
+
+
+def _network_log_proba(model, X) -> np.ndarray:
     # a direct call: Keras' predict() retraces for every new model and input size
-    return keras.ops.convert_to_numpy(model(np.asarray(X, np.float32), training=False))
+    X = np.asarray(X, np.float32)
+    out = [keras.ops.convert_to_numpy(model(X[i : i + _CHUNK], training=False))
+           for i in range(0, len(X), _CHUNK)]
+    return _log(np.concatenate(out) if out else np.empty((0, model.outputs[0].shape[-1])))
+
+
+_CHUNK = 16384
 
 
 class SI(Method):
     name = "si"
     description = "no adaptation: the same network trained without codes"
 
-    def predict(self, ctx, ep, param):
-        return ctx.classes[_si_predict(ctx.si_network, ep.X_score).argmax(axis=1)]
+    def log_proba(self, ctx, ep, param):
+        return _network_log_proba(ctx.si_network, ep.X_score)
 
 
 class Shift(Method):
     name = "shift"
-    description = "feature shift from the k labelled rows (empirical-Bayes shrinkage), SI network"
+    grid = ("si", "sat")
+    default = "sat"
+    description = ("feature shift from the k labelled rows (empirical-Bayes shrinkage) on the "
+                   "SI network or one trained on shift-normalised conditions")
 
-    def predict(self, ctx, ep, param):
+    def log_proba(self, ctx, ep, param):
         mu, ratio = ctx.shift_prior
         index, known = ctx.label_index(ep.y_adapt)
+        if not known.any():
+            return SI().log_proba(ctx, ep, param)
         resid = np.zeros((ep.n_groups, ep.X_score.shape[1]))
         np.add.at(resid, ep.g_adapt[known], ep.X_adapt[known] - mu[index[known]])
         counts = np.bincount(ep.g_adapt[known], minlength=ep.n_groups)[:, None]
         shift = resid / (counts + ratio)
-        X = ep.X_score - shift[ep.g_score]
-        return ctx.classes[_si_predict(ctx.si_network, X).argmax(axis=1)]
+        network = ctx.shift_network if param == "sat" else ctx.si_network
+        return _network_log_proba(network, ep.X_score - shift[ep.g_score])
 
 
 class Lobanov(Method):
@@ -66,44 +84,52 @@ class Lobanov(Method):
     transductive = True
     description = "each condition z-scored with all its rows (unlabelled); transductive ceiling"
 
-    def predict(self, ctx, ep, param):
+    def log_proba(self, ctx, ep, param):
         X = np.concatenate([ep.X_adapt, ep.X_score])
         g = np.concatenate([ep.g_adapt, ep.g_score])
         Xn = lobanov(X, g)[len(ep.X_adapt) :]
-        return ctx.classes[_si_predict(ctx.lobanov_network, Xn).argmax(axis=1)]
+        return _network_log_proba(ctx.lobanov_network, Xn)
+
+
+def _pairs(alphas) -> tuple:
+    """Candidates (training-code regularisation, prior strength alpha)."""
+    return tuple((r, a) for r in CODE_REGULARISATION for a in alphas)
 
 
 class Codes(Method):
     name = "codes"
-    grid = (4.0, 2.0, 1.0, 0.5)
-    default = 1.0
+    grid = _pairs((4.0, 2.0, 1.0, 0.5))
+    default = ("dropout+l2", 1.0)
     description = "condition code learned from the k labelled rows (MAP, prior of training codes)"
 
     def _adapter(self, ctx, param):
-        return ctx.code_network.adapter(
-            optimizer="lbfgs", alpha=param, max_iter=ctx.settings.adapt_max_iter,
+        regularisation, alpha = param
+        return ctx.code_network(regularisation).adapter(
+            optimizer="lbfgs", alpha=alpha, max_iter=ctx.settings.adapt_max_iter,
             random_state=ctx.seed,
         )
 
-    def predict(self, ctx, ep, param):
-        net = ctx.code_network
+    def log_proba(self, ctx, ep, param):
+        net = ctx.code_network(param[0])
         _, known = ctx.label_index(ep.y_adapt)
         if not known.any():
-            return net.predict(ep.X_score)  # prior mean code
+            return _log(net.predict_proba(ep.X_score))  # the prior mean code
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             adapter = self._adapter(ctx, param).fit(
                 ep.X_adapt[known], ep.y_adapt[known], groups=ep.g_adapt[known]
             )
-        return adapter.predict(ep.X_score, groups=ep.g_score)
+        return _log(adapter.predict_proba(ep.X_score, groups=ep.g_score))
 
 
 class CodesUnsupervised(Codes):
     name = "codes_unsup"
     transductive = True
+    grid = _pairs((1.0, 0.3, 0.1, 0.03))
+    default = ("dropout+l2", 0.1)
     description = "code from the k labelled rows plus all other rows of the condition unlabelled"
 
-    def predict(self, ctx, ep, param):
+    def log_proba(self, ctx, ep, param):
         _, known = ctx.label_index(ep.y_adapt)
         X = np.concatenate([ep.X_adapt, ep.X_score])
         y = np.concatenate([np.where(known, ep.y_adapt, -1), np.full(len(ep.X_score), -1)])
@@ -111,21 +137,20 @@ class CodesUnsupervised(Codes):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             adapter = self._adapter(ctx, param).fit(X, y, groups=g)
-        return adapter.predict(ep.X_score, groups=ep.g_score)
+        return _log(adapter.predict_proba(ep.X_score, groups=ep.g_score))
 
 
 class _Parameters(Method):
     mode = ""
 
-    def predict(self, ctx, ep, param):
+    def log_proba(self, ctx, ep, param):
         index, known = ctx.label_index(ep.y_adapt)
         if not known.any():
-            return SI().predict(ctx, ep, param)
+            return SI().log_proba(ctx, ep, param)
         adapter = ctx.parameter_adapter(self.mode)
         u = adapter.fit(ep.X_adapt[known], index[known], ep.g_adapt[known], ep.n_groups, param,
                         ctx.settings.adapt_max_iter)
-        log_p = adapter.predict_log_proba(u, param, ep.X_score, ep.g_score)
-        return ctx.classes[log_p.argmax(axis=1)]
+        return adapter.predict_log_proba(u, param, ep.X_score, ep.g_score).astype(np.float64)
 
 
 class LHUC(_Parameters):
@@ -139,16 +164,16 @@ class LHUC(_Parameters):
 class FinetuneLast(_Parameters):
     name = "finetune_last"
     mode = "finetune_last"
-    grid = (0.01, 0.03, 0.1, 0.3)
-    default = 0.1
+    grid = (0.003, 0.01, 0.03, 0.1, 0.3)
+    default = 0.03
     description = "output layer of the SI network, Gaussian prior around the SI weights"
 
 
 class FinetuneAll(_Parameters):
     name = "finetune_all"
     mode = "finetune_all"
-    grid = (0.01, 0.03, 0.1, 0.3)
-    default = 0.03
+    grid = (0.003, 0.01, 0.03, 0.1, 0.3)
+    default = 0.01
     description = "every layer of the SI network, Gaussian prior around the SI weights"
 
 

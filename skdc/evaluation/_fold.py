@@ -12,9 +12,20 @@ from sklearn.exceptions import ConvergenceWarning
 from .._network import CodeNetwork
 from ._finetune import ParameterAdapter
 
-__all__ = ["Episode", "FoldContext", "Settings", "lobanov"]
+__all__ = ["CODE_REGULARISATION", "Episode", "FoldContext", "Settings", "lobanov"]
 
 _MIN_STD = 1e-3  # floor of a condition's per-feature spread in Lobanov normalisation
+
+
+# How strongly the training codes are regularised: ``code_dropout`` (a share of rows
+# sees the mean code, so the prior mean is a good speaker-independent model) and
+# ``code_l2``. Chosen per fold and method by nested validation.
+CODE_REGULARISATION = {
+    "none": dict(code_dropout=0.0, code_l2=1e-3),
+    "dropout": dict(code_dropout=0.3, code_l2=1e-3),
+    "l2": dict(code_dropout=0.0, code_l2=0.1),
+    "dropout+l2": dict(code_dropout=0.3, code_l2=0.1),
+}
 
 
 @dataclass
@@ -24,8 +35,6 @@ class Settings:
     hidden_layer_sizes: tuple = (64, 64)
     code_size: int = 8
     code_layers: str = "all"
-    code_l2: float = 1e-3
-    code_dropout: float = 0.0
     alpha: float = 1e-5
     learning_rate_init: float = 1e-3
     batch_size: int = 200
@@ -38,8 +47,6 @@ class Settings:
             hidden_layer_sizes=self.hidden_layer_sizes,
             code_size=self.code_size,
             code_layers=self.code_layers,
-            code_l2=self.code_l2,
-            code_dropout=self.code_dropout,
             alpha=self.alpha,
             learning_rate_init=self.learning_rate_init,
             batch_size=self.batch_size,
@@ -83,10 +90,17 @@ class FoldContext:
             warnings.simplefilter("ignore", ConvergenceWarning)
             return fit()
 
-    @cached_property
-    def code_network(self) -> CodeNetwork:
-        net = self.settings.network(self.seed)
-        return self._quiet(lambda: net.fit(self.X, self.y, groups=self.groups))
+    def code_network(self, regularisation: str) -> CodeNetwork:
+        """The coded network with one of the ``CODE_REGULARISATION`` settings (cached)."""
+        cache = self.__dict__.setdefault("_code_networks", {})
+        if regularisation not in cache:
+            net = self.settings.network(self.seed).set_params(
+                **CODE_REGULARISATION[regularisation]
+            )
+            cache[regularisation] = self._quiet(
+                lambda: net.fit(self.X, self.y, groups=self.groups)
+            )
+        return cache[regularisation]
 
     @cached_property
     def si_network(self):
@@ -97,6 +111,19 @@ class FoldContext:
     def lobanov_network(self):
         net = self.settings.network(self.seed)
         Xn = lobanov(self.X, self.groups)
+        return self._quiet(lambda: net._fit_without_codes(Xn, self.y, self.groups))
+
+    @cached_property
+    def shift_network(self):
+        """The twin trained on training conditions with their own shifts removed."""
+        mu, ratio = self.shift_prior
+        index = np.searchsorted(self.classes, self.y)
+        keys, idx = np.unique(self.groups, return_inverse=True)
+        resid = np.zeros((len(keys), self.X.shape[1]))
+        np.add.at(resid, idx, self.X - mu[index])
+        shift = resid / (np.bincount(idx)[:, None] + ratio)
+        net = self.settings.network(self.seed)
+        Xn = self.X - shift[idx]
         return self._quiet(lambda: net._fit_without_codes(Xn, self.y, self.groups))
 
     @cached_property

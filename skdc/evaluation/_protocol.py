@@ -66,7 +66,7 @@ _Z95 = 1.96
 _INNER_FRACTION = 0.25
 
 
-def check_inputs(X, y, groups, shots, folds, repeats, methods):
+def check_inputs(X, y, groups, shots, folds, repeats, methods, units=None):
     """Validate the inputs of :func:`evaluate`; ``ValueError`` with one clear message."""
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
@@ -86,11 +86,11 @@ def check_inputs(X, y, groups, shots, folds, repeats, methods):
     if not shots or shots[0] < 0:
         raise ValueError(f"shots must be non-negative integers, got {shots}.")
     methods = list(dict.fromkeys(methods if methods is not None else METHODS))
-    for name in methods:
-        get_method(name)
     if not methods:
         raise ValueError("methods is empty.")
-    keys, counts = np.unique(groups, return_counts=True)
+    for name in methods:
+        get_method(name)
+    keys = np.unique(groups)
     if int(folds) < 2 or int(folds) > len(keys):
         raise ValueError(
             f"folds must be between 2 and the number of conditions ({len(keys)}), got {folds}."
@@ -99,14 +99,53 @@ def check_inputs(X, y, groups, shots, folds, repeats, methods):
         raise ValueError(f"repeats must be at least 1, got {repeats}.")
     if len(np.unique(y)) < 2:
         raise ValueError("y must hold at least 2 classes.")
+    layout = _Layout(np.unique(groups, return_inverse=True)[1], units, y)
+    counts = np.bincount(layout.unit_condition)
     if counts.min() < shots[-1] + 1:
         small = keys[counts.argmin()]
+        what = "rows" if units is None else "units"
         raise ValueError(
-            f"condition {small!r} has {counts.min()} rows, but {shots[-1]} shots need at least "
-            f"{shots[-1] + 1} rows per condition (k to adapt, at least one to score); use "
+            f"condition {small!r} has {counts.min()} {what}, but {shots[-1]} shots need at least "
+            f"{shots[-1] + 1} {what} per condition (k to adapt, at least one to score); use "
             "smaller shots or drop small conditions."
         )
     return X, y, groups, shots, methods
+
+
+class _Layout:
+    """Rows grouped into units (one row each unless ``units`` is given) within conditions.
+
+    A unit (e.g. an utterance made of frames) is adapted on or scored as a whole: its
+    decision sums the log-probabilities of its rows.
+    """
+
+    def __init__(self, g_idx, units=None, y=None):
+        n = len(g_idx)
+        if units is None:
+            self.unit_of_row = np.arange(n)
+        else:
+            units = np.asarray(units)
+            if units.shape != (n,):
+                raise ValueError(f"units must be 1-D with one entry per row ({n}).")
+            self.unit_of_row = np.unique(units, return_inverse=True)[1].ravel()
+        n_units = int(self.unit_of_row.max()) + 1 if n else 0
+        order = np.argsort(self.unit_of_row, kind="stable")
+        bounds = np.cumsum(np.bincount(self.unit_of_row, minlength=n_units))[:-1]
+        self.rows_of_unit = np.split(order, bounds)
+        first = np.array([rows[0] for rows in self.rows_of_unit], dtype=int)
+        self.unit_condition = np.asarray(g_idx)[first]
+        if units is not None:
+            for rows in self.rows_of_unit:
+                if len(np.unique(np.asarray(g_idx)[rows])) > 1:
+                    raise ValueError("each unit must lie within one condition (group).")
+                if y is not None and len(np.unique(np.asarray(y)[rows])) > 1:
+                    raise ValueError("each unit must have one label for all its rows.")
+        self.unit_first_row = first
+
+    def rows(self, units) -> np.ndarray:
+        if len(units) == 0:
+            return np.empty(0, dtype=int)
+        return np.concatenate([self.rows_of_unit[u] for u in units])
 
 
 def _default_code_size(n_features: int) -> int:
@@ -122,9 +161,12 @@ def evaluate(
     folds: int = 10,
     repeats: int = 5,
     methods: Iterable[str] | None = None,
+    units=None,
     hidden_layer_sizes: Sequence[int] = (64, 64),
     code_size: int | str = "auto",
     max_epochs: int = 200,
+    batch_size: int = 200,
+    learning_rate_init: float = 1e-3,
     adapt_max_iter: int = 100,
     tune: bool = True,
     random_state: int = 0,
@@ -132,8 +174,8 @@ def evaluate(
 ) -> dict:
     """Evaluate k-shot adaptation methods on held-out conditions.
 
-    See the module docstring of :mod:`skdc.evaluation` for the protocol and how every
-    setting is chosen.
+    See :mod:`skdc.evaluation` for the protocol, the methods and how every setting is
+    chosen.
 
     Parameters
     ----------
@@ -144,26 +186,34 @@ def evaluate(
     groups : array-like of shape (n_samples,)
         Condition (speaker, device, ...) of each row.
     shots : sequence of int, default=(0, 1, 2, 5, 10)
-        Numbers ``k`` of labelled adaptation rows per held-out condition. Every
-        condition needs at least ``max(shots) + 1`` rows.
+        Numbers ``k`` of labelled adaptation units (rows) per held-out condition.
+        Every condition needs at least ``max(shots) + 1`` of them.
     folds : int, default=10
         Number of condition-disjoint folds.
     repeats : int, default=5
-        Draws of adaptation rows per condition and ``k >= 1``.
+        Draws of adaptation units per condition and ``k >= 1``.
     methods : iterable of str, default=None
         Methods to compare (default: all): ``codes``, ``codes_unsup``, ``si``,
         ``shift``, ``lobanov``, ``lhuc``, ``finetune_last``, ``finetune_all``.
+    units : array-like of shape (n_samples,), default=None
+        Unit of each row (e.g. the utterance of a frame): units are drawn, adapted on
+        and scored whole, a unit's decision summing its rows' log-probabilities.
+        Default: every row is a unit.
     hidden_layer_sizes : sequence of int, default=(64, 64)
         Hidden layers of every network.
     code_size : int or "auto", default="auto"
         Code length; ``"auto"`` is ``clip(2 * n_features, 4, 16)``.
     max_epochs : int, default=200
         Maximum training epochs of every network.
+    batch_size : int, default=200
+        Training minibatch size of every network.
+    learning_rate_init : float, default=1e-3
+        Adam learning rate of every network.
     adapt_max_iter : int, default=100
         L-BFGS iterations of every adaptive method.
     tune : bool, default=True
-        Choose each adaptive method's prior strength by nested validation on the
-        training conditions of each fold; otherwise use fixed defaults.
+        Choose each adaptive method's hyperparameters by nested validation on the
+        training conditions of each fold; otherwise use the fixed defaults.
     random_state : int, default=0
         Seeds folds, draws and networks.
     progress : bool, default=False
@@ -172,35 +222,41 @@ def evaluate(
     Returns
     -------
     results : dict
-        ``{"n_conditions", "n_rows", "folds", "shots", "repeats", "methods": {name:
-        {"k": {"0": {"accuracy", "ci95", "error_reduction_vs_si"}, ...},
-        "transductive", "description", "chosen"}}, "settings", "seconds"}``; JSON-ready.
+        JSON-ready: ``n_conditions``, ``n_rows``, ``n_units``, ``n_classes``,
+        ``folds``, ``shots``, ``repeats``, ``methods`` (per method: ``k`` -> ``{"0":
+        {"accuracy", "ci95", "error_reduction_vs_si"}, ...}``, ``transductive``,
+        ``description``, ``chosen`` (hyperparameters per fold)), ``settings`` and
+        ``seconds``.
     """
     start = time.perf_counter()
-    X, y, groups, shots, methods = check_inputs(X, y, groups, shots, folds, repeats, methods)
+    X, y, groups, shots, methods = check_inputs(X, y, groups, shots, folds, repeats, methods,
+                                                units)
     code_size = _default_code_size(X.shape[1]) if code_size == "auto" else int(code_size)
     settings = Settings(
         hidden_layer_sizes=tuple(int(h) for h in hidden_layer_sizes),
         code_size=code_size,
         max_epochs=int(max_epochs),
+        batch_size=int(batch_size),
+        learning_rate_init=float(learning_rate_init),
         adapt_max_iter=int(adapt_max_iter),
         tune=bool(tune),
     )
     classes, y_idx = np.unique(y, return_inverse=True)
     keys, g_idx = np.unique(groups, return_inverse=True)
+    layout = _Layout(g_idx, units)
     splitter = GroupKFold(n_splits=int(folds), shuffle=True, random_state=random_state)
     splits = list(splitter.split(X, y_idx, g_idx))
     bar = _Progress(len(splits) * len(methods) * len(shots), enabled=progress)
     per_condition: dict = {m: {k: {} for k in shots} for m in methods}
     chosen: dict = {m: [] for m in methods}
     for fold, (train, test) in enumerate(splits):
-        scaler = StandardScaler().fit(X[train])
-        Xs = scaler.transform(X)
+        Xs = StandardScaler().fit(X[train]).transform(X)
         seed = int(np.random.SeedSequence([random_state, fold]).generate_state(1)[0] >> 1)
         ctx = FoldContext(Xs[train], y_idx[train], g_idx[train], settings, seed)
-        held = np.unique(g_idx[test])
-        draws = _draws(g_idx, held, repeats, random_state)
-        inner = _InnerValidation(ctx, shots, random_state + 1 + fold) if tune else None
+        held = _Held(Xs, y_idx, layout, np.unique(g_idx[test]), repeats, random_state)
+        inner = None
+        if tune:
+            inner = _InnerValidation(ctx, layout.unit_of_row[train], shots, seed)
         for name in methods:
             method = get_method(name)
             param = inner.choose(method) if inner is not None and method.grid else method.default
@@ -208,29 +264,26 @@ def evaluate(
             for k in shots:
                 bar.update(f"fold {fold + 1}/{len(splits)} {name} k={k}")
                 for r in range(1 if k == 0 else repeats):
-                    ep = _episode(Xs, y_idx, g_idx, held, draws, r, k)
-                    pred = method.predict(ctx, ep, param)
-                    score_rows = np.concatenate([draws[c][r][k:] for c in held])
-                    hits = pred == y_idx[score_rows]
-                    for i, c in enumerate(held):
-                        acc = hits[ep.g_score == i].mean()
-                        per_condition[name][k].setdefault(int(c), []).append(float(acc))
+                    for c, acc in held.score(ctx, method, param, r, k).items():
+                        per_condition[name][k].setdefault(c, []).append(acc)
                 bar.advance()
     bar.close()
-    results = _summarise(per_condition, methods, shots, chosen)
     return {
         "n_conditions": int(len(keys)),
         "n_rows": int(len(X)),
+        "n_units": int(len(layout.rows_of_unit)),
         "n_classes": int(len(classes)),
         "folds": int(folds),
         "shots": shots,
         "repeats": int(repeats),
-        "methods": results,
+        "methods": _summarise(per_condition, methods, shots, chosen),
         "settings": {
             "hidden_layer_sizes": list(settings.hidden_layer_sizes),
             "code_size": settings.code_size,
             "code_layers": settings.code_layers,
             "max_epochs": settings.max_epochs,
+            "batch_size": settings.batch_size,
+            "learning_rate_init": settings.learning_rate_init,
             "adapt_max_iter": settings.adapt_max_iter,
             "tune": settings.tune,
             "random_state": int(random_state),
@@ -239,36 +292,63 @@ def evaluate(
     }
 
 
-def _draws(g_idx, held, repeats, seed) -> dict:
-    """For each held-out condition, ``repeats`` seeded permutations of its rows."""
-    out = {}
-    for c in held:
-        rows = np.flatnonzero(g_idx == c)
-        out[c] = [
-            np.random.default_rng([seed, int(c), r]).permutation(rows) for r in range(repeats)
-        ]
-    return out
+class _Held:
+    """The held-out conditions of a fold, their seeded draws, and scoring of episodes.
 
+    For every held-out condition and repeat, one permutation of its units, seeded by
+    (random_state, condition, repeat) only: every method sees the same draws, and the
+    adaptation sets are nested in ``k``.
+    """
 
-def _episode(X, y, g_idx, held, draws, r, k) -> Episode:
-    adapt = [draws[c][r][:k] for c in held]
-    score = [draws[c][r][k:] for c in held]
-    local = np.arange(len(held))
-    return Episode(
-        X_adapt=X[np.concatenate(adapt)] if k else np.empty((0, X.shape[1])),
-        y_adapt=y[np.concatenate(adapt)] if k else np.empty(0, dtype=y.dtype),
-        g_adapt=np.repeat(local, [len(a) for a in adapt]),
-        X_score=X[np.concatenate(score)],
-        g_score=np.repeat(local, [len(s) for s in score]),
-        n_groups=len(held),
-    )
+    def __init__(self, X, y, layout: _Layout, held, repeats, seed):
+        self.X, self.y, self.layout, self.held = X, y, layout, held
+        self.draws = {
+            c: [np.random.default_rng([seed, int(c), r]).permutation(
+                np.flatnonzero(layout.unit_condition == c)) for r in range(repeats)]
+            for c in held
+        }
+
+    def episode(self, r, k) -> tuple[Episode, np.ndarray, list]:
+        layout = self.layout
+        adapt = [layout.rows(self.draws[c][r][:k]) for c in self.held]
+        score_units = [self.draws[c][r][k:] for c in self.held]
+        score = [layout.rows(u) for u in score_units]
+        local = np.arange(len(self.held))
+        adapt_rows = np.concatenate(adapt)
+        ep = Episode(
+            X_adapt=self.X[adapt_rows],
+            y_adapt=self.y[adapt_rows],
+            g_adapt=np.repeat(local, [len(a) for a in adapt]),
+            X_score=self.X[np.concatenate(score)],
+            g_score=np.repeat(local, [len(s) for s in score]),
+            n_groups=len(self.held),
+        )
+        return ep, np.concatenate(score), score_units
+
+    def score(self, ctx: FoldContext, method, param, r, k) -> dict:
+        """Accuracy over the scored units of each held-out condition."""
+        ep, rows, score_units = self.episode(r, k)
+        log_p = method.log_proba(ctx, ep, param)
+        units = np.concatenate(score_units)
+        position = np.searchsorted(np.sort(units), self.layout.unit_of_row[rows])
+        totals = np.zeros((len(units), log_p.shape[1]))
+        np.add.at(totals, position, log_p)
+        truth = self.y[self.layout.unit_first_row[np.sort(units)]]
+        hits = ctx.classes[totals.argmax(axis=1)] == truth
+        condition = self.layout.unit_condition[np.sort(units)]
+        return {int(c): float(hits[condition == c].mean()) for c in self.held}
 
 
 class _InnerValidation:
-    """Nested, condition-disjoint validation inside a fold's training conditions."""
+    """Nested, condition-disjoint validation inside a fold's training conditions.
 
-    def __init__(self, ctx: FoldContext, shots, seed):
-        self.outer, self.seed = ctx, seed
+    A quarter of the training conditions is held out; the networks are trained on the
+    rest (lazily, once per candidate network); one episode per held-out condition and
+    ``k`` scores each candidate.
+    """
+
+    def __init__(self, ctx: FoldContext, units, shots, seed):
+        self.outer, self.units, self.seed = ctx, units, seed
         self.shots = [k for k in shots if k >= 1] or list(shots)
         self.all_shots = list(shots)
         self._ctx = None
@@ -279,9 +359,8 @@ class _InnerValidation:
         train, val = next(split.split(ctx.X, ctx.y, ctx.groups))
         self._ctx = FoldContext(ctx.X[train], ctx.y[train], ctx.groups[train], ctx.settings,
                                 ctx.seed + 1)
-        self.X, self.y, self.g = ctx.X, ctx.y, ctx.groups
-        self.held = np.unique(ctx.groups[val])
-        self.draws = _draws(ctx.groups, self.held, 1, self.seed)
+        layout = _Layout(ctx.groups, self.units)
+        self.held = _Held(ctx.X, ctx.y, layout, np.unique(ctx.groups[val]), 1, self.seed)
 
     def choose(self, method):
         if self._ctx is None:
@@ -289,16 +368,10 @@ class _InnerValidation:
         shots = self.all_shots if method.transductive else self.shots
         best, best_score = method.default, -np.inf
         for param in method.grid:
-            scores = []
-            for k in shots:
-                ep = _episode(self.X, self.y, self.g, self.held, self.draws, 0, k)
-                pred = method.predict(self._ctx, ep, param)
-                rows = np.concatenate([self.draws[c][0][k:] for c in self.held])
-                hits = pred == self.y[rows]
-                scores.append(np.mean([hits[ep.g_score == i].mean()
-                                       for i in range(len(self.held))]))
-            if np.mean(scores) > best_score + 1e-9:
-                best, best_score = param, float(np.mean(scores))
+            score = np.mean([np.mean(list(self.held.score(self._ctx, method, param, 0, k)
+                                          .values())) for k in shots])
+            if score > best_score + 1e-9:
+                best, best_score = param, float(score)
         return best
 
 
