@@ -18,7 +18,7 @@ from pathlib import Path
 __all__ = ["main"]
 
 PROG = "skdc"
-_DEMO_SETTINGS = dict(folds=4, repeats=2, shots=(0, 1, 2, 5, 10),
+_DEMO_SETTINGS = dict(folds=3, repeats=2, shots=(0, 1, 2, 5, 10),
                       methods=("codes", "codes_unsup", "si", "shift", "lobanov", "lhuc",
                                "finetune_last"))
 

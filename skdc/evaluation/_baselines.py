@@ -99,13 +99,15 @@ def _pairs(alphas) -> tuple:
 class Codes(Method):
     name = "codes"
     grid = _pairs((4.0, 2.0, 1.0, 0.5))
-    default = ("dropout+l2", 1.0)
+    default = ("dropout", 2.0)
     description = "condition code learned from the k labelled rows (MAP, prior of training codes)"
 
     def _adapter(self, ctx, param):
         regularisation, alpha = param
+        # frames of one utterance are not independent evidence: the prior counts per unit
         return ctx.code_network(regularisation).adapter(
-            optimizer="lbfgs", alpha=alpha, max_iter=ctx.settings.adapt_max_iter,
+            optimizer="lbfgs", alpha=alpha * ctx.settings.rows_per_unit,
+            max_iter=ctx.settings.adapt_max_iter,
             random_state=ctx.seed,
         )
 
@@ -125,8 +127,8 @@ class Codes(Method):
 class CodesUnsupervised(Codes):
     name = "codes_unsup"
     transductive = True
-    grid = _pairs((1.0, 0.3, 0.1, 0.03))
-    default = ("dropout+l2", 0.1)
+    grid = _pairs((0.3, 0.1, 0.03, 0.01))
+    default = ("none", 0.03)
     description = "code from the k labelled rows plus all other rows of the condition unlabelled"
 
     def log_proba(self, ctx, ep, param):
@@ -149,15 +151,15 @@ class _Parameters(Method):
             return SI().log_proba(ctx, ep, param)
         adapter = ctx.parameter_adapter(self.mode)
         u = adapter.fit(ep.X_adapt[known], index[known], ep.g_adapt[known], ep.n_groups, param,
-                        ctx.settings.adapt_max_iter)
+                        ctx.settings.adapt_max_iter, ctx.settings.rows_per_unit)
         return adapter.predict_log_proba(u, param, ep.X_score, ep.g_score).astype(np.float64)
 
 
 class LHUC(_Parameters):
     name = "lhuc"
     mode = "lhuc"
-    grid = (0.1, 0.3, 1.0, 3.0)
-    default = 1.0
+    grid = (0.03, 0.1, 0.3, 1.0)
+    default = 0.1
     description = "hidden-unit amplitudes 2*sigmoid(r) of the SI network, Gaussian prior on r"
 
 
@@ -165,7 +167,7 @@ class FinetuneLast(_Parameters):
     name = "finetune_last"
     mode = "finetune_last"
     grid = (0.003, 0.01, 0.03, 0.1, 0.3)
-    default = 0.03
+    default = 0.01
     description = "output layer of the SI network, Gaussian prior around the SI weights"
 
 

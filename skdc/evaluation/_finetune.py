@@ -5,12 +5,14 @@ the speaker-independent network from a condition's few labelled rows. They share
 MAP objective of :class:`~skdc.CodeAdapter` so that the comparison is about *what* is
 adapted, not how: per condition ``g`` with ``n_g`` rows,
 
-    f_g(u_g) = (sum_i CE_i + 1/2 |u_g|^2) / n_g,       theta_g = theta_SI + s * u_g
+    f_g(u_g) = (sum_i CE_i + m/2 |u_g|^2) / n_g,       theta_g = theta_SI + s * u_g
 
 a Gaussian prior ``N(theta_SI, s^2 I)`` on the adapted parameters (for LHUC ``theta`` are
 the amplitudes' logits ``r``, amplitude ``2 sigmoid(r)``, ``r_SI = 0``), minimised for
 all conditions jointly with scipy's L-BFGS-B (the objective is a sum of independent
-terms) from ``u = 0``, with the same iteration budget as the codes.
+terms) from ``u = 0``, with the same iteration budget as the codes. ``m`` is the number
+of rows per independent unit (1 for rows; the frames per utterance for frame data),
+as for the codes: the prior is worth ``m`` rows, i.e. one unit.
 """
 
 from __future__ import annotations
@@ -56,16 +58,18 @@ class ParameterAdapter:
         self._graph = _graph_for(mode, shapes, activations)
         self.n_params = self._graph.n_params
 
-    def fit(self, X, y, groups, n_groups: int, prior_scale: float, max_iter: int) -> np.ndarray:
+    def fit(self, X, y, groups, n_groups: int, prior_scale: float, max_iter: int,
+            prior_weight: float = 1.0) -> np.ndarray:
         """Learn the table ``u`` (n_groups, n_params); parameters are ``SI + prior_scale * u``.
 
         ``y`` are output-unit indices and ``groups`` indices ``0 .. n_groups-1``; groups
         without rows keep ``u = 0``. ``prior_scale`` is the standard deviation ``s`` of
-        the Gaussian prior around the SI parameters; ``max_iter`` the L-BFGS iterations.
+        the Gaussian prior around the SI parameters; ``max_iter`` the L-BFGS iterations;
+        ``prior_weight`` multiplies the prior term (rows per independent unit).
         """
         Xp, yp, mask = _pad(X, y, groups, n_groups)
-        args = [tf.constant(prior_scale, tf.float32), tf.constant(Xp), tf.constant(yp),
-                tf.constant(mask), self.weights]
+        args = [tf.constant(prior_scale, tf.float32), tf.constant(prior_weight, tf.float32),
+                tf.constant(Xp), tf.constant(yp), tf.constant(mask), self.weights]
         shape = (n_groups, self.n_params)
 
         def fun(flat):
@@ -127,7 +131,8 @@ class _Graph:
         labels = tf.TensorSpec([None, None], tf.int32)
         weights = [tf.TensorSpec(s, tf.float32) for s in shapes]
         self.value_and_grad = tf.function(
-            self._value_and_grad, input_signature=[table, scale, rows, labels, table, weights]
+            self._value_and_grad,
+            input_signature=[table, scale, scale, rows, labels, table, weights],
         )
         self.log_proba = tf.function(
             self._log_proba, input_signature=[table, scale, rows, weights]
@@ -162,13 +167,14 @@ class _Graph:
                 h = h * 2.0 * tf.sigmoid(parts[i])[:, None, :]
         return h
 
-    def _value_and_grad(self, u, scale, X, y, mask, weights):
+    def _value_and_grad(self, u, scale, prior_weight, X, y, mask, weights):
         with tf.GradientTape() as tape:
             tape.watch(u)
             log_p = tf.nn.log_softmax(self._logits(u, scale, X, weights))
             ce = -tf.gather(log_p, y, axis=2, batch_dims=2) * mask
             n = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
-            obj = (tf.reduce_sum(ce, axis=1) + 0.5 * tf.reduce_sum(u * u, axis=1)) / n
+            prior = 0.5 * prior_weight * tf.reduce_sum(u * u, axis=1)
+            obj = (tf.reduce_sum(ce, axis=1) + prior) / n
             total = tf.reduce_sum(obj)
         return total, tape.gradient(total, u)
 

@@ -41,6 +41,7 @@ class Settings:
     max_epochs: int = 200
     adapt_max_iter: int = 100
     tune: bool = True
+    rows_per_unit: float = 1.0  # rows of one independent unit: the weight of a prior
 
     def network(self, random_state: int) -> CodeNetwork:
         return CodeNetwork(

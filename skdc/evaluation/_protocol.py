@@ -244,6 +244,7 @@ def evaluate(
     classes, y_idx = np.unique(y, return_inverse=True)
     keys, g_idx = np.unique(groups, return_inverse=True)
     layout = _Layout(g_idx, units)
+    settings.rows_per_unit = len(X) / len(layout.rows_of_unit)
     splitter = GroupKFold(n_splits=int(folds), shuffle=True, random_state=random_state)
     splits = list(splitter.split(X, y_idx, g_idx))
     bar = _Progress(len(splits) * len(methods) * len(shots), enabled=progress)
@@ -286,6 +287,7 @@ def evaluate(
             "learning_rate_init": settings.learning_rate_init,
             "adapt_max_iter": settings.adapt_max_iter,
             "tune": settings.tune,
+            "rows_per_unit": round(settings.rows_per_unit, 2),
             "random_state": int(random_state),
         },
         "seconds": round(time.perf_counter() - start, 1),
