@@ -58,6 +58,8 @@ def _read_table(args):
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"cannot read {path} as CSV: {reason}") from None
+    if frame.empty:
+        raise InputError(f"{path} has no data rows")
     for option, column in (("--label", args.label), ("--group", args.group)):
         if column not in frame.columns:
             raise InputError(f"{option} column {column!r} is not in {path.name} "
@@ -75,9 +77,10 @@ def _read_table(args):
     for name in features:
         column = frame[name]
         if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
-            raise InputError(f"feature column {name!r} is not numeric (e.g. "
-                             f"{column.dropna().iloc[0]!r}); choose numeric columns with "
-                             "--features")
+            example = column.dropna()
+            example = f" (e.g. {example.iloc[0]!r})" if len(example) else ""
+            raise InputError(f"feature column {name!r} is not numeric{example}; choose numeric "
+                             "columns with --features")
     used = frame[[*features, args.label, args.group]]
     complete = used.notna().all(axis=1).to_numpy()
     X = used[features].to_numpy(dtype=np.float64)[complete]

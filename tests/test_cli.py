@@ -63,6 +63,7 @@ def _bad_cases(table, tmp_path):
         "missing file": [str(tmp_path / "nope.csv"), *ok],
         "malformed csv": [str(_write(tmp_path, "bad.csv", 'a,b\n1,2\n3,4,5,6\n"x')), *ok],
         "empty csv": [str(_write(tmp_path, "empty.csv", "")), *ok],
+        "header only": [str(_write(tmp_path, "header.csv", "f0,label,speaker\n")), *ok],
         "missing label column": [str(table), "--label", "vowel", "--group", "speaker"],
         "missing feature column": [str(table), *ok, "--features", "f0,zz"],
         "non-numeric feature": [str(tmp_path / "words.csv"), *ok],
@@ -76,7 +77,7 @@ def _bad_cases(table, tmp_path):
     }
 
 
-CASES = ["missing file", "malformed csv", "empty csv", "missing label column",
+CASES = ["missing file", "malformed csv", "empty csv", "header only", "missing label column",
          "missing feature column", "non-numeric feature", "log of negative",
          "too few rows for k", "unknown method", "bad shots", "bad folds", "too many folds",
          "missing output folder"]

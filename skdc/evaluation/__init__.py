@@ -35,6 +35,10 @@ flagged in every table.
 
 from ._baselines import METHODS
 from ._protocol import DEFAULT_SHOTS, evaluate
+from ._protocol import __doc__ as _protocol_doc
 from ._report import format_table, plot_results
+
+_protocol_body = _protocol_doc.split("\n", 2)[2]  # without its title line
+__doc__ = f"{__doc__}\n{_protocol_body}"
 
 __all__ = ["DEFAULT_SHOTS", "METHODS", "evaluate", "format_table", "plot_results"]

@@ -99,7 +99,7 @@ def _pairs(alphas) -> tuple:
 class Codes(Method):
     name = "codes"
     grid = _pairs((4.0, 2.0, 1.0, 0.5))
-    default = ("dropout", 2.0)
+    default = ("dropout+l2", 4.0)
     description = "condition code learned from the k labelled rows (MAP, prior of training codes)"
 
     def _adapter(self, ctx, param):
@@ -128,7 +128,7 @@ class CodesUnsupervised(Codes):
     name = "codes_unsup"
     transductive = True
     grid = _pairs((0.3, 0.1, 0.03, 0.01))
-    default = ("none", 0.03)
+    default = ("none", 0.01)
     description = "code from the k labelled rows plus all other rows of the condition unlabelled"
 
     def log_proba(self, ctx, ep, param):
@@ -159,7 +159,7 @@ class LHUC(_Parameters):
     name = "lhuc"
     mode = "lhuc"
     grid = (0.03, 0.1, 0.3, 1.0)
-    default = 0.1
+    default = 0.03
     description = "hidden-unit amplitudes 2*sigmoid(r) of the SI network, Gaussian prior on r"
 
 
@@ -167,7 +167,7 @@ class FinetuneLast(_Parameters):
     name = "finetune_last"
     mode = "finetune_last"
     grid = (0.003, 0.01, 0.03, 0.1, 0.3)
-    default = 0.01
+    default = 0.003
     description = "output layer of the SI network, Gaussian prior around the SI weights"
 
 
@@ -175,7 +175,7 @@ class FinetuneAll(_Parameters):
     name = "finetune_all"
     mode = "finetune_all"
     grid = (0.003, 0.01, 0.03, 0.1, 0.3)
-    default = 0.01
+    default = 0.003
     description = "every layer of the SI network, Gaussian prior around the SI weights"
 
 

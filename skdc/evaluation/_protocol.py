@@ -5,45 +5,64 @@ Protocol
 * **Folds.** The conditions (``groups``) are split into ``folds`` condition-disjoint
   folds (:class:`~sklearn.model_selection.GroupKFold`, shuffled with the seed). Features
   are standardised with the training conditions' mean and spread.
-* **Networks.** Per fold, one :class:`~skdc.CodeNetwork` is trained on the training
+* **Networks.** Per fold, a :class:`~skdc.CodeNetwork` is trained on the training
   conditions (one code per condition), and its twin *without* codes (same
   architecture, initial weights, penalty, optimizer, epochs: ``CodeNetwork``'s own
   training loop) for ``si`` and the methods built on it (``shift``, ``lhuc``,
   ``finetune_last``, ``finetune_all``); ``lobanov`` trains the same twin on
-  Lobanov-normalised training conditions.
+  Lobanov-normalised training conditions and ``shift`` (by default) on conditions with
+  their own shift removed.
 * **Episodes.** For every held-out condition and repeat, one seeded permutation of its
-  rows; with ``k`` shots the first ``k`` rows are labelled adaptation rows and the
-  *remaining* rows are scored. The draws depend only on the seed, the condition and the
-  repeat, so every method sees the same rows (paired comparison), and the adaptation
-  sets are nested in ``k``. ``k = 0`` has one draw (every row is scored).
+  units (rows, or e.g. utterances with ``units=``); with ``k`` shots the first ``k``
+  units are labelled adaptation data and the condition's *remaining* units are scored.
+  The draws depend only on the seed, the condition and the repeat, so every method sees
+  the same rows (paired comparison), and the adaptation sets are nested in ``k``.
+  ``k = 0`` has one draw (every unit is scored).
 * **Scores.** Per condition, accuracy averaged over repeats; reported: the mean over
-  conditions and a 95% interval ``1.96 * sd / sqrt(n_conditions)``, and the relative
+  conditions, a 95% interval ``1.96 * sd / sqrt(n_conditions)``, and the relative
   error reduction versus ``si``: ``1 - error(method) / error(si)``.
 
-Choosing the settings (no test fold is looked at)
--------------------------------------------------
+Choosing the settings (no test fold is ever looked at)
+------------------------------------------------------
 Fixed, principled defaults:
 
-* Features standardised on the training conditions; two hidden ReLU layers of 64
-  units; code size ``clip(2 * n_features, 4, 16)``: a code of ``n_features`` numbers
-  can express any additive shift of the (standardised) input and ``2 * n_features`` a
-  per-feature shift and scale, the classic form of speaker variation; more is capped
-  for wide inputs. Codes feed every hidden layer (Xue et al., 2014).
+* Two hidden ReLU layers of 64 units; code size ``clip(2 * n_features, 4, 16)``: a code
+  of ``n_features`` numbers can express any additive shift of the (standardised) input
+  and ``2 * n_features`` a per-feature shift and scale, the classic form of speaker
+  variation; more is capped for wide inputs. Codes feed every hidden layer (Xue et
+  al., 2014).
 * Training: Adam, learning rate 1e-3, minibatches of 200, up to 200 epochs with
-  ``CodeNetwork``'s stopping rule, L2 1e-5 on kernels and 1e-3 on codes (its defaults).
-* Adaptation: L-BFGS, ``adapt_max_iter`` iterations (100) for every method; the Gaussian
-  prior of each method is MAP-weighted exactly like ``CodeAdapter``'s.
+  ``CodeNetwork``'s stopping rule, L2 1e-5 on kernels.
+* Adaptation: L-BFGS, ``adapt_max_iter`` (100) iterations for every method. Every prior
+  is MAP-weighted like ``CodeAdapter``'s and counts as *one unit* of evidence: with
+  frames grouped into utterances, a prior strength is multiplied by the mean number of
+  frames per utterance, because frames of one utterance are not independent evidence.
 
-One hyperparameter per adaptive method is chosen by **nested, condition-disjoint
-validation** on the training conditions of each fold (``tune=True``): a quarter of the
-training conditions is held out, the networks are trained on the rest, one episode per
-held-out condition is drawn for every ``k >= 1`` of ``shots`` (also ``k = 0`` for
-``codes_unsup``), and the candidate with the best mean accuracy wins (ties go to the
-stronger prior). Candidates: prior strength ``alpha`` of ``codes``/``codes_unsup``
-(4, 2, 1, 0.5), prior standard deviation of LHUC logits (0.1, 0.3, 1, 3) and of
-fine-tuned weights (0.01, 0.03, 0.1, 0.3). ``shift`` is tuned by empirical Bayes: its
-shrinkage is the ratio of within- to between-condition variance of the training
-conditions' shifts. ``si`` and ``lobanov`` have nothing to tune.
+With ``tune=True`` (the default) the rest is chosen per fold by **nested,
+condition-disjoint validation** inside the fold's training conditions: a quarter of
+them is held out, networks are trained on the others (once per candidate network),
+one episode per held-out condition is drawn for every ``k >= 1`` of ``shots`` (also
+``k = 0`` for the transductive ``codes_unsup``), and the candidate with the best mean
+accuracy wins (ties go to the earlier candidate, the stronger prior). Candidates:
+
+* ``codes`` and ``codes_unsup``: how the training codes are regularised (code
+  dropout 0 or 0.3: a share of training rows sees the mean code, so the prior mean is
+  a good speaker-independent model; code L2 1e-3 or 0.1) x prior strength ``alpha``
+  (``codes``: 4, 2, 1, 0.5; ``codes_unsup``: 0.3, 0.1, 0.03, 0.01).
+* ``lhuc``: prior standard deviation of the amplitude logits (0.03, 0.1, 0.3, 1).
+* ``finetune_last`` / ``finetune_all``: prior standard deviation of the weight
+  changes (0.003, 0.01, 0.03, 0.1, 0.3).
+* ``shift``: the network it feeds: the SI twin, or the twin trained on shift-normalised
+  conditions ("sat"). Its shrinkage is empirical Bayes: the ratio of within- to
+  between-condition variance of the training conditions' shifts.
+* ``si`` and ``lobanov`` have nothing to tune.
+
+With ``tune=False`` each method uses its ``default``: the choice nested validation made
+most often on Hillenbrand (1995), 10 folds (``codes``: code dropout and code L2,
+``alpha`` 4; ``codes_unsup``: no extra regularisation, ``alpha`` 0.01; ``lhuc`` 0.03;
+fine-tuning 0.003; ``shift``: "sat"). Runs on other data with ``tune=False`` (the
+demo on Peterson & Barney, the FSDD example) thus use settings chosen on another data
+set, never on their own test folds.
 """
 
 from __future__ import annotations

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from pathlib import Path
 
-__all__ = ["format_table", "plot_results", "write_atomically", "write_json"]
+__all__ = ["format_table", "plot_results", "write_json"]
 
 
 def format_table(results: dict) -> str:
@@ -38,26 +35,8 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_atomically(path, write) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file to ``path``.
-
-    A failure leaves no file at ``path`` (nor a temporary one).
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix,
-                               dir=path.parent if str(path.parent) else ".")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_json(results: dict, path) -> None:
-    """Write ``results`` as indented JSON to a temporary file; the caller renames it."""
+    """Write ``results`` as indented JSON to ``path``."""
     with open(path, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
         f.write("\n")
