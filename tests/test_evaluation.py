@@ -30,9 +30,17 @@ def shifted():
 
 @pytest.fixture(scope="module")
 def results(shifted):
+    """All methods without nested tuning.
+
+    The fixed defaults were chosen on Hillenbrand (a strong prior, ``alpha=4``); this
+    problem's conditions differ far more, so ``codes`` uses what nested validation picks
+    here (``tune=True`` costs four times the run time).
+    """
     X, y, groups = shifted
-    return evaluate(X, y, groups, shots=SHOTS, folds=3, repeats=1, tune=False,
-                    random_state=0, **FAST)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(METHODS["codes"], "default", ("none", 1.0))
+        return evaluate(X, y, groups, shots=SHOTS, folds=3, repeats=1, tune=False,
+                        random_state=0, **FAST)
 
 
 def test_schema(results):
@@ -62,7 +70,8 @@ def test_every_method_is_sane(results):
 def test_codes_beat_si_where_conditions_matter(results):
     acc = {m: e["k"] for m, e in results["methods"].items()}
     assert acc["codes"]["8"]["accuracy"] > acc["si"]["8"]["accuracy"] + 0.05
-    assert acc["codes"]["8"]["error_reduction_vs_si"] > 0.1
+    assert acc["codes"]["8"]["error_reduction_vs_si"] > 0.2
+    assert acc["codes"]["8"]["accuracy"] > acc["codes"]["2"]["accuracy"]  # more rows help
     # unlabelled rows of the condition carry its shift: codes_unsup gains even at k = 0
     assert acc["codes_unsup"]["0"]["accuracy"] > acc["si"]["0"]["accuracy"]
     assert acc["lobanov"]["0"]["accuracy"] > acc["si"]["0"]["accuracy"]
