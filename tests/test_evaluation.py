@@ -81,8 +81,8 @@ def test_reproducible_and_paired(shifted):
     X, y, groups = shifted
     kw = dict(shots=(0, 2), folds=2, repeats=1, methods=["si", "lhuc"], tune=False,
               random_state=3, **FAST)
-    first, second = evaluate(X, y, groups, **kw), evaluate(X, y, groups, **kw)
-    assert first["methods"] == second["methods"]
+    first, second = evaluate(X, y, groups, **kw), evaluate(X, y, groups, n_jobs=2, **kw)
+    assert first["methods"] == second["methods"]  # also with folds in two worker processes
 
 
 def test_draws_are_nested_and_seeded():

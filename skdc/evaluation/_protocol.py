@@ -72,6 +72,7 @@ import time
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+from joblib import Parallel, delayed
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit
 from sklearn.preprocessing import StandardScaler
 
@@ -190,6 +191,7 @@ def evaluate(
     tune: bool = True,
     random_state: int = 0,
     progress: bool = False,
+    n_jobs: int | None = None,
 ) -> dict:
     """Evaluate k-shot adaptation methods on held-out conditions.
 
@@ -237,6 +239,11 @@ def evaluate(
         Seeds folds, draws and networks.
     progress : bool, default=False
         Show a progress bar on stderr (after a few seconds).
+    n_jobs : int, default=None
+        Folds run in parallel in this many joblib workers (``-1``: all cores); ``None``
+        or 1 runs them in this process. Each fold's seed depends only on
+        ``random_state`` and the fold, so results do not depend on ``n_jobs`` (beyond
+        float rounding from TensorFlow's thread count).
 
     Returns
     -------
@@ -266,27 +273,26 @@ def evaluate(
     settings.rows_per_unit = len(X) / len(layout.rows_of_unit)
     splitter = GroupKFold(n_splits=int(folds), shuffle=True, random_state=random_state)
     splits = list(splitter.split(X, y_idx, g_idx))
-    bar = _Progress(len(splits) * len(methods) * len(shots), enabled=progress)
+    per_fold = len(methods) * len(shots)
+    bar = _Progress(len(splits) * per_fold, enabled=progress)
+    job = dict(X=X, y=y_idx, g=g_idx, layout=layout, settings=settings, methods=methods,
+               shots=shots, repeats=int(repeats), random_state=random_state, folds=len(splits))
+    if n_jobs in (None, 1):
+        outputs = (_run_fold(fold, split, report=bar, **job) for fold, split in enumerate(splits))
+    else:  # folds are independent: one per worker; the bar advances per finished fold
+        outputs = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_run_fold)(fold, split, **job) for fold, split in enumerate(splits)
+        )
     per_condition: dict = {m: {k: {} for k in shots} for m in methods}
     chosen: dict = {m: [] for m in methods}
-    for fold, (train, test) in enumerate(splits):
-        Xs = StandardScaler().fit(X[train]).transform(X)
-        seed = int(np.random.SeedSequence([random_state, fold]).generate_state(1)[0] >> 1)
-        ctx = FoldContext(Xs[train], y_idx[train], g_idx[train], settings, seed)
-        held = _Held(Xs, y_idx, layout, np.unique(g_idx[test]), repeats, random_state)
-        inner = None
-        if tune:
-            inner = _InnerValidation(ctx, layout.unit_of_row[train], shots, seed)
+    for fold_scores, fold_chosen in outputs:
         for name in methods:
-            method = get_method(name)
-            param = inner.choose(method) if inner is not None and method.grid else method.default
-            chosen[name].append(param)
+            chosen[name].append(fold_chosen[name])
             for k in shots:
-                bar.update(f"fold {fold + 1}/{len(splits)} {name} k={k}")
-                for r in range(1 if k == 0 else repeats):
-                    for c, acc in held.score(ctx, method, param, r, k).items():
-                        per_condition[name][k].setdefault(c, []).append(acc)
-                bar.advance()
+                per_condition[name][k].update(fold_scores[name][k])
+        if n_jobs not in (None, 1):
+            bar.update(f"{len(chosen[methods[0]])}/{len(splits)} folds")
+            bar.advance(per_fold)
     bar.close()
     return {
         "n_conditions": int(len(keys)),
@@ -311,6 +317,34 @@ def evaluate(
         },
         "seconds": round(time.perf_counter() - start, 1),
     }
+
+
+def _run_fold(fold, split, *, X, y, g, layout, settings, methods, shots, repeats,
+              random_state, folds, report=None):
+    """Scores ``{method: {k: {condition: [accuracy per repeat]}}}`` and choices of one fold."""
+    train, test = split
+    Xs = StandardScaler().fit(X[train]).transform(X)
+    seed = int(np.random.SeedSequence([random_state, fold]).generate_state(1)[0] >> 1)
+    ctx = FoldContext(Xs[train], y[train], g[train], settings, seed)
+    held = _Held(Xs, y, layout, np.unique(g[test]), repeats, random_state)
+    inner = None
+    if settings.tune:
+        inner = _InnerValidation(ctx, layout.unit_of_row[train], shots, seed)
+    scores: dict = {m: {k: {} for k in shots} for m in methods}
+    chosen = {}
+    for name in methods:
+        method = get_method(name)
+        param = inner.choose(method) if inner is not None and method.grid else method.default
+        chosen[name] = param
+        for k in shots:
+            if report is not None:
+                report.update(f"fold {fold + 1}/{folds} {name} k={k}")
+            for r in range(1 if k == 0 else repeats):
+                for c, acc in held.score(ctx, method, param, r, k).items():
+                    scores[name][k].setdefault(c, []).append(acc)
+            if report is not None:
+                report.advance()
+    return scores, chosen
 
 
 class _Held:
@@ -442,8 +476,8 @@ class _Progress:
         self.text = text
         self._draw()
 
-    def advance(self):
-        self.done += 1
+    def advance(self, n: int = 1):
+        self.done += n
         self._draw()
 
     def _draw(self):
@@ -451,9 +485,9 @@ class _Progress:
         if not self.enabled or elapsed < self.delay:
             return
         frac = self.done / self.total
-        eta = elapsed / frac - elapsed if frac > 0 else float("nan")
+        left = f", ~{elapsed / frac - elapsed:.0f}s left" if frac > 0 else ""
         line = (f"[{'=' * int(30 * frac):<30}] {self.done}/{self.total} {self.text}  "
-                f"{elapsed:.0f}s elapsed, ~{eta:.0f}s left")
+                f"{elapsed:.0f}s elapsed{left}")
         if self.tty:
             sys.stderr.write("\r" + line[:120].ljust(120))
             sys.stderr.flush()
