@@ -11,7 +11,7 @@ from skdc._synthetic import make_conditions, make_teacher
 from skdc.cli import main
 
 FAST = ["--folds", "2", "--repeats", "1", "--shots", "0,2", "--hidden", "16",
-        "--max-epochs", "100", "--no-tune", "--quiet"]
+        "--max-epochs", "100", "--no-tune", "--quiet", "--jobs", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,7 @@ def _bad_cases(table, tmp_path):
         "bad shots": [str(table), *ok, "--shots", "1,two"],
         "bad folds": [str(table), *ok, "--folds", "many"],
         "too many folds": [str(table), *ok, "--folds", "9"],
+        "zero jobs": [str(table), *ok, "--jobs", "0"],
         "missing output folder": [str(table), *ok, "--json", str(tmp_path / "no" / "x.json")],
     }
 
@@ -80,7 +81,7 @@ def _bad_cases(table, tmp_path):
 CASES = ["missing file", "malformed csv", "empty csv", "header only", "missing label column",
          "missing feature column", "non-numeric feature", "log of negative",
          "too few rows for k", "unknown method", "bad shots", "bad folds", "too many folds",
-         "missing output folder"]
+         "zero jobs", "missing output folder"]
 
 
 @pytest.mark.parametrize("case", CASES)
