@@ -33,7 +33,7 @@ def main() -> None:
                     alpha=float(rng.uniform(0, 3)), max_iter=20, tol=0.0).fit(X[:n], y[:n])
         if i % 10 == 0:
             rss[i] = process.memory_info().rss / 2**20
-    step = engine_for(teacher, 1, "softmax")._steps[0]
+    step = engine_for(teacher, 1, "softmax")._step.functions[0]
     print(f"{'fits':>5} {'RSS MB':>8}")
     for i, mb in rss.items():
         print(f"{i:>5} {mb:>8.1f}")

@@ -35,8 +35,8 @@ from ._graph import CodeGraph
 __all__ = ["Engine", "Problem", "Result", "Settings", "engine_for"]
 
 _CHUNK = 16384  # rows per call when evaluating the feature part or predicting
-# XLA fuses the step (measured ~20% faster on the seed workload) but compiles per shape
-# (~1 s); below this many rows compilation costs more than it saves.
+# XLA fuses the step (~35% faster per iteration on the seed workload) but compiles once
+# per shape bucket (seconds); with jit_compile="auto" only fits of this many rows use it.
 _XLA_MIN_ROWS = 1024
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
 _MOMENTUM = 0.9
@@ -55,6 +55,13 @@ class Settings:
     n_iter_no_change: int = 10
     batch_size: int | None = None
     diversity: float = 0.0
+    jit_compile: bool | str = "auto"
+
+    def xla(self, n_rows: int) -> bool:
+        """Whether a step over ``n_rows`` rows runs the XLA-compiled variant."""
+        if self.jit_compile == "auto":
+            return n_rows >= _XLA_MIN_ROWS
+        return bool(self.jit_compile)
 
 
 @dataclass
@@ -129,15 +136,29 @@ def _data_terms(loss: str, out, y, w, group, n_groups):
 
 def _bucket(n_rows: int) -> int:
     """Row count padded for XLA: the next of 4 sizes per octave (at most 19% more rows)."""
-    if n_rows < _XLA_MIN_ROWS:
-        return n_rows
-    size = 2.0 ** (math.ceil(4 * math.log2(n_rows)) / 4)
+    size = 2.0 ** (math.ceil(4 * math.log2(max(n_rows, 1))) / 4)
     return int(math.ceil(size / 64) * 64)
 
 
-def _compiled(variants: tuple, args: tuple):
-    """The XLA variant for problems of at least ``_XLA_MIN_ROWS`` rows, else the plain one."""
-    return variants[int(args[2].shape[0]) >= _XLA_MIN_ROWS]
+class _Compiled:
+    """A ``tf.function`` with an input signature, in a plain and an XLA variant.
+
+    Calls go through the traced concrete functions: dispatching the polymorphic
+    function costs about a millisecond per call with many arguments, which
+    dominates small fits; and TensorFlow's warning about frequent retracing (one
+    trace per model, adapting many models) does not reach the user.
+    """
+
+    def __init__(self, fn, signature):
+        self.functions = tuple(
+            tf.function(fn, input_signature=signature, jit_compile=jit) for jit in (False, True)
+        )
+        self._concrete = [None, None]
+
+    def __call__(self, xla: bool, *args):
+        if self._concrete[xla] is None:
+            self._concrete[xla] = self.functions[xla].get_concrete_function()
+        return self._concrete[xla](*args)
 
 
 class Engine:
@@ -168,19 +189,14 @@ class Engine:
         kind = tf.TensorSpec([], tf.int32)
         step_sig = [codes, *state, vec, *data, *prior, scalar, kind]
         vg_sig = [codes, *data, *prior]
-        # (plain, XLA) variants; XLA compiles per shape, so its rows are padded to buckets
-        self._steps = tuple(
-            tf.function(self._step_impl, input_signature=step_sig, jit_compile=jit)
-            for jit in (False, True)
-        )
-        self._values_and_grads = tuple(
-            tf.function(self._value_and_grad_impl, input_signature=vg_sig, jit_compile=jit)
-            for jit in (False, True)
-        )
+        # XLA compiles per shape, so its rows are padded to buckets
+        self._step = _Compiled(self._step_impl, step_sig)
+        self._value_and_grad = _Compiled(self._value_and_grad_impl, vg_sig)
+        self._value = _Compiled(self._objective, vg_sig)
         parts = [tf.TensorSpec((None, *s), f32) for s in graph.feature_shapes]
-        self._frontier = tf.function(graph.feature_frontier, input_signature=[parts])
-        self._predict = tf.function(
-            self._predict_impl, input_signature=[parts, codes, tf.TensorSpec([None], tf.int32)]
+        self._frontier = _Compiled(graph.feature_frontier, [parts])
+        self._predict = _Compiled(
+            self._predict_impl, [parts, codes, tf.TensorSpec([None], tf.int32)]
         )
 
     # -- compiled pieces -------------------------------------------------------
@@ -241,21 +257,29 @@ class Engine:
         chunks = []
         for start in range(0, max(len(X), 1), _CHUNK):
             parts = self.graph.split_features(X[start : start + _CHUNK])
-            chunks.append(self._frontier([tf.constant(p, tf.float32) for p in parts]))
+            chunks.append(self._frontier(False, [tf.constant(p, tf.float32) for p in parts]))
         return [tf.concat(c, axis=0) for c in zip(*chunks)]
 
     def predict(self, X: np.ndarray, codes: np.ndarray, group: np.ndarray) -> np.ndarray:
         """Model outputs for rows of ``X`` with codes ``codes[group]``."""
         table = tf.constant(codes, tf.float32)
-        out = []
+        out = None
         for start in range(0, len(X), _CHUNK):
             parts = self.graph.split_features(X[start : start + _CHUNK])
             idx = tf.constant(group[start : start + _CHUNK], tf.int32)
-            out.append(self._predict([tf.constant(p, tf.float32) for p in parts], table, idx))
-        return np.concatenate([o.numpy() for o in out]).reshape(len(X), -1)
+            chunk = self._predict(False, [tf.constant(p, tf.float32) for p in parts], table, idx)
+            chunk = chunk.numpy().reshape(len(idx), -1)
+            if out is None:  # written in place: no list of chunks to concatenate
+                out = np.empty((len(X), chunk.shape[1]), chunk.dtype)
+            out[start : start + len(chunk)] = chunk
+        return out if out is not None else np.empty((0, self.graph.n_outputs), np.float32)
 
-    def _tensors(self, problem: Problem, frontier, alpha, prior, rows=None, diversity=0.0):
-        """Tensors of the objective for ``rows`` of ``problem`` (all rows if None)."""
+    def _tensors(self, problem: Problem, frontier, settings: Settings, prior, rows=None):
+        """Whether to use XLA, and the tensors of the objective for ``rows`` of ``problem``.
+
+        For the XLA variant the rows are padded to a shape bucket with weight 0.
+        """
+        alpha, diversity = settings.alpha, settings.diversity
         sel = slice(None) if rows is None else rows
         w = problem.weight[sel]
         group = problem.group[sel]
@@ -265,13 +289,14 @@ class Engine:
             data_scale = np.where(batch > 0, 1.0 / batch, 0.0)
             prior_scale = np.where(total > 0, 0.5 * alpha / total, 0.0)
         y = problem.y[sel]
-        pad = _bucket(len(w)) - len(w)
+        xla = settings.xla(len(w))
+        pad = _bucket(len(w)) - len(w) if xla else 0
         if pad:  # padded rows have weight 0 and add nothing
             frontier = [tf.pad(t, [[0, pad]] + [[0, 0]] * (len(t.shape) - 1)) for t in frontier]
             y = np.concatenate([y, np.zeros((pad, *y.shape[1:]), y.dtype)])
             w = np.concatenate([w, np.zeros(pad)])
             group = np.concatenate([group, np.zeros(pad, group.dtype)])
-        return (
+        return xla, (
             frontier,
             tf.constant(y, tf.float32 if self.loss == "mse" else tf.int32),
             tf.constant(w, tf.float32),
@@ -310,15 +335,14 @@ class Engine:
     def _fit_lbfgs(self, problem, init, prior, settings, report) -> Result:
         from scipy.optimize import minimize
 
-        args = self._tensors(problem, self.frontier(problem.X), settings.alpha, prior,
-                            diversity=settings.diversity)
+        packed = self._tensors(problem, self.frontier(problem.X), settings, prior)
         shape = init.shape
         curve: list[float] = []
         per_group = [np.full(shape[0], np.inf)]
 
         def fun(flat):
             codes = tf.constant(flat.reshape(shape), tf.float32)
-            obj, grad = _compiled(self._values_and_grads, args)(codes, *args)
+            obj, grad = self._value_and_grad(packed[0], codes, *packed[1])
             per_group[0] = obj.numpy().astype(np.float64)
             value = float(per_group[0].sum())
             if not np.isfinite(value):  # let the line search back off
@@ -342,14 +366,14 @@ class Engine:
         except KeyboardInterrupt:
             x, nit, converged, interrupted = x0, len(curve), False, True
         codes = x.reshape(shape)
-        best = self._group_objective(codes, args)
+        best = self._group_objective(codes, packed)
         return Result(codes=codes, best_loss=best, loss_curve=curve, n_iter=nit,
                       converged=converged and nit < settings.max_iter, interrupted=interrupted,
                       diverged=~np.isfinite(best))
 
-    def _group_objective(self, codes, args):
-        obj, _ = _compiled(self._values_and_grads, args)(tf.constant(codes, tf.float32), *args)
-        return obj.numpy().astype(np.float64)
+    def _group_objective(self, codes, packed):
+        xla, args = packed
+        return self._value(xla, tf.constant(codes, tf.float32), *args).numpy().astype(np.float64)
 
 
 class _FirstOrderLoop:
@@ -379,14 +403,12 @@ class _FirstOrderLoop:
         full_batch = s.batch_size is None or s.batch_size >= len(p.y)
         frontier = self.engine.frontier(p.X) if full_batch else None
         args = (
-            self.engine._tensors(p, frontier, s.alpha, self.prior, diversity=s.diversity)
-            if full_batch else None
+            self.engine._tensors(p, frontier, s, self.prior) if full_batch else None
         )
         val_args = None
         if self.validation is not None:
             v = self.validation
-            val_args = self.engine._tensors(v, self.engine.frontier(v.X), s.alpha, self.prior,
-                                            diversity=s.diversity)
+            val_args = self.engine._tensors(v, self.engine.frontier(v.X), s, self.prior)
         curve, n_iter, interrupted = [], 0, False
         try:
             for n_iter in range(1, s.max_iter + 1):
@@ -424,8 +446,9 @@ class _FirstOrderLoop:
     def _step(self, args, present=None, track=True) -> np.ndarray:
         active = self.active if present is None else self.active & present
         before = self.codes
-        out = _compiled(self.engine._steps, args)(
-            before, *self.state, tf.constant(active, tf.float32), *args, self.lr, self.kind
+        xla, tensors = args
+        out = self.engine._step(
+            xla, before, *self.state, tf.constant(active, tf.float32), *tensors, self.lr, self.kind
         )
         self.codes, self.state = out[0], list(out[1:4])
         loss = out[4].numpy().astype(np.float64)
@@ -441,8 +464,7 @@ class _FirstOrderLoop:
         for start in range(0, len(order), s.batch_size):
             rows = np.sort(order[start : start + s.batch_size])
             frontier = self.engine.frontier(p.X[rows])
-            args = self.engine._tensors(p, frontier, s.alpha, self.prior, rows=rows,
-                                        diversity=s.diversity)
+            args = self.engine._tensors(p, frontier, s, self.prior, rows=rows)
             present = np.bincount(p.group[rows], minlength=p.n_groups) > 0
             loss = self._step(args, present, track=False)
             n = np.bincount(p.group[rows], minlength=p.n_groups)

@@ -329,20 +329,23 @@ def test_predict_before_fit(teacher, one_condition):
         CodeAdapter(teacher).predict(one_condition[2])
 
 
-def test_xla_path_with_padded_rows_matches_plain(teacher, conditions, monkeypatch):
+def test_xla_path_with_padded_rows_matches_plain(teacher, conditions):
     from skdc import _engine
 
     X, y, groups, _ = conditions
     rows = slice(0, 100)  # padded to a bucket of 128 rows under XLA
-    kw = dict(tol=0.0, max_iter=15, random_state=0)
-    monkeypatch.setattr(_engine, "_XLA_MIN_ROWS", 10**9)
-    plain = CodeAdapter(teacher, **kw).fit(X[rows], y[rows], groups=groups[rows])
-    monkeypatch.setattr(_engine, "_XLA_MIN_ROWS", 64)
     assert _engine._bucket(100) == 128
-    xla = CodeAdapter(teacher, **kw).fit(X[rows], y[rows], groups=groups[rows])
+    Xr, yr, gr = X[rows], y[rows], groups[rows]
+    kw = dict(tol=0.0, max_iter=15, random_state=0)
+    plain = CodeAdapter(teacher, jit_compile=False, **kw).fit(Xr, yr, groups=gr)
+    xla = CodeAdapter(teacher, jit_compile=True, **kw).fit(Xr, yr, groups=gr)
     for g in plain.codes_:
         np.testing.assert_allclose(xla.codes_[g], plain.codes_[g], atol=1e-4)
     np.testing.assert_allclose(xla.loss_curve_, plain.loss_curve_, rtol=1e-4)
+    lbfgs = dict(optimizer="lbfgs", max_iter=15, random_state=0)
+    a = CodeAdapter(teacher, jit_compile=False, **lbfgs).fit(Xr, yr)
+    b = CodeAdapter(teacher, jit_compile=True, **lbfgs).fit(Xr, yr)
+    np.testing.assert_allclose(a.code_, b.code_, atol=1e-3)
 
 
 def test_no_retracing_across_fits_clones_and_sizes(teacher, conditions):
@@ -351,7 +354,7 @@ def test_no_retracing_across_fits_clones_and_sizes(teacher, conditions):
     X, y, groups, _ = conditions
     engine = engine_for(teacher, 1, "softmax")
     CodeAdapter(teacher, max_iter=2, tol=0.0).fit(X[:10], y[:10])  # warm up
-    step = engine._steps[0]
+    step = engine._step.functions[0]
     before = step.experimental_get_tracing_count()
     base = CodeAdapter(teacher, max_iter=2, tol=0.0)
     for n, lr, alpha in [(13, 0.1, 1.0), (40, 0.01, 0.0), (77, 0.3, 5.0)]:

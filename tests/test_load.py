@@ -70,3 +70,20 @@ def test_loky_workers_limit_tensorflow_threads():
         out = Parallel(n_jobs=2, backend="loky")(delayed(_worker_tf_threads)() for _ in range(2))
     for omp, intra in out:
         assert omp is not None and intra == omp
+
+
+def test_many_models_in_one_process_do_not_warn_about_retracing(caplog):
+    """One engine per model: TensorFlow's 'frequent retracing' warning must not reach users."""
+    import keras
+
+    X = np.random.default_rng(0).normal(size=(30, 3)).astype("float32")
+    y = (X[:, 0] > 0).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(7):
+            x, z = keras.Input((3,), name="features"), keras.Input((2,), name="code")
+            h = keras.layers.Dense(8, activation="tanh")(keras.layers.Concatenate()([x, z]))
+            model = keras.Model([x, z], keras.layers.Dense(2, activation="softmax")(h))
+            CodeAdapter(model, max_iter=3, tol=0.0).fit(X, y).predict_proba(X)
+            CodeAdapter(model, max_iter=3, optimizer="lbfgs").fit(X, y)
+    assert "retracing" not in caplog.text
