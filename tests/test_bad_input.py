@@ -107,3 +107,42 @@ def test_add_condition_codes_parameters(teacher, code_size, layers):
     _fails_in_words(lambda: add_condition_codes(model, code_size, layers=layers))
     for old, new in zip(weights, model.get_weights()):
         assert old.tobytes() == new.tobytes()
+
+
+@SETTINGS
+@given(X=arrays, y=labels, groups=st.lists(st.integers(0, 3), max_size=9),
+       shots=st.lists(st.integers(-2, 12), max_size=3), folds=st.integers(-1, 5))
+def test_evaluate_inputs(X, y, groups, shots, folds):
+    from skdc.evaluation._protocol import check_inputs
+
+    X_before = X.copy()
+    _fails_in_words(lambda: check_inputs(X, y, groups, shots, folds, 1, None))
+    _unchanged(X, X_before)
+
+
+text = st.text(alphabet="F0123abc ,-", max_size=6)
+
+
+@SETTINGS
+@given(features=st.one_of(text, st.lists(text, max_size=3)), dropna=st.booleans())
+def test_hillenbrand_parameters(data_home, features, dropna):
+    from skdc.datasets import load_hillenbrand
+
+    _fails_in_words(lambda: load_hillenbrand(data_home, features=features, dropna=dropna))
+
+
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(features=st.sampled_from(["mfcc", "logmel", "", "MFCC"]), n_mels=st.integers(-1, 50),
+       n_mfcc=st.integers(-1, 45), context=st.integers(-2, 3),
+       frame_length=st.floats(-0.01, 0.05), frame_step=st.floats(-0.01, 0.03),
+       speakers=st.one_of(st.just("jackson"), st.lists(st.sampled_from(["theo", "x", ""]),
+                                                       max_size=2)))
+def test_spoken_digits_parameters(data_home, features, n_mels, n_mfcc, context, frame_length,
+                                  frame_step, speakers):
+    from skdc.datasets import load_spoken_digits
+
+    _fails_in_words(lambda: load_spoken_digits(
+        data_home, features=features, n_mels=n_mels, n_mfcc=n_mfcc, context=context,
+        frame_length=frame_length, frame_step=frame_step, speakers=speakers,
+        max_per_speaker_digit=1, download_if_missing=False))
