@@ -204,13 +204,16 @@ def test_pipeline_and_grid_search(teacher, conditions):
     pipe = make_pipeline(FunctionTransformer(), CodeAdapter(teacher, random_state=0))
     assert pipe.fit(X[rows], y[rows]).score(X[rows], y[rows]) > 0.5
     grid = {"learning_rate": [0.01, 0.1], "max_iter": [5, 50]}
-    for n_jobs in (1, 2):
+    scores = []
+    for n_jobs in (1, 2):  # 2: loky workers, one TensorFlow thread each
         search = GridSearchCV(CodeAdapter(teacher, random_state=0), grid, cv=3, n_jobs=n_jobs)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             search.fit(X[rows], y[rows])
         assert set(search.best_params_) == {"learning_rate", "max_iter"}
-        assert search.cv_results_["mean_test_score"].shape == (4,)
+        scores.append(search.cv_results_["mean_test_score"])
+    assert scores[0].shape == (4,)
+    np.testing.assert_allclose(scores[1], scores[0])
 
 
 def test_pickle_and_joblib_into_a_fresh_process(teacher, one_condition, tmp_path):
