@@ -8,8 +8,11 @@ Methods
 ``codes``
     :class:`~skdc.CodeNetwork` trained with one code per training condition; a
     held-out condition's code is learned from its ``k`` labelled rows by
-    :class:`~skdc.CodeAdapter` (MAP under the Gaussian prior of the training codes,
-    L-BFGS). ``k = 0`` uses the prior mean code.
+    :class:`~skdc.CodeAdapter` (MAP, L-BFGS). Its Gaussian prior is the code's
+    posterior given where those rows lie: the training codes' prior updated by the
+    rows' mean residual ``x - mean of its class`` through a linear-Gaussian map of
+    codes to feature shifts, fitted on the training conditions (a few rows' likelihood
+    alone says little about the condition). ``k = 0`` uses the prior mean code.
 ``codes_unsup``
     The same, with the condition's other rows added unlabelled (information
     maximisation, ``y = -1``): transductive. ``k = 0`` is purely unsupervised.

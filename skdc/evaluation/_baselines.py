@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
+from .._prior import CodePrior
 from ._fold import CODE_REGULARISATION, Episode, FoldContext, lobanov
 
 __all__ = ["METHODS", "Method", "get_method"]
@@ -100,28 +101,41 @@ class Codes(Method):
     name = "codes"
     grid = _pairs((4.0, 2.0, 1.0, 0.5))
     default = ("dropout+l2", 4.0)
-    description = "condition code learned from the k labelled rows (MAP, prior of training codes)"
+    description = ("condition code learned from the k labelled rows (MAP; prior: the code's "
+                   "posterior given where those rows lie, from the training codes)")
 
-    def _adapter(self, ctx, param):
+    def _adapter(self, ctx, param, code_init=None):
         regularisation, alpha = param
+        net = ctx.code_network(regularisation)
         # frames of one utterance are not independent evidence: the prior counts per unit
-        return ctx.code_network(regularisation).adapter(
+        return net.adapter(
+            code_init=net.code_prior_ if code_init is None else code_init,
             optimizer="lbfgs", alpha=alpha * ctx.settings.rows_per_unit,
             max_iter=ctx.settings.adapt_max_iter,
             random_state=ctx.seed,
         )
 
     def log_proba(self, ctx, ep, param):
+        # The likelihood of a few labelled rows barely moves a code (they are mostly well
+        # classified already); where they lie does: the prior of each condition's MAP fit
+        # is the code's posterior given its rows' feature residuals (CodeGivenShift).
         net = ctx.code_network(param[0])
-        _, known = ctx.label_index(ep.y_adapt)
-        if not known.any():
-            return _log(net.predict_proba(ep.X_score))  # the prior mean code
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            adapter = self._adapter(ctx, param).fit(
-                ep.X_adapt[known], ep.y_adapt[known], groups=ep.g_adapt[known]
-            )
-        return _log(adapter.predict_proba(ep.X_score, groups=ep.g_score))
+        link = ctx.code_given_shift(param[0])
+        index, known = ctx.label_index(ep.y_adapt)
+        out = _log(net.predict_proba(ep.X_score))  # the prior mean code
+        for g in np.unique(ep.g_adapt[known]):
+            rows, scored = known & (ep.g_adapt == g), ep.g_score == g
+            if not scored.any():
+                continue
+            mean, cov = link.posterior(ep.X_adapt[rows], index[rows],
+                                       rows.sum() / ctx.settings.rows_per_unit)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                adapter = self._adapter(ctx, param, CodePrior(mean, cov)).fit(
+                    ep.X_adapt[rows], ep.y_adapt[rows]
+                )
+            out[scored] = _log(adapter.predict_proba(ep.X_score[scored]))
+        return out
 
 
 class CodesUnsupervised(Codes):

@@ -12,7 +12,9 @@ from sklearn.exceptions import ConvergenceWarning
 from .._network import CodeNetwork
 from ._finetune import ParameterAdapter
 
-__all__ = ["CODE_REGULARISATION", "Episode", "FoldContext", "Settings", "lobanov"]
+__all__ = [
+    "CODE_REGULARISATION", "CodeGivenShift", "Episode", "FoldContext", "Settings", "lobanov",
+]
 
 _MIN_STD = 1e-3  # floor of a condition's per-feature spread in Lobanov normalisation
 
@@ -146,6 +148,13 @@ class FoldContext:
         between = np.maximum(between, 1e-3 * within)
         return mu, within / between
 
+    def code_given_shift(self, regularisation: str) -> CodeGivenShift:
+        """The linear-Gaussian link of the coded network's codes to feature shifts (cached)."""
+        cache = self.__dict__.setdefault("_code_given_shift", {})
+        if regularisation not in cache:
+            cache[regularisation] = CodeGivenShift.fit(self, self.code_network(regularisation))
+        return cache[regularisation]
+
     def parameter_adapter(self, mode: str) -> ParameterAdapter:
         """The (compiled once) LHUC / fine-tuning adapter of the SI network."""
         cache = self.__dict__.setdefault("_parameter_adapters", {})
@@ -157,6 +166,61 @@ class FoldContext:
         """Output-unit index of each label, and which labels the networks know."""
         known = np.isin(y, self.classes)
         return np.searchsorted(self.classes, y).clip(0, len(self.classes) - 1), known
+
+
+class CodeGivenShift:
+    """Where a condition's labelled rows lie, as evidence about its code.
+
+    The likelihood ``p(y | x, z)`` of a few (mostly well classified) rows says little
+    about a condition; where its rows lie says more (speaker variation of vowels is
+    mostly a shift of log formants). Model, fitted on the training conditions: a row
+    of class ``c`` has residual ``r = x - mu_c`` (``FoldContext.shift_prior``'s class
+    means), and a condition's mean residual over ``n`` rows is
+    ``N(A (z - m), S_b + S_w / n)`` with ``z ~ N(m, C)`` its code (``code_prior_``),
+    ``A`` the least-squares map of the training conditions' codes to their mean
+    residuals, ``S_w`` the within-condition and ``S_b`` the unexplained
+    between-condition covariance of residuals. The posterior of ``z`` given ``n``
+    labelled rows is Gaussian, in closed form (``posterior``).
+    """
+
+    def __init__(self, mu, A, S_w, S_b, mean, cov):
+        self.mu, self.A, self.S_w, self.S_b, self.mean, self.cov = mu, A, S_w, S_b, mean, cov
+
+    @classmethod
+    def fit(cls, ctx: FoldContext, net: CodeNetwork) -> CodeGivenShift:
+        mu, _ = ctx.shift_prior
+        resid = ctx.X - mu[np.searchsorted(ctx.classes, ctx.y)]
+        keys, idx = np.unique(ctx.groups, return_inverse=True)
+        counts = np.bincount(idx).astype(float)
+        means = np.stack([resid[idx == g].mean(axis=0) for g in range(len(keys))])
+        mean = np.asarray(net.code_prior_.mean, np.float64)
+        cov = np.asarray(net.code_prior_.covariance, np.float64)
+        codes = np.stack([net.codes_[key] for key in keys.tolist()]) - mean
+        A = np.linalg.lstsq(codes, means, rcond=None)[0].T
+        within = resid - means[idx]
+        S_w = within.T @ within / max(len(resid) - len(keys), 1)
+        unexplained = means - codes @ A.T
+        S_b = -S_w * np.mean(1.0 / counts)
+        if len(keys) > 1:
+            S_b = S_b + np.atleast_2d(np.cov(unexplained, rowvar=False))
+        w, V = np.linalg.eigh(S_b)  # keep it positive definite
+        S_b = (V * np.maximum(w, 1e-3 * np.trace(S_w) / len(S_w))) @ V.T
+        return cls(mu, A, S_w, S_b, mean, cov)
+
+    def posterior(self, X, y_index, n_units=None) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and covariance of a condition's code given its labelled rows.
+
+        ``n_units``: how many independent units the rows are (default: one per row).
+        """
+        if len(X) == 0:
+            return self.mean, self.cov
+        resid = X - self.mu[y_index]
+        n = len(X) if n_units is None else max(float(n_units), 1.0)
+        noise = np.linalg.inv(self.S_b + self.S_w / n)
+        precision = np.linalg.inv(self.cov) + self.A.T @ noise @ self.A
+        cov = np.linalg.inv(precision)
+        cov = (cov + cov.T) / 2
+        return self.mean + cov @ self.A.T @ noise @ resid.mean(axis=0), cov
 
 
 def lobanov(X: np.ndarray, groups: np.ndarray) -> np.ndarray:
