@@ -36,9 +36,10 @@ _import_tensorflow_quietly()
 
 from . import datasets  # noqa: E402
 from ._adapter import CodeAdapter, CodeAdapterRegressor  # noqa: E402
-from ._network import CodeNetwork, CodeNetworkRegressor, add_condition_codes  # noqa: E402
+from ._network import CodeNetwork, CodeNetworkRegressor  # noqa: E402
 from ._persist import allow_unsafe_models  # noqa: E402
 from ._prior import CodePrior  # noqa: E402
+from ._retrofit import add_condition_codes  # noqa: E402
 
 __version__ = "0.1.0"
 

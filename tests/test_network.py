@@ -23,14 +23,9 @@ from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skdc._network import (
-    CodeNetwork,
-    CodeNetworkRegressor,
-    _normalise_codes,
-    _rewire,
-    add_condition_codes,
-)
+from skdc._network import CodeNetwork, CodeNetworkRegressor, _normalise_codes
 from skdc._persist import model_from_bytes, model_to_bytes
+from skdc._retrofit import _rewire, add_condition_codes
 from skdc._synthetic import make_conditions
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
