@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--per-digit", type=int, default=None,
                         help="recordings per speaker and digit (default: all 50)")
     parser.add_argument("--tune", action="store_true", help="nested validation of priors")
+    parser.add_argument("--jobs", type=int, default=-1,
+                        help="folds in parallel processes (default: all cores)")
     parser.add_argument("--json", help="save the results as JSON")
     parser.add_argument("--plot", help="save a PNG plot of accuracy against k")
     args = parser.parse_args()
@@ -53,7 +55,7 @@ def main() -> None:
         shots=[int(k) for k in args.shots.split(",")], folds=n_speakers,
         repeats=args.repeats, methods=args.methods.split(","),
         hidden_layer_sizes=(256, 256), max_epochs=args.epochs, batch_size=512,
-        tune=args.tune, random_state=0, progress=True,
+        tune=args.tune, random_state=0, progress=True, n_jobs=args.jobs,
     )
     print(format_table(results))
     print(f"\nk counts labelled recordings of the new speaker; {results['seconds']:.0f} s")

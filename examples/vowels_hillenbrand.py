@@ -30,6 +30,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--shots", default="0,1,2,5,8")
     parser.add_argument("--methods", default=None, help="comma-separated (default: all)")
+    parser.add_argument("--jobs", type=int, default=-1,
+                        help="folds in parallel processes (default: all cores)")
     parser.add_argument("--json", help="save the results as JSON")
     parser.add_argument("--plot", help="save a PNG plot of accuracy against k")
     args = parser.parse_args()
@@ -41,7 +43,7 @@ def main() -> None:
         np.log(h95.data), h95.target, h95.groups,
         shots=[int(k) for k in args.shots.split(",")], folds=args.folds,
         repeats=args.repeats, methods=args.methods.split(",") if args.methods else None,
-        random_state=0, progress=True,
+        random_state=0, progress=True, n_jobs=args.jobs,
     )
     print(format_table(results))
     print(f"\n{results['seconds']:.0f} s")
