@@ -206,3 +206,27 @@ def test_peterson_barney_smoke():
     for entry in out["methods"].values():
         for item in entry["k"].values():
             assert 0.5 < item["accuracy"] <= 1  # chance is 0.1
+
+
+def test_code_given_shift_posterior():
+    """Residuals r = A (z - m) + noise: many rows recover z; no rows or noise keep the prior."""
+    from skdc.evaluation._fold import CodeGivenShift
+
+    rng = np.random.default_rng(0)
+    d, p = 2, 3
+    A = rng.normal(size=(p, d))
+    mean, cov = np.zeros(d), np.eye(d)
+    mu = rng.normal(size=(4, p))  # class means
+    z = np.array([1.5, -0.5])
+    y = rng.integers(0, 4, size=400)
+    X = mu[y] + A @ z + rng.normal(scale=0.3, size=(400, p))
+    link = CodeGivenShift(mu, A, 0.09 * np.eye(p), 1e-4 * np.eye(p), mean, cov)
+    m400, c400 = link.posterior(X, y)
+    np.testing.assert_allclose(m400, z, atol=0.1)
+    m4, c4 = link.posterior(X[:4], y[:4])
+    assert np.trace(c400) < np.trace(c4) < np.trace(cov)  # more rows, more certainty
+    m0, c0 = link.posterior(X[:0], y[:0])
+    np.testing.assert_array_equal(m0, mean)
+    np.testing.assert_array_equal(c0, cov)
+    noisy = CodeGivenShift(mu, A, 1e6 * np.eye(p), 1e6 * np.eye(p), mean, cov)
+    np.testing.assert_allclose(noisy.posterior(X, y)[0], mean, atol=1e-3)
