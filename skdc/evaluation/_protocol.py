@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -285,14 +286,18 @@ def evaluate(
         )
     per_condition: dict = {m: {k: {} for k in shots} for m in methods}
     chosen: dict = {m: [] for m in methods}
-    for fold_scores, fold_chosen in outputs:
-        for name in methods:
-            chosen[name].append(fold_chosen[name])
-            for k in shots:
-                per_condition[name][k].update(fold_scores[name][k])
-        if n_jobs not in (None, 1):
-            bar.update(f"{len(chosen[methods[0]])}/{len(splits)} folds")
-            bar.advance(per_fold)
+    with warnings.catch_warnings():
+        # loky restarts a worker whose memory grew (TensorFlow's caches) and says so; no
+        # fold is lost (a lost one raises TerminatedWorkerError)
+        warnings.filterwarnings("ignore", message="A worker stopped", category=UserWarning)
+        for fold_scores, fold_chosen in outputs:
+            for name in methods:
+                chosen[name].append(fold_chosen[name])
+                for k in shots:
+                    per_condition[name][k].update(fold_scores[name][k])
+            if n_jobs not in (None, 1):
+                bar.update(f"{len(chosen[methods[0]])}/{len(splits)} folds")
+                bar.advance(per_fold)
     bar.close()
     return {
         "n_conditions": int(len(keys)),
