@@ -73,7 +73,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit
 from sklearn.preprocessing import StandardScaler
 
@@ -278,7 +278,9 @@ def evaluate(
     bar = _Progress(len(splits) * per_fold, enabled=progress)
     job = dict(X=X, y=y_idx, g=g_idx, layout=layout, settings=settings, methods=methods,
                shots=shots, repeats=int(repeats), random_state=random_state, folds=len(splits))
-    if n_jobs in (None, 1):
+    # never more workers than folds: each worker process holds its own TensorFlow
+    n_jobs = min(effective_n_jobs(n_jobs), len(splits))
+    if n_jobs == 1:
         outputs = (_run_fold(fold, split, report=bar, **job) for fold, split in enumerate(splits))
     else:  # folds are independent: one per worker; the bar advances per finished fold
         outputs = Parallel(n_jobs=n_jobs, return_as="generator")(
@@ -295,7 +297,7 @@ def evaluate(
                 chosen[name].append(fold_chosen[name])
                 for k in shots:
                     per_condition[name][k].update(fold_scores[name][k])
-            if n_jobs not in (None, 1):
+            if n_jobs > 1:
                 bar.update(f"{len(chosen[methods[0]])}/{len(splits)} folds")
                 bar.advance(per_fold)
     bar.close()
