@@ -9,7 +9,7 @@ speaker's code from its k recordings, Xue et al. 2014) against no adaptation (si
 feature shift, per-speaker mean/variance normalisation (lobanov, i.e. CMVN with all
 of the speaker's speech: transductive), LHUC and output-layer fine-tuning.
 
-Run (about 20 minutes on 2 CPU cores)::
+Run (about 11 minutes on 2 CPU cores with the folds in parallel; 27 with ``--tune``)::
 
     SKDC_DATA_HOME=../shared/data python examples/spoken_digits.py
 
