@@ -1,0 +1,113 @@
+"""Regression tests of verified defects (each failed before its fix)."""
+
+import gc
+import warnings
+import weakref
+
+import keras
+import numpy as np
+import pytest
+import sklearn
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV, GroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from skdc import CodeAdapter
+from skdc._groups import validation_split
+from skdc._synthetic import make_teacher
+
+
+def _map_objective(model, X, y, code, alpha=1.0):
+    """The adapter's objective of one tied code, recomputed with Keras' own predict."""
+    proba = model.predict([X, np.tile(code, (len(X), 1))], verbose=0).astype(np.float64)
+    ce = -np.log(np.clip(proba[np.arange(len(y)), y], 1e-7, 1.0))
+    return ce.mean() + 0.5 * alpha * float(code @ code) / len(X)
+
+
+def test_groups_route_through_pipeline_and_grid_search(teacher, conditions):
+    # the clone inside GridSearchCV used to drop the adapter's metadata requests
+    X, y, groups, _ = conditions
+    with sklearn.config_context(enable_metadata_routing=True):
+        adapter = CodeAdapter(teacher, optimizer="lbfgs", max_iter=20, random_state=0)
+        pipe = make_pipeline(FunctionTransformer(),
+                             adapter.set_fit_request(groups=True).set_score_request(groups=True))
+        search = GridSearchCV(pipe, {"codeadapter__alpha": [0.5, 2.0]}, cv=GroupKFold(2))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            search.fit(X, y, groups=groups)
+    assert search.best_estimator_[-1].codes_  # groups reached the adapter's fit
+
+
+def _coded_model(seed):
+    x = keras.Input((4,), name="features")
+    z = keras.Input((2,), name="code")
+    h = keras.layers.Dense(8, activation="tanh")(keras.layers.Concatenate()([x, z]))
+    return keras.Model([x, z], keras.layers.Dense(3, activation="softmax")(h))
+
+
+def test_a_dropped_model_is_freed():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(12, 4)), rng.integers(0, 3, 12)
+    model = _coded_model(0)
+    adapter = CodeAdapter(model, max_iter=3, tol=0.0).fit(X, y)
+    adapter.predict(X)
+    ref = weakref.ref(model)
+    del model, adapter
+    gc.collect()
+    assert ref() is None, "the engine cache kept the adapted model alive"
+
+
+def test_keyboard_interrupt_during_lbfgs_keeps_the_progress(teacher, one_condition,
+                                                             monkeypatch):
+    Xa, ya, *_ = one_condition
+    a = CodeAdapter(teacher, optimizer="lbfgs", tol=0.0, max_iter=50, verbose=1)
+
+    def interrupt_at_4(iteration, loss, best):
+        if iteration == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(a, "_report", interrupt_at_4)
+    with pytest.warns(UserWarning, match="interrupted"):
+        a.fit(Xa, ya)
+    assert np.any(a.code_ != 0), "the interrupted fit threw its progress away"
+    start = _map_objective(teacher, Xa, ya, np.zeros(3))
+    reached = _map_objective(teacher, Xa, ya, a.code_)
+    assert reached < start
+    np.testing.assert_allclose(reached, a.best_loss_, rtol=1e-4)
+
+
+def test_a_tuple_of_numbers_is_a_code():
+    model = _coded_model(0)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(12, 4)), rng.integers(0, 3, 12)
+    a = CodeAdapter(model, code_init=(0.5, -0.5), alpha=1e6, max_iter=5).fit(X, y)
+    np.testing.assert_allclose(a.code_, [0.5, -0.5], atol=1e-3)
+    b = CodeAdapter(model, code_init=[0.5, -0.5], alpha=1e6, max_iter=5).fit(X, y)
+    np.testing.assert_allclose(b.code_, a.code_)
+
+
+@pytest.mark.parametrize("batch_size", [None, 7])
+def test_the_kept_code_attains_best_loss(teacher, one_condition, batch_size):
+    # minibatch fits used to pair the end-of-epoch code with the epoch's average loss
+    Xa, ya, *_ = one_condition
+    a = CodeAdapter(teacher, batch_size=batch_size, learning_rate=0.3, tol=0.0, max_iter=12,
+                    random_state=0).fit(Xa, ya)
+    np.testing.assert_allclose(_map_objective(teacher, Xa, ya, a.code_), a.best_loss_,
+                               rtol=1e-4)
+    assert a.best_loss_ <= min(a.loss_curve_) + 1e-6
+
+
+def test_validation_split_keeps_a_groups_only_weighted_row():
+    groups = np.array([0, 0, 0, 1, 1, 1, 1])
+    weight = np.array([1.0, 0.0, 0.0, 1, 1, 1, 1])  # group 0 has one row that counts
+    for seed in range(20):
+        held = validation_split(groups, 0.5, np.random.default_rng(seed), weight)
+        assert not held[0], "held out the only weighted row of group 0"
+        assert held[3:].sum() == 2
+
+
+def test_partial_fit_refuses_lbfgs(teacher, one_condition):
+    Xa, ya, *_ = one_condition
+    with pytest.raises(ValueError, match="lbfgs.*partial_fit"):
+        CodeAdapter(teacher, optimizer="lbfgs").partial_fit(Xa, ya)
