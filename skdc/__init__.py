@@ -50,6 +50,7 @@ SKOPS_TRUSTED_TYPES = [
     "skdc._adapter.CodeAdapterRegressor",
     "skdc._network.CodeNetwork",
     "skdc._network.CodeNetworkRegressor",
+    "skdc._prior.CodePrior",
 ]
 
 __all__ = [

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from numbers import Integral, Real
 
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils import check_random_state
@@ -20,10 +21,13 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from ._engine import Problem, Result, Settings, engine_for
+from ._clone import clone_sharing
+from ._engine import EngineSpec, Problem, Result, Settings
 from ._graph import resolve_code_input
+from ._groups import encode_groups, validation_split
+from ._optimizers import OPTIMIZERS
 from ._persist import pop_models, push_models
-from ._prior import resolve_code_init
+from ._prior import CodePrior, resolve_code_init
 
 __all__ = ["CodeAdapter", "CodeAdapterRegressor"]
 
@@ -37,7 +41,7 @@ class _BaseCodeAdapter(BaseEstimator):
     _parameter_constraints: dict = {
         "model": [object],
         "code_input": [str, Interval(Integral, None, None, closed="neither")],
-        "code_init": [StrOptions({"zeros"}), "array-like", tuple],
+        "code_init": [StrOptions({"zeros"}), "array-like", CodePrior, Mapping],
         "optimizer": [StrOptions({"adam", "sgd", "rms_sgd", "lbfgs"})],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -95,16 +99,15 @@ class _BaseCodeAdapter(BaseEstimator):
 
     # -- scikit-learn protocol -------------------------------------------------
     def __sklearn_clone__(self):
-        # The frozen model is shared, not deep-copied: adaptation never writes to it.
-        params = self.get_params(deep=False)
-        model = params.pop("model")
-        return type(self)(model, **{k: clone(v, safe=False) for k, v in params.items()})
+        return clone_sharing(self, "model")
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "code_")
 
     def __getstate__(self):
-        state = {k: v for k, v in super().__getstate__().items() if k != "_engine"}
+        # the engine and the resolved priors are rebuilt from the parameters on first use
+        state = {k: v for k, v in super().__getstate__().items()
+                 if k not in ("_engine", "_spec", "_prior", "_group_priors")}
         return pop_models(state)
 
     def __setstate__(self, state):
@@ -152,7 +155,7 @@ class _BaseCodeAdapter(BaseEstimator):
 
         Codes and optimizer state carry over between calls; a group seen for the
         first time starts from ``code_init``. ``tol`` and ``early_stopping`` do
-        not apply.
+        not apply. ``optimizer="lbfgs"`` has no single step and is refused.
 
         Returns
         -------
@@ -163,10 +166,14 @@ class _BaseCodeAdapter(BaseEstimator):
             self._validate_params()
             self._setup_engine()
             self._reset()
+        self._get_engine()  # unpickled adapters rebuild theirs here
+        if not OPTIMIZERS[self.optimizer].supports_partial_fit:
+            raise ValueError(
+                f"optimizer={self.optimizer!r} does not support partial_fit (it has no single "
+                "step); use 'adam', 'sgd' or 'rms_sgd' for online adaptation."
+            )
         settings = self._settings()
         settings.max_iter, settings.tol = 1, 0.0
-        if settings.optimizer == "lbfgs":
-            settings.optimizer = "adam"
         return self._fit(X, y, groups, sample_weight, settings, incremental=True)
 
     def _settings(self) -> Settings:
@@ -183,13 +190,14 @@ class _BaseCodeAdapter(BaseEstimator):
 
     def _setup_engine(self):
         index = resolve_code_input(self.model, self.code_input)
-        self._engine = engine_for(self.model, index, self._loss_kind(self.model, index))
+        self._spec = EngineSpec(self.model, index, self._loss_kind(self.model, index))
+        self._engine = self._spec.engine()
         graph = self._engine.graph
         self.code_dim_ = graph.code_dim
-        self._prior = resolve_code_init(self.code_init, graph.code_dim)
+        self._prior, self._group_priors = resolve_code_init(self.code_init, graph.code_dim)
 
     def _get_engine(self):
-        if getattr(self, "_engine", None) is None:
+        if getattr(self, "_engine", None) is None or getattr(self, "_spec", None) is None:
             self._setup_engine()
         return self._engine
 
@@ -211,13 +219,14 @@ class _BaseCodeAdapter(BaseEstimator):
         target = self._encode_targets(y, len(X))
         if self._has_unlabelled(target):
             settings.diversity = float(self.diversity)
-        init, state = self._initial_table(keys)
-        problem = Problem(X, target, weight, group_idx, len(keys))
+        init, mean, cov, state = self._initial_table(keys)
+        problem = Problem(X, target, weight, group_idx, len(keys), mean, cov)
         validation = None
-        if self.early_stopping and not incremental and settings.optimizer != "lbfgs":
-            problem, validation = _split_validation(
-                problem, self.validation_fraction, check_random_state(self.random_state)
-            )
+        if (self.early_stopping and not incremental
+                and OPTIMIZERS[settings.optimizer].supports_early_stopping):
+            held = validation_split(group_idx, self.validation_fraction,
+                                    check_random_state(self.random_state), weight)
+            problem, validation = problem.subset(~held), problem.subset(held)
         result = self._run(problem, init, settings, validation=validation,
                            state=state if incremental or self.warm_start else None)
         self._store(keys, result, incremental)
@@ -226,17 +235,19 @@ class _BaseCodeAdapter(BaseEstimator):
     def _run(self, problem, init, settings, *, validation=None, state=None):
         """Fit the code table, in shards over ``n_jobs`` workers when there are many groups."""
         seed = check_random_state(self.random_state).randint(2**31)
+        report = self._report if self.verbose else None
         n_shards = min(problem.n_groups, effective_n_jobs(self.n_jobs))
         if n_shards <= 1:
-            return _fit_shard(self, problem, init, settings, validation, state, seed)
-        shards = np.array_split(np.arange(problem.n_groups), n_shards)
+            return _fit_shard(self._spec, problem, init, settings, validation, state, seed,
+                              report)
+        bounds = np.linspace(0, problem.n_groups, n_shards + 1).astype(int)
         results = Parallel(n_jobs=self.n_jobs)(
             delayed(_fit_shard)(
-                self, _subset(problem, s), init[s], settings,
-                None if validation is None else _subset(validation, s),
-                None if state is None else tuple(part[s] for part in state), seed,
+                self._spec, problem.groups(a, b), init[a:b], settings,
+                None if validation is None else validation.groups(a, b),
+                None if state is None else state[a:b], seed, None,
             )
-            for s in shards
+            for a, b in zip(bounds[:-1], bounds[1:])
         )
         return _merge(results)
 
@@ -245,24 +256,25 @@ class _BaseCodeAdapter(BaseEstimator):
         return False
 
     def _initial_table(self, keys):
-        n_keys, d = len(keys), self.code_dim_
-        init = np.tile(self._prior[0], (n_keys, 1))
-        state = (np.zeros((n_keys, d)), np.zeros((n_keys, d)), np.zeros(n_keys))
-        for i, key in enumerate(keys):
-            if key in self._codes:
-                init[i] = self._codes[key]
-            if key in self._opt_state:
-                for part, value in zip(state, self._opt_state[key]):
-                    part[i] = value
-        return init, state
+        """Start codes, prior means and covariances, and optimizer states of ``keys``."""
+        if self._group_priors and keys == [_TIED]:
+            raise ValueError(
+                "code_init maps groups to priors, but fit was called without groups; pass "
+                "groups=..., or give code_init as one code or CodePrior."
+            )
+        priors = [self._group_priors.get(key, self._prior) for key in keys]
+        mean = np.stack([p.mean for p in priors])
+        cov = np.stack([p.covariance for p in priors])
+        init = np.stack([self._codes.get(key, m) for key, m in zip(keys, mean)])
+        return init, mean, cov, [self._opt_state.get(key) for key in keys]
 
     def _store(self, keys, result, incremental):
         for i, key in enumerate(keys):
             self._codes[key] = result.codes[i].copy()
             if result.state is not None:
-                self._opt_state[key] = tuple(s[i].copy() for s in result.state)
+                self._opt_state[key] = result.state[i]
         self.codes_ = {k: v for k, v in self._codes.items() if k != _TIED}
-        self.code_ = self._codes.get(_TIED, self._prior[0]).copy()
+        self.code_ = self._codes.get(_TIED, self._prior.mean).copy()
         best = result.best_loss[np.isfinite(result.best_loss)]
         self.best_loss_ = float(best.mean()) if best.size else float("nan")
         if incremental:
@@ -302,25 +314,17 @@ class _BaseCodeAdapter(BaseEstimator):
             )
         return X
 
-    def _encode_groups(self, groups, n_rows):
+    @staticmethod
+    def _encode_groups(groups, n_rows):
         if groups is None:
             return [_TIED], np.zeros(n_rows, dtype=np.int32)
-        groups = column_or_1d(groups, warn=True)
-        if len(groups) != n_rows:
-            raise ValueError(f"groups has {len(groups)} entries but X has {n_rows} rows.")
-        keys, idx = _unique(groups)
-        return keys, idx.astype(np.int32)
+        return encode_groups(groups, n_rows)
 
     def _code_rows(self, groups, n_rows):
         """Code table and row indices for prediction."""
-        if groups is None:
-            return self.code_[None, :], np.zeros(n_rows, dtype=np.int32)
-        groups = column_or_1d(groups, warn=True)
-        if len(groups) != n_rows:
-            raise ValueError(f"groups has {len(groups)} entries but X has {n_rows} rows.")
-        keys, idx = _unique(groups)
+        keys, idx = self._encode_groups(groups, n_rows)
         table = np.stack([self.codes_.get(k, self.code_) for k in keys])
-        return table, idx.astype(np.int32)
+        return table, idx
 
     def _outputs(self, X, groups):
         check_is_fitted(self)
@@ -344,18 +348,9 @@ def _scalar(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _fit_shard(adapter, problem, init, settings, validation, state, seed):
-    return adapter._get_engine().fit(
-        problem, init, adapter._prior, settings, validation=validation, state=state,
-        rng=np.random.default_rng(seed), report=adapter._report if adapter.verbose else None,
-    )
-
-
-def _subset(problem: Problem, groups: np.ndarray) -> Problem:
-    """Rows of the contiguous group range ``groups``, re-indexed from zero."""
-    rows = (problem.group >= groups[0]) & (problem.group <= groups[-1])
-    return Problem(problem.X[rows], None if problem.y is None else problem.y[rows],
-                   problem.weight[rows], problem.group[rows] - groups[0], len(groups))
+def _fit_shard(spec: EngineSpec, problem, init, settings, validation, state, seed, report):
+    return spec.engine().fit(problem, init, settings, validation=validation, state=state,
+                             rng=np.random.default_rng(seed), report=report)
 
 
 def _merge(results: list[Result]) -> Result:
@@ -375,26 +370,8 @@ def _merge(results: list[Result]) -> Result:
         converged=all(r.converged for r in results),
         interrupted=any(r.interrupted for r in results),
         diverged=np.concatenate([r.diverged for r in results]),
-        state=None if any(s is None for s in states) else tuple(
-            np.concatenate(parts) for parts in zip(*states)),
+        state=None if any(s is None for s in states) else [s for r in states for s in r],
     )
-
-
-def _split_validation(problem: Problem, fraction: float, random_state):
-    """Hold out ``fraction`` of each group's rows (at least one where a group has two)."""
-    val = np.zeros(len(problem.y), dtype=bool)
-    for g in range(problem.n_groups):
-        rows = np.flatnonzero(problem.group == g)
-        n_val = int(round(fraction * len(rows)))
-        if len(rows) >= 2:
-            n_val = min(max(n_val, 1), len(rows) - 1)
-            val[random_state.choice(rows, n_val, replace=False)] = True
-
-    def take(mask):
-        return Problem(problem.X[mask], problem.y[mask], problem.weight[mask],
-                       problem.group[mask], problem.n_groups)
-
-    return take(~val), take(val)
 
 
 class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):

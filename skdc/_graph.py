@@ -20,6 +20,8 @@ head is the whole model and the frontiers are its inputs.
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -44,9 +46,12 @@ class CodeGraph:
     """
 
     def __init__(self, model: keras.Model, code_index: int, split: bool = True):
-        self.model = model
+        # weak: the engine cache holds graphs, and must not keep a dropped model alive
+        self._model = weakref.ref(model)
         self.code_index = code_index
         inputs = list(model.inputs)
+        self._code_input = inputs[code_index]
+        self._output = model.outputs[0]
         self.code_dim = int(inputs[code_index].shape[-1])
         self.feature_inputs = [t for i, t in enumerate(inputs) if i != code_index]
         self.feature_shapes = [tuple(t.shape[1:]) for t in self.feature_inputs]
@@ -103,8 +108,7 @@ class CodeGraph:
         """Code-only tensors for a ``(n_codes, code_dim)`` table of codes."""
         if not self.is_split:
             return [codes]
-        code_input = self.model.inputs[self.code_index]
-        values = _run_nodes(self._c_nodes, {id(code_input): codes})
+        values = _run_nodes(self._c_nodes, {id(self._code_input): codes})
         return [values[id(t)] for t in self._c_frontier]
 
     def head(self, frontier: list, code_rows: list):
@@ -112,11 +116,11 @@ class CodeGraph:
         if not self.is_split:
             inputs = list(frontier)
             inputs.insert(self.code_index, code_rows[0])
-            return self.model(inputs, training=False)
+            return self._model()(inputs, training=False)
         seed = {id(t): v for t, v in zip(self._f_frontier, frontier)}
         seed.update({id(t): v for t, v in zip(self._c_frontier, code_rows)})
         values = _run_nodes(self._m_nodes, seed)
-        return values[id(self.model.outputs[0])]
+        return values[id(self._output)]
 
     def forward(self, frontier: list, codes, group_index):
         """Outputs for rows whose code is ``codes[group_index]``."""

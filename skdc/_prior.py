@@ -11,6 +11,7 @@ pull fades as the condition brings more data.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -48,38 +49,69 @@ def prior_from_codes(codes: np.ndarray, shrinkage: float = 1e-3) -> CodePrior:
     return CodePrior(mean, cov)
 
 
-def resolve_code_init(code_init, code_dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Turn a ``code_init`` parameter into ``(mean, covariance)`` float64 arrays.
+def resolve_code_init(code_init, code_dim: int) -> tuple[CodePrior, dict]:
+    """Turn a ``code_init`` parameter into a default prior and per-group priors.
 
-    ``"zeros"`` and plain arrays get an identity covariance, i.e. a standard
-    normal prior centred on the initial code.
+    * ``"zeros"``: the zero code, identity covariance (a standard normal prior);
+    * a code (array, list or tuple of numbers): that code, identity covariance;
+    * a :class:`CodePrior` or a mapping ``{"mean": ..., "covariance": ...}``: that prior;
+    * any other mapping: ``{group label: one of the above}``, each group's own prior;
+      groups not in it get the standard normal prior.
+
+    Returns ``(default, per_group)``: float64 ``CodePrior`` objects, ``per_group`` a
+    dict (empty unless ``code_init`` maps groups).
     """
-    if isinstance(code_init, str):
-        if code_init != "zeros":
+    if isinstance(code_init, Mapping) and not _is_prior_mapping(code_init):
+        default = _one_prior("zeros", code_dim, "code_init")
+        per_group = {
+            key: _one_prior(value, code_dim, f"code_init[{key!r}]")
+            for key, value in code_init.items()
+        }
+        return default, per_group
+    return _one_prior(code_init, code_dim, "code_init"), {}
+
+
+def _is_prior_mapping(value) -> bool:
+    return isinstance(value, Mapping) and set(value) == {"mean", "covariance"}
+
+
+def _one_prior(value, code_dim: int, what: str) -> CodePrior:
+    if isinstance(value, str):
+        if value != "zeros":
             raise ValueError(
-                f"code_init={code_init!r} is not understood; use 'zeros', an array of "
+                f"{what}={value!r} is not understood; use 'zeros', an array of "
                 f"shape ({code_dim},), or a CodePrior(mean, covariance)."
             )
-        return np.zeros(code_dim), np.eye(code_dim)
-    if isinstance(code_init, tuple) and len(code_init) == 2:
-        mean, cov = CodePrior(*code_init)
-        mean = _as_code(mean, code_dim, "the prior mean in code_init")
-        cov = np.asarray(cov, dtype=np.float64)
-        if cov.shape != (code_dim, code_dim):
-            raise ValueError(
-                f"The prior covariance in code_init has shape {cov.shape}; the model's code "
-                f"input needs ({code_dim}, {code_dim})."
-            )
-        if not np.all(np.isfinite(cov)) or not np.allclose(cov, cov.T, atol=1e-8):
-            raise ValueError("The prior covariance in code_init must be finite and symmetric.")
-        eigvals = np.linalg.eigvalsh(cov)
-        if eigvals.min() <= 0:
-            raise ValueError(
-                "The prior covariance in code_init is not positive definite "
-                f"(smallest eigenvalue {eigvals.min():.3g})."
-            )
-        return mean, cov
-    return _as_code(code_init, code_dim, "code_init"), np.eye(code_dim)
+        return CodePrior(np.zeros(code_dim), np.eye(code_dim))
+    if _is_prior_mapping(value):
+        value = CodePrior(value["mean"], value["covariance"])
+    if isinstance(value, CodePrior):
+        mean = _as_code(value.mean, code_dim, f"the prior mean in {what}")
+        return CodePrior(mean, _as_covariance(value.covariance, code_dim, what))
+    if isinstance(value, Mapping):
+        raise TypeError(f"{what} is a mapping of groups inside a mapping of groups.")
+    return CodePrior(_as_code(value, code_dim, what), np.eye(code_dim))
+
+
+def _as_covariance(value, code_dim: int, what: str) -> np.ndarray:
+    try:
+        cov = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"The prior covariance in {what} must be numeric.") from exc
+    if cov.shape != (code_dim, code_dim):
+        raise ValueError(
+            f"The prior covariance in {what} has shape {cov.shape}; the model's code "
+            f"input needs ({code_dim}, {code_dim})."
+        )
+    if not np.all(np.isfinite(cov)) or not np.allclose(cov, cov.T, atol=1e-8):
+        raise ValueError(f"The prior covariance in {what} must be finite and symmetric.")
+    eigvals = np.linalg.eigvalsh(cov)
+    if eigvals.min() <= 0:
+        raise ValueError(
+            f"The prior covariance in {what} is not positive definite "
+            f"(smallest eigenvalue {eigvals.min():.3g})."
+        )
+    return cov
 
 
 def _as_code(value, code_dim: int, what: str) -> np.ndarray:

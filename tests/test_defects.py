@@ -87,15 +87,34 @@ def test_a_tuple_of_numbers_is_a_code():
     np.testing.assert_allclose(b.code_, a.code_)
 
 
-@pytest.mark.parametrize("batch_size", [None, 7])
-def test_the_kept_code_attains_best_loss(teacher, one_condition, batch_size):
+@pytest.mark.parametrize("optimizer, batch_size", [("adam", None), ("adam", 7), ("sgd", None),
+                                                   ("lbfgs", None)])
+def test_the_kept_code_attains_best_loss(teacher, one_condition, optimizer, batch_size):
     # minibatch fits used to pair the end-of-epoch code with the epoch's average loss
     Xa, ya, *_ = one_condition
-    a = CodeAdapter(teacher, batch_size=batch_size, learning_rate=0.3, tol=0.0, max_iter=12,
-                    random_state=0).fit(Xa, ya)
+    lr = 3.0 if optimizer == "sgd" else 0.3  # sgd oscillates: its last code is not its best
+    a = CodeAdapter(teacher, optimizer=optimizer, batch_size=batch_size, learning_rate=lr,
+                    tol=0.0, max_iter=12, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a.fit(Xa, ya)
     np.testing.assert_allclose(_map_objective(teacher, Xa, ya, a.code_), a.best_loss_,
                                rtol=1e-4)
     assert a.best_loss_ <= min(a.loss_curve_) + 1e-6
+
+
+def test_early_stopping_keeps_the_best_code_on_the_held_out_rows(teacher, conditions):
+    X, y, _, _ = conditions
+    X, y = X[:60], y[:60]
+    a = CodeAdapter(teacher, early_stopping=True, validation_fraction=0.3, random_state=0,
+                    learning_rate=0.3).fit(X, y)
+    held = validation_split(np.zeros(len(X), np.int32), 0.3, np.random.RandomState(0),
+                            np.ones(len(X)))
+    assert a.n_iter_ < 200
+    # best_loss_ is the objective of the kept code on the held-out rows, not the others
+    on_held = _map_objective(teacher, X[held], y[held], a.code_)
+    np.testing.assert_allclose(a.best_loss_, on_held, rtol=1e-4)
+    assert abs(_map_objective(teacher, X[~held], y[~held], a.code_) - on_held) > 1e-3
 
 
 def test_validation_split_keeps_a_groups_only_weighted_row():
