@@ -14,7 +14,7 @@ from numbers import Integral
 import keras
 import numpy as np
 
-__all__ = ["CODE", "FEATURES", "add_condition_codes"]
+__all__ = ["CODE", "FEATURES", "add_condition_codes", "code_consumers", "rewire"]
 
 FEATURES = "features"
 CODE = "code"
@@ -40,8 +40,6 @@ _ROWWISE_LAYERS = (
     keras.layers.ActivityRegularization,
     keras.layers.Identity,
 )
-
-
 
 
 def add_condition_codes(
@@ -102,7 +100,7 @@ def add_condition_codes(
     True
     """
     code_size = _check_code_size(code_size)
-    coded, _ = _rewire(model, code_size, layers)
+    coded, _ = rewire(model, code_size, layers)
     return coded
 
 
@@ -114,7 +112,7 @@ def _check_code_size(code_size) -> int:
     return int(code_size)
 
 
-def _rewire(model, code_size: int, layers) -> tuple[keras.Model, list]:
+def rewire(model, code_size: int, layers) -> tuple[keras.Model, list]:
     """Rebuild ``model`` with a code input; return it and its (Dense, B) layer pairs."""
     chain = _layer_chain(model)
     dense_at = [i for i, layer in enumerate(chain) if isinstance(layer, keras.layers.Dense)]
@@ -273,7 +271,7 @@ def _coded_dense(layer, x, code, names: _Names):
     return pre, (linear, b_layer)
 
 
-def _code_consumers(model) -> list | None:
+def code_consumers(model) -> list | None:
     """Layers fed directly by the ``code`` input, or None if any is not a Dense layer."""
     code = model.inputs[1]
     consumers = []

@@ -21,12 +21,24 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer
 
-from skdc._network import CodeNetwork, CodeNetworkRegressor, _normalise_codes
+from skdc._network import CodeNetwork, CodeNetworkRegressor
 from skdc._persist import model_from_bytes, model_to_bytes
-from skdc._retrofit import _rewire, add_condition_codes
+from skdc._retrofit import add_condition_codes, rewire
 from skdc._synthetic import make_conditions
+from skdc._task import Classification, Regression
+from skdc._training import (
+    CodeTrainer,
+    Rows,
+    Schedule,
+    Seeds,
+    joint_network,
+    normalise_codes,
+    predict_in_chunks,
+    si_twin,
+)
+from skdc._training import train as run_training
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -173,14 +185,66 @@ def test_random_state_reproducible(train):
     )
 
 
-def test_early_stopping_holds_out_rows_within_conditions(train):
-    X, y, groups, _ = train
-    net = CodeNetwork(
-        (8,), code_size=2, max_iter=4, early_stopping=True, n_iter_no_change=2, random_state=0
-    ).fit(X, y, groups=groups)
-    assert len(net.codes_) == N_TRAIN  # every condition keeps training rows
-    assert len(net.validation_loss_curve_) == net.n_iter_ <= 4
-    assert net.best_validation_loss_ == min(net.validation_loss_curve_)
+def _overfitting(**params):
+    """Settings under which the validation loss falls, then rises: the best epoch is
+    not the last, so restoring it matters."""
+    return dict(
+        hidden_layer_sizes=(32,), code_size=2, learning_rate_init=0.03, batch_size=16,
+        early_stopping=True, n_iter_no_change=30, tol=0.0, random_state=0, **params,
+    )
+
+
+def test_training_validates_on_the_held_out_rows_and_keeps_the_best_epoch(conditions):
+    """The validation loss of each epoch is the loss on the held-out rows, and training
+    ends with the weights of the epoch where it was smallest."""
+    X, y, groups, _ = conditions
+    rows_of = np.flatnonzero(groups < 4)
+    X, y, groups = X[rows_of].astype("float32"), y[rows_of], groups[rows_of]
+    task = Classification.from_targets(y)
+    seeds = Seeds(np.random.RandomState(0))
+    core, _ = joint_network(6, [32], "relu", task, 2, "all", seeds)
+    trainer = CodeTrainer(core, 4, 2, alpha=0.0, code_l2=0.0, seed=seeds.next())
+    held = np.arange(len(X)) % 3 == 0
+    rows = Rows(X, groups, task.encode(y), np.ones(len(X), "float32"))
+    schedule = Schedule.from_params(_overfitting(max_iter=25))
+    history = run_training(trainer, rows, held, task.keras_loss(), schedule, seeds)
+    best = int(np.argmin(history.val_loss))
+    assert 0 < best < len(history.val_loss) - 1  # the loss rose after the best epoch
+    recomputed = task.keras_loss()(y[held], trainer((X[held], groups[held])))
+    np.testing.assert_allclose(float(recomputed), history.val_loss[best], rtol=1e-6)
+    on_training_rows = task.keras_loss()(y[~held], trainer((X[~held], groups[~held])))
+    assert abs(float(on_training_rows) - history.val_loss[best]) > 1e-3
+
+
+def test_early_stopping_restores_the_best_epoch(conditions):
+    """A fit that stops right after the best epoch ends with the same weights and codes
+    as a fit that ran on and restored that epoch."""
+    X, y, groups, _ = conditions
+    long = CodeNetwork(**_overfitting(max_iter=20, validation_fraction=0.3))
+    long.fit(X, y, groups=groups)
+    curve = long.validation_loss_curve_
+    best = int(np.argmin(curve))
+    assert 0 < best < len(curve) - 1 and long.n_iter_ == len(curve) == len(long.loss_curve_)
+    assert long.best_validation_loss_ == curve[best]
+    short = CodeNetwork(**_overfitting(max_iter=best + 1, validation_fraction=0.3))
+    short.fit(X, y, groups=groups)
+    assert short.validation_loss_curve_ == curve[: best + 1]
+    for a, b in zip(long.model_.get_weights(), short.model_.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert set(long.codes_) == set(range(10))  # every condition keeps training rows
+    for g in long.codes_:
+        np.testing.assert_array_equal(long.codes_[g], short.codes_[g])
+
+
+def test_early_stopping_split_needs_two_rows_per_condition(conditions):
+    """Conditions of one row cannot give a validation row; with 2 rows they give one."""
+    X, y, _, _ = conditions
+    params = dict(hidden_layer_sizes=(4,), code_size=2, max_iter=1, early_stopping=True,
+                  validation_fraction=0.01, random_state=0)
+    with pytest.raises(ValueError, match="holds out no rows"):
+        CodeNetwork(**params).fit(X[:20], y[:20], groups=np.arange(20))
+    net = CodeNetwork(**params).fit(X[:20], y[:20], groups=np.arange(20) // 2)
+    assert len(net.codes_) == 10 and len(net.validation_loss_curve_) == 1
 
 
 def test_string_groups_and_labels(train):
@@ -217,6 +281,104 @@ def test_regressor(teacher, train):
 
 
 # --------------------------------------------------------------------------------------
+# The speaker-independent twin
+# --------------------------------------------------------------------------------------
+
+
+def test_si_twin_starts_from_the_code_networks_initial_weights(conditions):
+    """With a vanishing learning rate both stay at their initial weights: the twin's are
+    those of the code network's W_l, b_l and output layer."""
+    X, y, groups, _ = conditions
+    params = dict(hidden_layer_sizes=(8, 6), code_size=2, learning_rate_init=1e-12,
+                  max_iter=1, random_state=3)
+    twin = si_twin(CodeNetwork(**params), X, y, groups)
+    coded = CodeNetwork(**params).fit(X, y, groups=groups).model_
+    assert [t.name for t in twin.inputs] == ["features"]
+    for name in ("hidden_0", "hidden_1", "output"):
+        for a, b in zip(twin.get_layer(name).get_weights(), coded.get_layer(name).get_weights(),
+                        strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [CodeNetwork, CodeNetworkRegressor])
+def test_si_twin_is_reproducible_and_reads_only_parameters(cls, conditions):
+    X, y, groups, _ = conditions
+    target = y if cls is CodeNetwork else X[:, :2] + y[:, None]
+    net = cls((8,), code_size=2, max_iter=3, early_stopping=True, random_state=1)
+    first = si_twin(net, X, target, groups)
+    again = net._fit_without_codes(X, target, groups)  # the deprecated alias
+    for a, b in zip(first.get_weights(), again.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not hasattr(net, "n_features_in_") and not hasattr(net, "model_")
+    out = predict_in_chunks(first, X[:5])
+    assert out.shape == (5, 4 if cls is CodeNetwork else 2)
+    if cls is CodeNetwork:
+        np.testing.assert_allclose(out.sum(axis=1), 1, atol=1e-5)
+    with pytest.raises(ValueError, match="base_model must be None"):
+        si_twin(cls(base_model=first), X, target)
+
+
+# --------------------------------------------------------------------------------------
+# Building blocks: chunked prediction and the task objects
+# --------------------------------------------------------------------------------------
+
+
+def test_predict_in_chunks(net, held_out):
+    X, _, groups, _ = held_out
+    X, Z = X.astype("float32"), net._codes_for(groups, len(X))
+    whole = keras.ops.convert_to_numpy(net.model_([X, Z]))
+    np.testing.assert_allclose(predict_in_chunks(net.model_, [X, Z], chunk=7), whole, atol=1e-6)
+    assert predict_in_chunks(net.model_, [X[:0], Z[:0]]).shape == (0, 4)
+    with pytest.raises(ValueError, match="different numbers of rows"):
+        predict_in_chunks(net.model_, [X, Z[:3]])
+
+
+def test_classification_task():
+    task = Classification(["a", "b", "c"])
+    np.testing.assert_array_equal(task.encode(["c", "a", "c"]), [2, 0, 2])
+    assert task.encode(np.array(["b", -1], object), unlabelled=True).tolist() == [1, -1]
+    assert task.encode(None, 3, unlabelled=True).tolist() == [-1, -1, -1]
+    with pytest.raises(ValueError, match=r"\['z'\]"):
+        task.encode(["a", "z"])
+    with pytest.raises(ValueError, match="-1"):
+        task.encode(np.array(["a", -1], object))  # -1 is a label unless unlabelled rows are allowed
+    assert task.n_outputs == 3 and task.output_activation == "softmax"
+    assert isinstance(task.keras_loss(), keras.losses.SparseCategoricalCrossentropy)
+    with pytest.raises(ValueError, match="probabilities"):
+        task.check_outputs([[0.5, 0.2, 0.1]], "base_model")
+    sigmoid = Classification.from_output("sigmoid", 1, classes=["no", "yes"])
+    assert sigmoid.loss == "sigmoid" and sigmoid.n_outputs == 1
+    np.testing.assert_allclose(sigmoid.convert([[0.25]]), [[0.75, 0.25]])
+    assert sigmoid.predict([[0.25], [0.75]]).tolist() == ["no", "yes"]
+    logits = Classification.from_output("linear", 2)
+    np.testing.assert_allclose(logits.convert([[0.0, np.log(3)]]), [[0.25, 0.75]])
+    assert logits.keras_loss().get_config()["from_logits"]
+    with pytest.raises(ValueError, match="sigmoid output has 3 units"):
+        Classification.from_output("sigmoid", 3)
+    with pytest.raises(ValueError, match="2 labels but the model outputs 3"):
+        Classification.from_output("softmax", 3, classes=[0, 1])
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        Classification.from_targets([0.5, 1.7, 2.2])
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        Classification.from_targets([1, 1])
+
+
+def test_regression_task():
+    task = Regression.from_targets(np.arange(4.0))
+    assert (task.n_outputs, task.one_d, task.loss) == (1, True, "mse")
+    assert task.encode([1, 2]).shape == (2, 1)
+    assert task.predict([[1.0], [2.0]]).shape == (2,)
+    two = Regression.from_output("linear", 2)
+    assert two.predict(np.ones((3, 2))).shape == (3, 2)
+    with pytest.raises(ValueError, match=r"expected \(3,\) or \(3, 2\)"):
+        two.encode(np.ones(3))
+    with pytest.raises(ValueError, match="NaN"):
+        task.encode([np.nan])
+    with pytest.raises(ValueError, match="linear output"):
+        Regression.from_output("softmax", 3)
+
+
+# --------------------------------------------------------------------------------------
 # Code normalisation
 # --------------------------------------------------------------------------------------
 
@@ -224,14 +386,14 @@ def test_regressor(teacher, train):
 @pytest.mark.parametrize("centre", [True, False])
 def test_normalising_codes_keeps_the_outputs(centre):
     si = _si_model(seed=11)
-    model, pairs = _rewire(si, 3, "all")
+    model, pairs = rewire(si, 3, "all")
     rng = np.random.default_rng(0)
     for _, b_layer in pairs:
         b_layer.set_weights([rng.normal(size=b_layer.kernel.shape)])
     codes = rng.normal(loc=2.0, scale=5.0, size=(5, 3))
     X = rng.normal(size=(5, 6)).astype("float32")
     before = model([X, codes.astype("float32")])
-    new_codes = _normalise_codes(model, codes, pairs if centre else None)
+    new_codes = normalise_codes(model, codes, pairs if centre else None)
     after = model([X, new_codes.astype("float32")])
     np.testing.assert_allclose(after, before, atol=1e-5)
     np.testing.assert_allclose(np.sqrt(np.mean((new_codes - new_codes.mean(0)) ** 2)), 1, 1e-5)
@@ -444,21 +606,25 @@ def test_joblib_into_fresh_process(net, train, tmp_path):
     )
 
 
-def test_grid_search_routes_groups_through_a_pipeline(train):
-    """groups reach both GroupKFold and CodeNetwork.fit (which raises without them)."""
-    X, y, groups, _ = train
+def test_grid_search_routes_groups_through_a_pipeline(conditions):
+    """groups reach GroupKFold, CodeNetwork.fit (which raises without them) and score,
+    through a Pipeline and clones of it; the routing config is reset afterwards."""
+    X, y, groups, _ = conditions
     grid = {"codenetwork__hidden_layer_sizes": [(8,), (8, 8)], "codenetwork__code_size": [2]}
     with sklearn.config_context(enable_metadata_routing=True):
         net = CodeNetwork(max_iter=2, random_state=0)
         net.set_fit_request(groups=True).set_score_request(groups=True)
         search = GridSearchCV(
-            make_pipeline(StandardScaler(), net),
+            make_pipeline(FunctionTransformer(), net),
             grid,
             cv=GroupKFold(n_splits=2),
             error_score="raise",
-            refit=False,
         )
         search.fit(X, y, groups=groups)
+        fitted = search.best_estimator_[-1]
+        assert set(fitted.codes_) == set(range(10))  # refit on every group
+        assert search.score(X, y, groups=groups) == fitted.score(X, y, groups=groups)
+    assert not sklearn.get_config()["enable_metadata_routing"]
     assert len(search.cv_results_["params"]) == 2
     assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
 
@@ -506,7 +672,6 @@ def test_bad_input_raises_clear_errors_and_leaves_arrays_alone(train):
         ({"activation": "softplus"}, "activation"),
         ({"validation_fraction": 1.0}, "validation_fraction"),
         ({"base_model": "model.keras"}, "base_model"),
-        ({"early_stopping": True, "validation_fraction": 0.01}, "holds out no rows"),
     ],
 )
 def test_bad_parameters(params, match, train):

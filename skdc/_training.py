@@ -1,0 +1,543 @@
+"""Training side of the code networks: networks, trainers, the epoch loop and stopping.
+
+:class:`~skdc.CodeNetwork` and :class:`~skdc.CodeNetworkRegressor` validate their
+inputs and turn the result into fitted attributes; everything in between is here:
+
+* the networks: :func:`build_mlp` (speaker-independent MLP), :func:`joint_network`
+  (the MLP with code inputs), :func:`clone_coded`, and :func:`normalise_codes`, which
+  fixes the scale (and offset) of the codes after training;
+* the trainers wrapped around a network for training only: :class:`CodeTrainer` (a code
+  table indexed by condition feeds the code input) and :class:`PlainTrainer` (no codes);
+* the procedure: :class:`Schedule` (optimizer, minibatches, epochs, stopping rule),
+  :func:`train` (minibatch Adam epochs through :class:`EpochRunner`, stopped by
+  :class:`Stopper`), :class:`Seeds`;
+* :func:`si_twin`: the same network trained by the same procedure without codes, the
+  speaker-independent baseline that adaptation methods are compared against;
+* :func:`predict_in_chunks`: the forward pass used for every prediction.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from numbers import Integral
+from typing import NamedTuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+from sklearn.base import is_classifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state, check_X_y
+
+from ._groups import encode_groups, validation_split
+from ._retrofit import FEATURES, code_consumers, rewire
+from ._task import Classification, Regression
+
+__all__ = [
+    "ACTIVATIONS",
+    "CodeTrainer",
+    "EpochRunner",
+    "History",
+    "PlainTrainer",
+    "Rows",
+    "Schedule",
+    "Seeds",
+    "Stopper",
+    "as_training_target",
+    "build_mlp",
+    "clone_coded",
+    "hidden_sizes",
+    "joint_network",
+    "kernel_penalty",
+    "normalise_codes",
+    "predict_in_chunks",
+    "progress",
+    "si_twin",
+    "train",
+    "warn_unless_stopped",
+]
+
+#: scikit-learn's activation names (as in MLPClassifier) -> Keras activations.
+ACTIVATIONS = {
+    "identity": "linear",
+    "logistic": "sigmoid",
+    "sigmoid": "sigmoid",
+    "tanh": "tanh",
+    "relu": "relu",
+    "elu": "elu",
+    "gelu": "gelu",
+    "swish": "swish",
+}
+
+_AUTO_BATCH = 200
+
+
+# --------------------------------------------------------------------------------------
+# Networks
+# --------------------------------------------------------------------------------------
+
+
+class Seeds:
+    """Integer seeds for Keras initialisers and row shuffling, drawn from a RandomState.
+
+    ``rng`` is shared with whoever else draws from it (the validation split), so the
+    order of the draws is part of the training procedure.
+    """
+
+    def __init__(self, rng: np.random.RandomState):
+        self.rng = rng
+
+    def next(self) -> int:
+        return int(self.rng.randint(0, 2**31 - 1))
+
+
+def hidden_sizes(value) -> list[int]:
+    """``hidden_layer_sizes`` as a list of positive ints (``ValueError`` otherwise)."""
+    sizes = np.atleast_1d(np.asarray(value, dtype=object)).tolist()
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, Integral) or size < 1:
+            raise ValueError(f"hidden_layer_sizes must hold positive ints, got {value!r}.")
+    if not sizes:
+        raise ValueError("hidden_layer_sizes must hold at least one layer size.")
+    return [int(s) for s in sizes]
+
+
+def build_mlp(
+    n_features: int,
+    hidden: list[int],
+    activation: str,
+    n_out: int,
+    out_activation: str,
+    seeds: Seeds,
+) -> keras.Model:
+    """An MLP with input ``"features"``, Dense layers ``hidden_0, ...`` and ``output``.
+
+    Glorot-uniform kernels (one seed per layer, in order), zero biases.
+    """
+    x = inputs = keras.Input((n_features,), name=FEATURES)
+    for i, units in enumerate(hidden):
+        x = keras.layers.Dense(
+            units,
+            activation=activation,
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seeds.next()),
+            name=f"hidden_{i}",
+        )(x)
+    out = keras.layers.Dense(
+        n_out,
+        activation=out_activation,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seeds.next()),
+        name="output",
+    )(x)
+    return keras.Model(inputs, out, name="si_network")
+
+
+def joint_network(
+    n_features: int,
+    hidden: list[int],
+    activation: str,
+    task: Classification | Regression,
+    code_size: int,
+    code_layers,
+    seeds: Seeds,
+) -> tuple[keras.Model, list]:
+    """The MLP of :func:`build_mlp` with a ``"code"`` input into ``code_layers``, every
+    weight trainable, and its (Dense, B) layer pairs (the B start at zero)."""
+    si = build_mlp(n_features, hidden, activation, task.n_outputs, task.output_activation, seeds)
+    core, pairs = rewire(si, int(code_size), code_layers)
+    for layer in core.layers:
+        layer.trainable = True
+    return core, pairs
+
+
+def clone_coded(model: keras.Model) -> keras.Model:
+    """A copy of a model that already has a code input (weights and trainable flags)."""
+    new = keras.models.clone_model(model)
+    new.set_weights(model.get_weights())
+    for old_layer, new_layer in zip(model.layers, new.layers, strict=True):
+        new_layer.trainable = old_layer.trainable
+    return new
+
+
+def normalise_codes(core: keras.Model, codes: np.ndarray, pairs: list | None) -> np.ndarray:
+    """Remove the scale (and, for joint training, the offset) ambiguity of the codes.
+
+    ``B z`` is unchanged by ``z -> z / s``, ``B -> s B``; with a bias next to ``B`` it is
+    also unchanged by ``z -> z - m``, ``b -> b + B m``. Codes are rescaled to unit RMS
+    spread per dimension; with ``pairs`` (joint training, where every B sits next to a
+    trainable bias) they are also centred, so the zero code is the average condition.
+    The weights of ``core`` are changed in place so that its output is the same before
+    and after, up to float rounding. Returns the new codes (float64 of float32 values).
+    """
+    mean = codes.mean(axis=0)
+    spread = float(np.sqrt(np.mean((codes - mean) ** 2)))
+    if not np.isfinite(spread) or spread < 1e-8:
+        return codes.astype(np.float32).astype(np.float64)
+    if pairs is not None:
+        for dense, b_layer in pairs:
+            kernel = keras.ops.convert_to_numpy(b_layer.kernel).astype(np.float64)
+            bias = keras.ops.convert_to_numpy(dense.bias).astype(np.float64)
+            dense.bias.assign((bias + mean @ kernel).astype(np.float32))
+        codes = codes - mean
+        consumers = [b_layer for _, b_layer in pairs]
+    else:
+        consumers = code_consumers(core)
+        if consumers is None:
+            return codes.astype(np.float32).astype(np.float64)
+    for layer in consumers:
+        kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
+        layer.kernel.assign((kernel * spread).astype(np.float32))
+    return (codes / spread).astype(np.float32).astype(np.float64)
+
+
+def predict_in_chunks(model: keras.Model, inputs, chunk: int = 16384) -> np.ndarray:
+    """Outputs of ``model`` on ``inputs``, ``chunk`` rows at a time, as a numpy array.
+
+    ``inputs`` is one array or a list of arrays with the same number of rows (one per
+    model input). Calls ``model(batch, training=False)`` directly: Keras' ``predict``
+    retraces a function for every new model and input size. With 0 rows, returns an
+    empty array of shape ``(0, n_outputs)``.
+    """
+    several = isinstance(inputs, (list, tuple))
+    arrays = [np.asarray(a) for a in inputs] if several else [np.asarray(inputs)]
+    n_rows = len(arrays[0])
+    if any(len(a) != n_rows for a in arrays):
+        raise ValueError(f"inputs have different numbers of rows: {[len(a) for a in arrays]}.")
+    if n_rows == 0:
+        return np.zeros((0, model.outputs[0].shape[-1]), dtype=np.float32)
+    out = []
+    for start in range(0, n_rows, int(chunk)):
+        batch = [a[start : start + int(chunk)] for a in arrays]
+        out.append(model(batch if several else batch[0], training=False))
+    return np.concatenate([keras.ops.convert_to_numpy(o) for o in out], axis=0)
+
+
+# --------------------------------------------------------------------------------------
+# Trainers
+# --------------------------------------------------------------------------------------
+
+
+class CodeTrainer(keras.Model):
+    """Training-only wrapper: a code table indexed by condition feeds the code input.
+
+    The penalty ``alpha * sum ||kernel||^2 + code_l2 * mean_g ||z_g||^2`` over the
+    trainable kernels and the code table is added to the mean training loss. With
+    ``code_dropout``, each training row sees the mean code instead of its condition's
+    code with that probability.
+    """
+
+    def __init__(self, core, n_groups, code_size, *, alpha, code_l2, seed, code_dropout=0.0):
+        super().__init__(name="code_trainer")
+        self.core = core
+        self.table = keras.layers.Embedding(
+            n_groups,
+            code_size,
+            # random, not zero: with a zero-initialised B (retrofit) zero codes get no gradient
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0, seed=seed),
+            name="code_table",
+        )
+        self.alpha = float(alpha)
+        self.code_l2 = float(code_l2)
+        self.code_dropout = float(code_dropout)
+        self.dropout_seed = keras.random.SeedGenerator(seed + 1)
+
+    def call(self, inputs, training=False):
+        features, group = inputs
+        codes = self.table(group)
+        if training and self.code_dropout > 0:
+            # a dropped row sees the mean code, which becomes the zero code after training
+            drop = keras.random.uniform((keras.ops.shape(codes)[0], 1), seed=self.dropout_seed)
+            mean = keras.ops.mean(self.table.embeddings, axis=0, keepdims=True)
+            codes = keras.ops.where(drop < self.code_dropout, mean, codes)
+        return self.core([features, codes], training=training)
+
+    def penalty(self):
+        codes = self.code_l2 * keras.ops.mean(keras.ops.sum(self.table.embeddings**2, axis=1))
+        return codes + kernel_penalty(self.core, self.alpha)
+
+    def codes(self) -> np.ndarray:
+        """The code table, one row per condition (float64)."""
+        return keras.ops.convert_to_numpy(self.table.embeddings).astype(np.float64)
+
+
+class PlainTrainer(keras.Model):
+    """Training-only wrapper of a model without codes (the speaker-independent twin);
+    it ignores the condition of each row and adds ``alpha * sum ||kernel||^2``."""
+
+    def __init__(self, core, *, alpha):
+        super().__init__(name="plain_trainer")
+        self.core = core
+        self.alpha = float(alpha)
+
+    def call(self, inputs, training=False):
+        return self.core(inputs[0], training=training)
+
+    def penalty(self):
+        return kernel_penalty(self.core, self.alpha)
+
+
+def kernel_penalty(core: keras.Model, alpha: float):
+    """``alpha * sum ||kernel||^2`` over the trainable Dense kernels of ``core``."""
+    kernels = [
+        layer.kernel
+        for layer in core.layers
+        if isinstance(layer, keras.layers.Dense) and layer.trainable
+    ]
+    if not alpha or not kernels:
+        return keras.ops.convert_to_tensor(0.0)
+    return alpha * keras.ops.sum(keras.ops.stack([keras.ops.sum(k**2) for k in kernels]))
+
+
+# --------------------------------------------------------------------------------------
+# The procedure
+# --------------------------------------------------------------------------------------
+
+
+class Rows(NamedTuple):
+    """Training rows: features (float32), condition index (int32), encoded target, weight."""
+
+    features: np.ndarray
+    group: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray
+
+    def take(self, mask: np.ndarray) -> Rows:
+        return Rows(*(a[mask] for a in self))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a network is trained: Adam, minibatches, epochs and the stopping rule.
+
+    The field names are the code networks' parameter names (``batch_size`` may be
+    ``"auto"``: ``min(200, n_rows)``).
+    """
+
+    learning_rate_init: float = 1e-3
+    batch_size: int | str = "auto"
+    max_iter: int = 200
+    early_stopping: bool = False
+    validation_fraction: float = 0.1
+    n_iter_no_change: int = 10
+    tol: float = 1e-4
+    verbose: int = 0
+
+    @classmethod
+    def from_params(cls, params: dict) -> Schedule:
+        """The schedule set by an estimator's ``get_params()`` (other keys are ignored)."""
+        names = cls.__dataclass_fields__
+        return cls(**{name: value for name, value in params.items() if name in names})
+
+    def held_out(self, group: np.ndarray, weight: np.ndarray, rng) -> np.ndarray:
+        """Mask of the validation rows: with ``early_stopping``, ``validation_fraction``
+        of each condition's rows of positive weight (:func:`skdc._groups.validation_split`);
+        otherwise none."""
+        if not self.early_stopping:
+            return np.zeros(len(group), dtype=bool)
+        return validation_split(group, self.validation_fraction, rng, weight=weight)
+
+    def batch_rows(self, n_rows: int) -> int:
+        size = _AUTO_BATCH if self.batch_size == "auto" else int(self.batch_size)
+        return max(1, min(size, n_rows))
+
+
+@dataclass
+class History:
+    """Per-epoch losses of :func:`train`; ``stopped`` is False when ``max_iter`` ran out
+    before the stopping rule fired."""
+
+    loss: list = field(default_factory=list)
+    val_loss: list | None = None
+    stopped: bool = False
+
+
+class EpochRunner:
+    """One compiled function per fit that runs a whole epoch of minibatch Adam steps.
+
+    Keras' ``fit`` costs milliseconds per step and tens of milliseconds per epoch on
+    the small tabular problems codes are for; one graph call per epoch is several
+    times faster. The row order of each epoch comes from a seeded numpy generator.
+    """
+
+    def __init__(self, trainer, loss, optimizer, rows: Rows, batch_size: int):
+        self.trainer, self.loss, self.optimizer = trainer, loss, optimizer
+        self.data = [tf.constant(a) for a in rows]
+        self.n_rows = len(rows.features)
+        self.batch_size = int(batch_size)
+        self.n_batches = -(-self.n_rows // self.batch_size)
+        trainer((self.data[0][:1], self.data[1][:1]))  # builds the code table
+        optimizer.build(trainer.trainable_variables)
+        self._epoch = tf.function(self._epoch_impl)
+        self._evaluate = tf.function(self._evaluate_impl)
+
+    def _epoch_impl(self, order):
+        X, g, y, w = self.data
+        variables = self.trainer.trainable_variables
+        total = tf.constant(0.0)
+        for i in tf.range(self.n_batches):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            with tf.GradientTape() as tape:
+                pred = self.trainer((tf.gather(X, idx), tf.gather(g, idx)), training=True)
+                value = self.loss(tf.gather(y, idx), pred, sample_weight=tf.gather(w, idx))
+                value = value + self.trainer.penalty()
+            self.optimizer.apply(tape.gradient(value, variables), variables)
+            total += value * tf.cast(tf.shape(idx)[0], tf.float32)
+        return total / self.n_rows
+
+    def _evaluate_impl(self, X, g, y, w):
+        return self.loss(y, self.trainer((X, g), training=False), sample_weight=w)
+
+    def epoch(self, rng: np.random.Generator) -> float:
+        """One pass over the rows in a random order; the mean penalised minibatch loss."""
+        order = tf.constant(rng.permutation(self.n_rows).astype(np.int32))
+        return float(self._epoch(order))
+
+    def evaluate(self, rows: Rows) -> float:
+        """The (weighted, unpenalised) loss on ``rows``."""
+        return float(self._evaluate(*[tf.constant(a) for a in rows]))
+
+
+class Stopper:
+    """Keras' ``EarlyStopping`` rule: stop after ``patience`` epochs without a gain of
+    more than ``min_delta``; remember the best weights when asked to."""
+
+    def __init__(self, min_delta, patience, keep_best):
+        self.min_delta, self.patience, self.keep_best = min_delta, patience, keep_best
+        self.best, self.wait, self.best_weights = np.inf, 0, None
+
+    def stop(self, epoch, value, model) -> bool:
+        self.wait += 1
+        if value - self.min_delta < self.best:
+            self.best, self.wait = value, 0
+            if self.keep_best:
+                self.best_weights = model.get_weights()
+        return self.wait >= self.patience and epoch > 0
+
+
+def train(trainer, rows: Rows, held: np.ndarray, loss, schedule: Schedule,
+          seeds: Seeds) -> History:
+    """Train ``trainer`` on the rows not ``held`` by minibatch Adam epochs.
+
+    Each epoch shuffles the training rows (the generator is seeded from ``seeds``).
+    With held-out rows, the stopping rule watches their loss after each epoch and the
+    trainer ends with the weights of the best epoch; without, it watches the training
+    loss and the trainer keeps the last weights.
+    """
+    fit_rows, validation = rows.take(~held), rows.take(held)
+    rng = np.random.default_rng(seeds.next())
+    runner = EpochRunner(
+        trainer,
+        loss,
+        keras.optimizers.Adam(schedule.learning_rate_init),
+        fit_rows,
+        schedule.batch_rows(len(fit_rows.features)),
+    )
+    validate = bool(held.any())
+    stopper = Stopper(schedule.tol, schedule.n_iter_no_change, keep_best=validate)
+    report = progress(schedule.verbose, schedule.max_iter)
+    history = History(val_loss=[] if validate else None)
+    for epoch in range(schedule.max_iter):
+        logs = {"loss": runner.epoch(rng)}
+        if validate:
+            logs["val_loss"] = runner.evaluate(validation)
+            history.val_loss.append(logs["val_loss"])
+        history.loss.append(logs["loss"])
+        report(epoch, logs)
+        if stopper.stop(epoch, logs.get("val_loss", logs["loss"]), trainer):
+            history.stopped = True
+            break
+    if stopper.best_weights is not None:
+        trainer.set_weights(stopper.best_weights)
+    return history
+
+
+def progress(verbose: int, n_epochs: int):
+    """Per-epoch reporter ``f(epoch, logs)``: silent (0), one line per epoch (1) or a
+    progress bar (2+)."""
+    verbose = int(verbose)
+    if verbose <= 0:
+        return lambda epoch, logs: None
+    if verbose == 1:
+
+        def line(epoch, logs):
+            values = " - ".join(f"{name}: {value:.4f}" for name, value in logs.items())
+            print(f"Epoch {epoch + 1}/{n_epochs} - {values}", flush=True)
+
+        return line
+    bar = keras.utils.Progbar(n_epochs, unit_name="epoch")
+    return lambda epoch, logs: bar.update(epoch + 1, list(logs.items()))
+
+
+def warn_unless_stopped(history: History, who: str, max_iter: int, stacklevel: int) -> None:
+    """The ``ConvergenceWarning`` of a training run that used up ``max_iter`` epochs."""
+    if not history.stopped:
+        warnings.warn(
+            f"{who}: the maximum number of epochs ({max_iter}) was reached before the loss "
+            "stopped improving.",
+            ConvergenceWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+
+# --------------------------------------------------------------------------------------
+# The speaker-independent twin
+# --------------------------------------------------------------------------------------
+
+
+def si_twin(network, X, y, groups=None) -> keras.Model:
+    """Train the network of ``network`` *without* codes, by the same procedure.
+
+    Same architecture minus the ``B_l``, same initial weights, penalty, optimizer,
+    minibatches, epochs and stopping rule as ``network.fit`` with the same
+    ``random_state``: the speaker-independent twin that adaptation methods are compared
+    against. Rows are unweighted.
+
+    Parameters
+    ----------
+    network : CodeNetwork or CodeNetworkRegressor
+        An estimator whose parameters set the network and the procedure; only its
+        parameters are read (it is neither fitted nor changed). ``base_model`` must be
+        None.
+    X : array-like of shape (n_samples, n_features)
+        Features.
+    y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        Class labels (classifier) or targets (regressor).
+    groups : array-like of shape (n_samples,), default=None
+        Condition of each row; it only shapes the validation split of
+        ``early_stopping`` (None: one condition).
+
+    Returns
+    -------
+    model : keras.Model
+        The trained network: input ``"features"``, the same output as the
+        ``model_`` of ``network.fit`` (for a classifier, one unit per class in sorted
+        order of the labels).
+    """
+    network._validate_params()  # scikit-learn's check of _parameter_constraints
+    params = network.get_params(deep=False)
+    if params["base_model"] is not None:
+        raise ValueError("si_twin builds its own network; the network's base_model must be None.")
+    classifier = is_classifier(network)
+    X, y = check_X_y(
+        X, y, dtype=(np.float64, np.float32), multi_output=not classifier, y_numeric=not classifier
+    )
+    task = Classification.from_targets(y) if classifier else Regression.from_targets(y)
+    X = np.asarray(X, dtype=np.float32)
+    group = np.zeros(len(X), np.int32) if groups is None else encode_groups(groups, len(X))[1]
+    rows = Rows(X, group, as_training_target(task.encode(y)), np.ones(len(X), np.float32))
+    schedule = Schedule.from_params(params)
+    seeds = Seeds(check_random_state(params["random_state"]))
+    hidden = hidden_sizes(params["hidden_layer_sizes"])
+    activation = ACTIVATIONS[params["activation"]]
+    core = build_mlp(X.shape[1], hidden, activation, task.n_outputs, task.output_activation, seeds)
+    seeds.next()  # the code table's seed in fit: keeps the split and the shuffling the same
+    trainer = PlainTrainer(core, alpha=params["alpha"])
+    held = schedule.held_out(group, rows.weight, seeds.rng)
+    history = train(trainer, rows, held, task.keras_loss(), schedule, seeds)
+    warn_unless_stopped(history, f"si_twin({type(network).__name__})", schedule.max_iter, 2)
+    return core
+
+
+def as_training_target(target: np.ndarray) -> np.ndarray:
+    """Encoded targets in the dtype training uses (int32 labels, float32 values)."""
+    return target if target.dtype.kind == "i" else target.astype(np.float32)
