@@ -12,9 +12,12 @@ import pytest
 
 from skdc._synthetic import make_conditions, make_teacher
 from skdc.evaluation import METHODS, evaluate, format_table, plot_results
+from skdc.evaluation._baselines import describe_candidates
+from skdc.evaluation._episodes import HeldOut, Layout
 from skdc.evaluation._finetune import ParameterAdapter
-from skdc.evaluation._fold import FoldContext, Settings, lobanov
-from skdc.evaluation._protocol import _Held, _Layout, check_inputs
+from skdc.evaluation._fold import FoldContext, Settings, lobanov, si_twin
+from skdc.evaluation._protocol import check_inputs
+from skdc.evaluation._tuning import candidates_of
 
 SHOTS = (0, 2, 8)
 FAST = dict(hidden_layer_sizes=(32,), max_epochs=40, batch_size=64, learning_rate_init=1e-2,
@@ -33,14 +36,12 @@ def results(shifted):
     """All methods without nested tuning.
 
     The fixed defaults were chosen on Hillenbrand (a strong prior, ``alpha=4``); this
-    problem's conditions differ far more, so ``codes`` uses what nested validation picks
-    here (``tune=True`` costs four times the run time).
+    problem's conditions differ far more, so ``codes`` is fixed to what nested validation
+    picks here (``tune=True`` costs four times the run time).
     """
     X, y, groups = shifted
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(METHODS["codes"], "default", ("none", 1.0))
-        return evaluate(X, y, groups, shots=SHOTS, folds=3, repeats=1, tune=False,
-                        random_state=0, **FAST)
+    return evaluate(X, y, groups, shots=SHOTS, folds=3, repeats=1, tune=False,
+                    method_params={"codes": ("none", 1.0)}, random_state=0, **FAST)
 
 
 def test_schema(results):
@@ -54,6 +55,10 @@ def test_schema(results):
             assert "error_reduction_vs_si" in item
     flagged = {name for name, e in results["methods"].items() if e["transductive"]}
     assert flagged == {"codes_unsup", "lobanov"}
+    chosen = {name: e["chosen"] for name, e in results["methods"].items()}
+    assert chosen["codes"] == [("none", 1.0)] * 3  # fixed by method_params
+    assert chosen["lhuc"] == [METHODS["lhuc"].default] * 3 and chosen["si"] is None
+    assert results["settings"]["adapt_tol"] == 1e-5
     json.loads(json.dumps(results))  # JSON-ready
 
 
@@ -88,8 +93,8 @@ def test_reproducible_and_paired(shifted):
 def test_draws_are_nested_and_seeded():
     g_idx = np.repeat(np.arange(3), 5)
     X, y = np.zeros((15, 1)), np.zeros(15, dtype=int)
-    a = _Held(X, y, _Layout(g_idx), np.array([0, 2]), 2, 7).draws
-    b = _Held(X, y, _Layout(g_idx), np.array([2]), 2, 7).draws
+    a = HeldOut(X, y, Layout(g_idx), np.array([0, 2]), 2, 7).draws
+    b = HeldOut(X, y, Layout(g_idx), np.array([2]), 2, 7).draws
     np.testing.assert_array_equal(a[2][1], b[2][1])  # independent of the other conditions
     assert sorted(a[2][0]) == list(range(10, 15))
     assert not np.array_equal(a[2][0], a[2][1])  # repeats draw different rows
@@ -109,13 +114,69 @@ def test_units_are_drawn_and_scored_whole(shifted):
         evaluate(X, y_units, groups, units=units, shots=(10,), folds=2, methods=["si"])
 
 
-def test_nested_tuning_picks_from_the_grid(shifted, monkeypatch):
+def test_nested_tuning_rejects_a_planted_bad_candidate(shifted):
+    """A prior so strong that the code cannot move (alpha 1e4) loses nested validation.
+
+    The bad candidates come first and third: picking the first candidate (or ties) would
+    fail in every fold, picking at random would pass all three folds with chance 1/27.
+    ``codes_unsup`` because its objective moves the code from the start (many unlabelled
+    rows); with 2 labelled rows the supervised codes often stop where they start (the
+    prior mean), so candidate priors tie there.
+    """
     X, y, groups = shifted
-    monkeypatch.setattr(METHODS["codes"], "grid", (("none", 1.0), ("dropout+l2", 0.5)))
-    out = evaluate(X, y, groups, shots=(0, 2), folds=2, repeats=1, methods=["codes"],
-                   random_state=0, **FAST)
-    assert all(tuple(p) in METHODS["codes"].grid for p in out["methods"]["codes"]["chosen"])
+    bad, good = ("none", 1e4), ("none", 0.01)
+    out = evaluate(X, y, groups, shots=(0, 2), folds=3, repeats=1, methods=["codes_unsup"],
+                   method_params={"codes_unsup": [bad, good, ("none", 3e3)]}, random_state=0,
+                   **FAST)
+    assert [tuple(p) for p in out["methods"]["codes_unsup"]["chosen"]] == [good] * 3
     assert out["settings"]["tune"] is True
+    assert out["settings"]["candidates"]["codes_unsup"] == [bad, good, ("none", 3e3)]
+
+
+def test_method_params_fix_or_list_candidates():
+    assert candidates_of(["codes", "lhuc", "si"], {"codes": ("l2", 2), "lhuc": [1, 0.1, 1.0]},
+                         tune=True) == {"codes": (("l2", 2.0),), "lhuc": (1.0, 0.1), "si": ()}
+    default = candidates_of(["codes", "shift"], None, tune=False)
+    assert default == {"codes": (METHODS["codes"].default,), "shift": ("sat",)}
+    tuned = candidates_of(["codes", "shift"], {"shift": ["si"]}, tune=True)
+    assert tuned == {"codes": METHODS["codes"].grid, "shift": ("si",)}
+
+
+@pytest.mark.parametrize(
+    ("params", "tune", "match"),
+    [
+        ({"magic": 1.0}, True, "unknown method 'magic'"),
+        ({"lhuc": 0.1}, True, "'lhuc', which is not among the methods"),
+        ({"si": 1.0}, True, "'si' has no hyperparameter"),
+        ({"codes": ["none", 1.0]}, True,
+         r"method_params\['codes'\]: candidate 'none' is not valid.*one fixed value is a tuple"),
+        ({"codes": ("nothing", 1.0)}, True, r"'codes'\]: value \('nothing', 1.0\).*'dropout'"),
+        ({"codes": ("none", -1.0)}, True, "alpha must be a positive"),
+        ({"shift": "magic"}, True, "'shift'.*'magic'.*\"si\" or \"sat\""),
+        ({"codes": []}, True, "'codes'.*empty"),
+        ({"codes": [("none", 1.0), ("l2", 2.0)]}, False, "'codes'.*needs tune=True"),
+        ([("codes", 1.0)], True, "must be a dict"),
+    ],
+)
+def test_bad_method_params(shifted, params, tune, match):
+    X, y, groups = shifted
+    with pytest.raises(ValueError, match=match):
+        evaluate(X, y, groups, methods=["codes", "si", "shift"], method_params=params,
+                 tune=tune)
+
+
+def test_candidates_in_the_docs_come_from_methods():
+    import skdc.evaluation
+
+    text = describe_candidates()
+    assert text in skdc.evaluation.__doc__
+    words = " ".join(text.split())
+    for method in METHODS.values():
+        assert method.grid == () or f"Default: {method.format_param(method.default)}." in words
+        for param in (*method.grid, *([method.default] if method.grid else [])):
+            assert method.check_param(param) == param  # built-in values pass the check
+    assert "``lhuc``: prior standard deviation of the amplitude logits ``r``. Candidates: 0.03, " \
+           "0.1, 0.3, 1. Default: 0.03." in words
 
 
 @pytest.mark.parametrize(
@@ -171,7 +232,7 @@ def test_parameter_adapter(shifted, mode):
     """A tiny prior keeps the SI network; adaptation lowers the training loss."""
     X, y, groups = shifted
     X = X.astype("float32")
-    si = Settings(hidden_layer_sizes=(16,), max_epochs=50).network(0)._fit_without_codes(X, y)
+    si = si_twin(Settings(hidden_layer_sizes=(16,), max_epochs=50).network(0), X, y)
     adapter = ParameterAdapter(si, mode)
     g = (groups % 3).astype(int)
     log_si = np.log(np.asarray(si(X)))

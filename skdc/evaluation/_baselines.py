@@ -2,23 +2,37 @@
 
 Every method sees the same fold (training conditions), the same networks and, for a
 held-out condition, the same ``k`` labelled rows; it predicts the condition's other
-rows. ``grid`` lists the candidates of its one hyperparameter, from the strongest
-prior to the weakest, which nested validation chooses from (see ``_protocol``);
-``default`` is used without tuning.
+rows. A method has at most one hyperparameter: ``grid`` lists its candidates, from the
+strongest prior to the weakest, which nested validation chooses from (``_tuning``);
+``default`` is used without tuning; ``check_param`` validates a value given by the user
+(``evaluate(method_params=...)``).
 """
 
 from __future__ import annotations
 
+import math
+import textwrap
 import warnings
+from numbers import Real
 
-import keras
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from .._prior import CodePrior
-from ._fold import CODE_REGULARISATION, Episode, FoldContext, lobanov
+from ._episodes import Episode
+from ._fold import CODE_REGULARISATION, FoldContext, lobanov
 
-__all__ = ["METHODS", "Method", "get_method"]
+try:
+    from .._training import predict_in_chunks
+except ImportError:  # until skdc._training lands: the same chunked direct call
+    import keras
+
+    def predict_in_chunks(model, inputs, chunk: int = 16384) -> np.ndarray:
+        out = [keras.ops.convert_to_numpy(model(inputs[i : i + chunk], training=False))
+               for i in range(0, len(inputs), chunk)]
+        return np.concatenate(out) if out else np.empty((0, model.outputs[0].shape[-1]))
+
+__all__ = ["METHODS", "Method", "describe_candidates", "get_method"]
 
 
 class Method:
@@ -32,9 +46,31 @@ class Method:
     grid: tuple = ()
     default = None
     description = ""
+    hyperparameter = ""  # what ``grid`` varies, for the documentation
 
     def log_proba(self, ctx: FoldContext, ep: Episode, param) -> np.ndarray:
         raise NotImplementedError
+
+    def check_param(self, value):
+        """``value`` as this method uses it; ``ValueError`` (the reason) if it is not one."""
+        raise ValueError("this method has no hyperparameter")
+
+    def format_param(self, value) -> str:
+        return f"``{value!r}``"
+
+    def describe_grid(self) -> str:
+        return ", ".join(self.format_param(p) for p in self.grid)
+
+
+def _positive(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not (
+            math.isfinite(value) and value > 0):
+        raise ValueError(f"{what} must be a positive finite number")
+    return float(value)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
 
 
 def _log(proba) -> np.ndarray:
@@ -42,14 +78,7 @@ def _log(proba) -> np.ndarray:
 
 
 def _network_log_proba(model, X) -> np.ndarray:
-    # a direct call: Keras' predict() retraces for every new model and input size
-    X = np.asarray(X, np.float32)
-    out = [keras.ops.convert_to_numpy(model(X[i : i + _CHUNK], training=False))
-           for i in range(0, len(X), _CHUNK)]
-    return _log(np.concatenate(out) if out else np.empty((0, model.outputs[0].shape[-1])))
-
-
-_CHUNK = 16384
+    return _log(predict_in_chunks(model, np.asarray(X, np.float32)))
 
 
 class SI(Method):
@@ -66,6 +95,15 @@ class Shift(Method):
     default = "sat"
     description = ("feature shift from the k labelled rows (empirical-Bayes shrinkage) on the "
                    "SI network or one trained on shift-normalised conditions")
+    hyperparameter = ('the network it feeds: the SI twin (``"si"``) or the twin trained on '
+                      'shift-normalised conditions (``"sat"``); its shrinkage is not tuned but '
+                      "empirical Bayes (within- over between-condition variance of the "
+                      "training conditions' shifts)")
+
+    def check_param(self, value):
+        if value not in ("si", "sat"):
+            raise ValueError('expected "si" or "sat"')
+        return value
 
     def log_proba(self, ctx, ep, param):
         mu, ratio = ctx.shift_prior
@@ -103,15 +141,40 @@ class Codes(Method):
     default = ("dropout+l2", 4.0)
     description = ("condition code learned from the k labelled rows (MAP; prior: the code's "
                    "posterior given where those rows lie, from the training codes)")
+    hyperparameter = ("a pair (how the training codes are regularised, prior strength "
+                      "``alpha``)")
 
-    def _adapter(self, ctx, param, code_init=None):
+    def check_param(self, value):
+        choices = ", ".join(map(repr, CODE_REGULARISATION))
+        if not (isinstance(value, tuple) and len(value) == 2
+                and isinstance(value[0], str) and value[0] in CODE_REGULARISATION):
+            raise ValueError(f"expected a tuple (regularisation, alpha) with regularisation "
+                             f"one of {choices}")
+        return value[0], _positive(value[1], "alpha")
+
+    def format_param(self, value) -> str:
+        return f"``({value[0]!r}, {_number(value[1])})``"
+
+    def describe_grid(self) -> str:
+        regs = list(dict.fromkeys(r for r, _ in self.grid))
+        alphas = list(dict.fromkeys(a for _, a in self.grid))
+        if len(self.grid) != len(regs) * len(alphas):
+            return super().describe_grid()
+        meaning = "; ".join(
+            f"``{r!r}``: code dropout {_number(CODE_REGULARISATION[r]['code_dropout'])}, code "
+            f"L2 {_number(CODE_REGULARISATION[r]['code_l2'])}" for r in regs)
+        return (f"every regularisation ({meaning}) with every ``alpha`` "
+                f"({', '.join(map(_number, alphas))})")
+
+    def adapter(self, ctx: FoldContext, param, code_init=None):
+        """The fold's ``CodeAdapter`` for ``param``, L-BFGS with the shared settings."""
         regularisation, alpha = param
         net = ctx.code_network(regularisation)
         # frames of one utterance are not independent evidence: the prior counts per unit
         return net.adapter(
             code_init=net.code_prior_ if code_init is None else code_init,
             optimizer="lbfgs", alpha=alpha * ctx.settings.rows_per_unit,
-            max_iter=ctx.settings.adapt_max_iter,
+            max_iter=ctx.settings.adapt_max_iter, tol=ctx.settings.adapt_tol,
             random_state=ctx.seed,
         )
 
@@ -131,7 +194,7 @@ class Codes(Method):
                                        rows.sum() / ctx.settings.rows_per_unit)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                adapter = self._adapter(ctx, param, CodePrior(mean, cov)).fit(
+                adapter = self.adapter(ctx, param, CodePrior(mean, cov)).fit(
                     ep.X_adapt[rows], ep.y_adapt[rows]
                 )
             out[scored] = _log(adapter.predict_proba(ep.X_score[scored]))
@@ -152,20 +215,27 @@ class CodesUnsupervised(Codes):
         g = np.concatenate([ep.g_adapt, ep.g_score])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            adapter = self._adapter(ctx, param).fit(X, y, groups=g)
+            adapter = self.adapter(ctx, param).fit(X, y, groups=g)
         return _log(adapter.predict_proba(ep.X_score, groups=ep.g_score))
 
 
 class _Parameters(Method):
     mode = ""
 
+    def check_param(self, value):
+        return _positive(value, "the prior standard deviation")
+
+    def format_param(self, value) -> str:
+        return _number(value)
+
     def log_proba(self, ctx, ep, param):
         index, known = ctx.label_index(ep.y_adapt)
         if not known.any():
             return SI().log_proba(ctx, ep, param)
         adapter = ctx.parameter_adapter(self.mode)
+        s = ctx.settings
         u = adapter.fit(ep.X_adapt[known], index[known], ep.g_adapt[known], ep.n_groups, param,
-                        ctx.settings.adapt_max_iter, ctx.settings.rows_per_unit)
+                        s.adapt_max_iter, s.rows_per_unit, tol=s.adapt_tol)
         return adapter.predict_log_proba(u, param, ep.X_score, ep.g_score).astype(np.float64)
 
 
@@ -175,6 +245,7 @@ class LHUC(_Parameters):
     grid = (0.03, 0.1, 0.3, 1.0)
     default = 0.03
     description = "hidden-unit amplitudes 2*sigmoid(r) of the SI network, Gaussian prior on r"
+    hyperparameter = "prior standard deviation of the amplitude logits ``r``"
 
 
 class FinetuneLast(_Parameters):
@@ -183,13 +254,12 @@ class FinetuneLast(_Parameters):
     grid = (0.003, 0.01, 0.03, 0.1, 0.3)
     default = 0.003
     description = "output layer of the SI network, Gaussian prior around the SI weights"
+    hyperparameter = "prior standard deviation of the weight changes"
 
 
-class FinetuneAll(_Parameters):
+class FinetuneAll(FinetuneLast):
     name = "finetune_all"
     mode = "finetune_all"
-    grid = (0.003, 0.01, 0.03, 0.1, 0.3)
-    default = 0.003
     description = "every layer of the SI network, Gaussian prior around the SI weights"
 
 
@@ -208,3 +278,15 @@ def get_method(name: str) -> Method:
         raise ValueError(
             f"unknown method {name!r}; choose from {', '.join(METHODS)}"
         ) from None
+
+
+def describe_candidates() -> str:
+    """Bullet list (reST) of every method's candidates and default, from ``METHODS``."""
+    items = [f"``{m.name}``: {m.hyperparameter}. Candidates: {m.describe_grid()}. Default: "
+             f"{m.format_param(m.default)}." for m in METHODS.values() if m.grid]
+    untuned = [f"``{m.name}``" for m in METHODS.values() if not m.grid]
+    if untuned:
+        items.append(f"{' and '.join(untuned)}: nothing to tune.")
+    return "\n".join(textwrap.fill(item, width=88, initial_indent="* ", subsequent_indent="  ",
+                                    break_on_hyphens=False, break_long_words=False)
+                      for item in items)

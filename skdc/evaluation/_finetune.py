@@ -9,10 +9,11 @@ adapted, not how: per condition ``g`` with ``n_g`` rows,
 
 a Gaussian prior ``N(theta_SI, s^2 I)`` on the adapted parameters (for LHUC ``theta`` are
 the amplitudes' logits ``r``, amplitude ``2 sigmoid(r)``, ``r_SI = 0``), minimised for
-all conditions jointly with scipy's L-BFGS-B (the objective is a sum of independent
-terms) from ``u = 0``, with the same iteration budget as the codes. ``m`` is the number
-of rows per independent unit (1 for rows; the frames per utterance for frame data),
-as for the codes: the prior is worth ``m`` rows, i.e. one unit.
+all conditions jointly (the objective is a sum of independent terms) from ``u = 0`` with
+skdc's one L-BFGS wrapper (:func:`skdc._lbfgs.minimize_lbfgs`), with the same iteration
+budget and tolerance as the codes (``evaluate``'s ``adapt_max_iter`` and ``adapt_tol``).
+``m`` is the number of rows per independent unit (1 for rows; the frames per utterance
+for frame data), as for the codes: the prior is worth ``m`` rows, i.e. one unit.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
-from scipy.optimize import minimize
+
+from .._lbfgs import minimize_lbfgs
 
 __all__ = ["ParameterAdapter"]
 
@@ -59,13 +61,14 @@ class ParameterAdapter:
         self.n_params = self._graph.n_params
 
     def fit(self, X, y, groups, n_groups: int, prior_scale: float, max_iter: int,
-            prior_weight: float = 1.0) -> np.ndarray:
+            prior_weight: float = 1.0, *, tol: float = 1e-5) -> np.ndarray:
         """Learn the table ``u`` (n_groups, n_params); parameters are ``SI + prior_scale * u``.
 
         ``y`` are output-unit indices and ``groups`` indices ``0 .. n_groups-1``; groups
         without rows keep ``u = 0``. ``prior_scale`` is the standard deviation ``s`` of
         the Gaussian prior around the SI parameters; ``max_iter`` the L-BFGS iterations;
-        ``prior_weight`` multiplies the prior term (rows per independent unit).
+        ``prior_weight`` multiplies the prior term (rows per independent unit); ``tol``
+        is L-BFGS' tolerance (relative decrease and projected gradient).
         """
         Xp, yp, mask = _pad(X, y, groups, n_groups)
         args = [tf.constant(prior_scale, tf.float32), tf.constant(prior_weight, tf.float32),
@@ -76,13 +79,10 @@ class ParameterAdapter:
             value, grad = self._graph.value_and_grad(
                 tf.constant(flat.reshape(shape), tf.float32), *args
             )
-            value = float(value)
-            if not np.isfinite(value):
-                return np.inf, np.zeros(flat.size)
-            return value, grad.numpy().astype(np.float64).ravel()
+            return float(value), grad.numpy().astype(np.float64).ravel()
 
-        res = minimize(fun, np.zeros(n_groups * self.n_params), jac=True, method="L-BFGS-B",
-                       options={"maxiter": int(max_iter), "ftol": 1e-6, "gtol": 1e-5})
+        res = minimize_lbfgs(fun, np.zeros(n_groups * self.n_params), max_iter=int(max_iter),
+                             tol=float(tol))
         return res.x.reshape(shape).astype(np.float32)
 
     def predict_log_proba(self, u, prior_scale: float, X, groups) -> np.ndarray:

@@ -12,9 +12,13 @@ from sklearn.exceptions import ConvergenceWarning
 from .._network import CodeNetwork
 from ._finetune import ParameterAdapter
 
-__all__ = [
-    "CODE_REGULARISATION", "CodeGivenShift", "Episode", "FoldContext", "Settings", "lobanov",
-]
+try:
+    from .._training import si_twin
+except ImportError:  # until skdc._training lands
+    def si_twin(network, X, y, groups=None):
+        return network._fit_without_codes(X, y, groups)
+
+__all__ = ["CODE_REGULARISATION", "CodeGivenShift", "FoldContext", "Settings", "lobanov"]
 
 _MIN_STD = 1e-3  # floor of a condition's per-feature spread in Lobanov normalisation
 
@@ -42,7 +46,7 @@ class Settings:
     batch_size: int = 200
     max_epochs: int = 200
     adapt_max_iter: int = 100
-    tune: bool = True
+    adapt_tol: float = 1e-5  # L-BFGS' ftol and gtol, the same for every adaptive method
     rows_per_unit: float = 1.0  # rows of one independent unit: the weight of a prior
 
     def network(self, random_state: int) -> CodeNetwork:
@@ -56,22 +60,6 @@ class Settings:
             max_iter=self.max_epochs,
             random_state=random_state,
         )
-
-
-@dataclass
-class Episode:
-    """One draw of adaptation rows for every held-out condition of a fold.
-
-    Conditions are numbered ``0 .. n_groups-1``; ``X_score`` are the rows that are
-    scored (the condition's rows that were not drawn for adaptation).
-    """
-
-    X_adapt: np.ndarray
-    y_adapt: np.ndarray
-    g_adapt: np.ndarray
-    X_score: np.ndarray
-    g_score: np.ndarray
-    n_groups: int
 
 
 class FoldContext:
@@ -108,13 +96,13 @@ class FoldContext:
     @cached_property
     def si_network(self):
         net = self.settings.network(self.seed)
-        return self._quiet(lambda: net._fit_without_codes(self.X, self.y, self.groups))
+        return self._quiet(lambda: si_twin(net, self.X, self.y, self.groups))
 
     @cached_property
     def lobanov_network(self):
         net = self.settings.network(self.seed)
         Xn = lobanov(self.X, self.groups)
-        return self._quiet(lambda: net._fit_without_codes(Xn, self.y, self.groups))
+        return self._quiet(lambda: si_twin(net, Xn, self.y, self.groups))
 
     @cached_property
     def shift_network(self):
@@ -127,7 +115,7 @@ class FoldContext:
         shift = resid / (np.bincount(idx)[:, None] + ratio)
         net = self.settings.network(self.seed)
         Xn = self.X - shift[idx]
-        return self._quiet(lambda: net._fit_without_codes(Xn, self.y, self.groups))
+        return self._quiet(lambda: si_twin(net, Xn, self.y, self.groups))
 
     @cached_property
     def shift_prior(self) -> tuple[np.ndarray, np.ndarray]:

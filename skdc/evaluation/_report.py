@@ -1,10 +1,54 @@
-"""Reporting the results of :func:`~skdc.evaluation.evaluate`: table, JSON, plot."""
+"""Reporting the results of :func:`~skdc.evaluation.evaluate`: summary, table, JSON, plot."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
-__all__ = ["format_table", "plot_results", "write_json"]
+import numpy as np
+
+__all__ = ["format_table", "plot_results", "summarise", "write_json"]
+
+_Z95 = 1.96
+
+
+def summarise(per_condition: dict, methods: Sequence, shots: Sequence[int],
+              chosen: dict) -> dict:
+    """The ``"methods"`` entry of the results, from the accuracies of every condition.
+
+    ``per_condition`` is ``{name: {k: {condition: [accuracy per repeat]}}}``; ``methods``
+    the :class:`~skdc.evaluation._baselines.Method` objects; ``chosen`` the
+    hyperparameter of every method per fold. Per method and ``k``: the mean over
+    conditions (of each condition's mean over repeats), a 95% interval
+    ``1.96 * sd / sqrt(n_conditions)`` and, with ``si`` among the methods, the relative
+    error reduction ``1 - error(method) / error(si)``.
+    """
+    si = per_condition.get("si")
+    out = {}
+    for method in methods:
+        name = method.name
+        out[name] = {
+            "k": {str(k): _summary(per_condition[name][k], None if si is None else si[k])
+                  for k in shots},
+            "transductive": method.transductive,
+            "description": method.description,
+            "chosen": chosen[name] if method.grid else None,
+        }
+    return out
+
+
+def _summary(scores: dict, si_scores: dict | None) -> dict:
+    acc = np.array([np.mean(v) for v in scores.values()])
+    item = {
+        "accuracy": round(float(acc.mean()), 4),
+        "ci95": round(float(_Z95 * acc.std(ddof=1) / np.sqrt(len(acc)))
+                      if len(acc) > 1 else 0.0, 4),
+    }
+    if si_scores is not None:
+        si_acc = np.mean([np.mean(v) for v in si_scores.values()])
+        if si_acc < 1:
+            item["error_reduction_vs_si"] = round(float(1 - (1 - acc.mean()) / (1 - si_acc)), 4)
+    return item
 
 
 def format_table(results: dict) -> str:

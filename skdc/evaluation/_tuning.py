@@ -1,0 +1,147 @@
+"""Choosing a method's hyperparameter: candidates, and nested condition-disjoint validation.
+
+Per method, the candidates are its ``grid`` (with tuning), its ``default`` (without),
+or what the caller gives in ``evaluate(method_params=...)``: a list is candidates to
+tune among, any other value is one fixed value. With one candidate there is nothing
+to choose. With more, :class:`InnerValidation` scores each on conditions held out
+*inside* a fold's training conditions; no test condition is ever looked at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from sklearn.model_selection import GroupShuffleSplit
+
+from ._baselines import Method, get_method
+from ._episodes import HeldOut, Layout
+from ._fold import FoldContext
+
+__all__ = ["INNER_FRACTION", "InnerValidation", "candidates_of", "choose"]
+
+INNER_FRACTION = 0.25  # share of a fold's training conditions held out for validation
+
+
+def candidates_of(methods: Sequence[str], method_params: Mapping | None,
+                  tune: bool) -> dict[str, tuple]:
+    """The candidates of every method in ``methods``; ``ValueError`` for a bad entry.
+
+    Each value of ``method_params`` is a list of candidates (tuned among, needs
+    ``tune=True``) or a single value (fixed). Methods without a hyperparameter have
+    no candidates (``()``).
+    """
+    if method_params is not None and not isinstance(method_params, Mapping):
+        raise ValueError("method_params must be a dict {method name: value or list of "
+                         f"candidates}}, got {type(method_params).__name__}.")
+    given = dict(method_params or {})
+    for name in given:
+        get_method(name)  # unknown names: ValueError naming the choices
+        if name not in methods:
+            raise ValueError(f"method_params names {name!r}, which is not among the methods "
+                             f"evaluated ({', '.join(methods)}).")
+    out = {}
+    for name in methods:
+        method = get_method(name)
+        if name in given:
+            out[name] = _given(method, given[name], tune)
+        elif not method.grid:
+            out[name] = ()
+        else:
+            out[name] = method.grid if tune else (method.default,)
+    return out
+
+
+def _given(method: Method, value, tune: bool) -> tuple:
+    where = f"method_params[{method.name!r}]"
+    if not method.grid:
+        raise ValueError(f"{where}: method {method.name!r} has no hyperparameter to set.")
+    if not isinstance(value, list):
+        return (_checked(method, value, f"{where}: value"),)
+    if not value:
+        raise ValueError(f"{where}: the list of candidates is empty.")
+    if len(value) > 1 and not tune:
+        raise ValueError(f"{where}: a list of {len(value)} candidates needs tune=True; give "
+                         "one value (not a list) to fix it.")
+    candidates = tuple(_checked(method, v, f"{where}: candidate") for v in value)
+    return tuple(dict.fromkeys(candidates))
+
+
+def _checked(method: Method, value, what: str):
+    try:
+        return method.check_param(value)
+    except ValueError as exc:
+        hint = ("; a list gives candidates to tune among, one fixed value is a tuple"
+                if isinstance(method.default, tuple) else "")
+        raise ValueError(f"{what} {value!r} is not valid: {exc}{hint}.") from None
+
+
+def choose(method: Method, candidates: tuple, inner: InnerValidation | None):
+    """The hyperparameter a fold uses: the only candidate, or nested validation's pick."""
+    if not candidates:
+        return None
+    if len(candidates) == 1:
+        return candidates[0]
+    return inner.best(method, candidates)
+
+
+class InnerValidation:
+    """Nested, condition-disjoint validation inside a fold's training conditions.
+
+    ``INNER_FRACTION`` of the training conditions is held out; the networks are trained
+    on the rest (lazily, once per candidate network); one episode per held-out condition
+    and ``k`` of ``shots`` scores each candidate: ``k >= 1`` (``k = 0`` has no labelled
+    row to tell priors apart), plus ``k = 0`` for transductive methods.
+
+    Parameters
+    ----------
+    ctx : FoldContext
+        The fold's training conditions.
+    units : ndarray
+        Unit of each of the fold's training rows.
+    shots : sequence of int
+        The ``k`` of the evaluation.
+    seed : int
+        Seeds the inner split, the inner networks and the draws.
+    """
+
+    def __init__(self, ctx: FoldContext, units: np.ndarray, shots: Sequence[int], seed: int):
+        self.outer, self.units, self.seed = ctx, units, seed
+        self.shots = [k for k in shots if k >= 1] or list(shots)
+        self.all_shots = list(shots)
+        self._inner: tuple[FoldContext, HeldOut] | None = None
+
+    def _setup(self) -> tuple[FoldContext, HeldOut]:
+        if self._inner is None:
+            ctx = self.outer
+            split = GroupShuffleSplit(n_splits=1, test_size=INNER_FRACTION,
+                                      random_state=self.seed)
+            train, val = next(split.split(ctx.X, ctx.y, ctx.groups))
+            inner = FoldContext(ctx.X[train], ctx.y[train], ctx.groups[train], ctx.settings,
+                                ctx.seed + 1)
+            layout = Layout(ctx.groups, self.units)
+            held = HeldOut(ctx.X, ctx.y, layout, np.unique(ctx.groups[val]), 1, self.seed)
+            self._inner = inner, held
+        return self._inner
+
+    def scores(self, method: Method, candidates: Sequence) -> list[float]:
+        """Mean validation accuracy of every candidate (over conditions, then ``k``)."""
+        ctx, held = self._setup()
+        shots = self.all_shots if method.transductive else self.shots
+        episodes = [held.episode(0, k) for k in shots]
+        out = []
+        for param in candidates:
+            per_k = [np.mean(list(held.accuracy(method.log_proba(ctx, ep, param), units,
+                                                ctx.classes).values()))
+                     for ep, units in episodes]
+            out.append(float(np.mean(per_k)))
+        return out
+
+    def best(self, method: Method, candidates: Sequence):
+        """The candidate with the best validation accuracy; ties go to the earlier one."""
+        scores = self.scores(method, candidates)
+        best = 0
+        for i, score in enumerate(scores):
+            if score > scores[best] + 1e-9:
+                best = i
+        return candidates[best]
