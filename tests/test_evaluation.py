@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from skdc._synthetic import make_conditions, make_teacher
+from skdc._training import si_twin
 from skdc.evaluation import METHODS, evaluate, format_table, plot_results
 from skdc.evaluation._baselines import describe_candidates
 from skdc.evaluation._episodes import HeldOut, Layout
 from skdc.evaluation._finetune import ParameterAdapter
-from skdc.evaluation._fold import FoldContext, Settings, lobanov, si_twin
+from skdc.evaluation._fold import FoldContext, Settings, lobanov
 from skdc.evaluation._protocol import check_inputs
 from skdc.evaluation._tuning import candidates_of
 
@@ -227,6 +228,7 @@ def test_shift_prior_recovers_the_variances():
     np.testing.assert_allclose(ratio, 0.25, rtol=0.3)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("mode", ["lhuc", "finetune_last", "finetune_all"])
 def test_parameter_adapter(shifted, mode):
     """A tiny prior keeps the SI network; adaptation lowers the training loss."""

@@ -8,14 +8,17 @@ Methods
 ``codes``
     :class:`~skdc.CodeNetwork` trained with one code per training condition; a
     held-out condition's code is learned from its ``k`` labelled rows by
-    :class:`~skdc.CodeAdapter` (MAP, L-BFGS). Its Gaussian prior is the code's
-    posterior given where those rows lie: the training codes' prior updated by the
-    rows' mean residual ``x - mean of its class`` through a linear-Gaussian map of
-    codes to feature shifts, fitted on the training conditions (a few rows' likelihood
-    alone says little about the condition). ``k = 0`` uses the prior mean code.
+    :class:`~skdc.CodeAdapter` (MAP, L-BFGS), every held-out condition of an episode
+    in one grouped fit with its own prior (``code_init={condition: CodePrior}``). That
+    Gaussian prior is the code's posterior given where the condition's rows lie: the
+    training codes' prior updated by the rows' mean residual ``x - mean of its class``
+    through a linear-Gaussian map of codes to feature shifts, fitted on the training
+    conditions (a few rows' likelihood alone says little about the condition).
+    ``k = 0`` uses the prior mean code.
 ``codes_unsup``
     The same, with the condition's other rows added unlabelled (information
-    maximisation, ``y = -1``): transductive. ``k = 0`` is purely unsupervised.
+    maximisation, ``y = -1``) and the training codes' prior for every condition:
+    transductive. ``k = 0`` is purely unsupervised.
 ``si``
     No adaptation: the same network trained without codes.
 ``shift``
@@ -31,9 +34,11 @@ Methods
     The SI network's output layer, or all its layers, fine-tuned from the ``k`` rows
     with a Gaussian prior (weight decay) toward the SI weights.
 
-Methods that adapt parameters share one MAP objective, optimizer and iteration
-budget. Transductive methods see unlabelled rows that the others do not, and are
-flagged in every table.
+Methods that adapt parameters share one MAP objective, one L-BFGS wrapper
+(:func:`skdc._lbfgs.minimize_lbfgs`, also behind ``CodeAdapter(optimizer="lbfgs")``),
+one iteration budget (``adapt_max_iter``) and one tolerance (``adapt_tol``).
+Transductive methods see unlabelled rows that the others do not, and are flagged in
+every table.
 """
 
 from ._baselines import METHODS

@@ -19,18 +19,9 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from .._prior import CodePrior
+from .._training import predict_in_chunks
 from ._episodes import Episode
 from ._fold import CODE_REGULARISATION, FoldContext, lobanov
-
-try:
-    from .._training import predict_in_chunks
-except ImportError:  # until skdc._training lands: the same chunked direct call
-    import keras
-
-    def predict_in_chunks(model, inputs, chunk: int = 16384) -> np.ndarray:
-        out = [keras.ops.convert_to_numpy(model(inputs[i : i + chunk], training=False))
-               for i in range(0, len(inputs), chunk)]
-        return np.concatenate(out) if out else np.empty((0, model.outputs[0].shape[-1]))
 
 __all__ = ["METHODS", "Method", "describe_candidates", "get_method"]
 
@@ -182,23 +173,34 @@ class Codes(Method):
         # The likelihood of a few labelled rows barely moves a code (they are mostly well
         # classified already); where they lie does: the prior of each condition's MAP fit
         # is the code's posterior given its rows' feature residuals (CodeGivenShift).
-        net = ctx.code_network(param[0])
-        link = ctx.code_given_shift(param[0])
         index, known = ctx.label_index(ep.y_adapt)
-        out = _log(net.predict_proba(ep.X_score))  # the prior mean code
-        for g in np.unique(ep.g_adapt[known]):
-            rows, scored = known & (ep.g_adapt == g), ep.g_score == g
-            if not scored.any():
-                continue
-            mean, cov = link.posterior(ep.X_adapt[rows], index[rows],
-                                       rows.sum() / ctx.settings.rows_per_unit)
+        adapted = np.intersect1d(ep.g_adapt[known], ep.g_score)  # rows to fit and to score
+        fitted = np.isin(ep.g_score, adapted)
+        out = np.empty((len(ep.X_score), len(ctx.classes)))
+        if not fitted.all():  # conditions without labelled rows: the prior mean code
+            net = ctx.code_network(param[0])
+            out[~fitted] = _log(net.predict_proba(ep.X_score[~fitted]))
+        if fitted.any():
+            rows = known & np.isin(ep.g_adapt, adapted)
+            priors = self._priors(ctx, param, ep, index, rows)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                adapter = self.adapter(ctx, param, CodePrior(mean, cov)).fit(
-                    ep.X_adapt[rows], ep.y_adapt[rows]
-                )
-            out[scored] = _log(adapter.predict_proba(ep.X_score[scored]))
+                adapter = self.adapter(ctx, param, priors).fit(
+                    ep.X_adapt[rows], ep.y_adapt[rows], groups=ep.g_adapt[rows])
+            out[fitted] = _log(adapter.predict_proba(ep.X_score[fitted],
+                                                     groups=ep.g_score[fitted]))
         return out
+
+    @staticmethod
+    def _priors(ctx, param, ep, index, rows) -> dict[int, CodePrior]:
+        """Each condition's prior: its code's posterior given its labelled ``rows``."""
+        link = ctx.code_given_shift(param[0])
+        priors = {}
+        for g in np.unique(ep.g_adapt[rows]):
+            mine = rows & (ep.g_adapt == g)
+            priors[int(g)] = CodePrior(*link.posterior(
+                ep.X_adapt[mine], index[mine], mine.sum() / ctx.settings.rows_per_unit))
+        return priors
 
 
 class CodesUnsupervised(Codes):

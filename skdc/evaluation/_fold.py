@@ -10,13 +10,8 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from .._network import CodeNetwork
+from .._training import si_twin
 from ._finetune import ParameterAdapter
-
-try:
-    from .._training import si_twin
-except ImportError:  # until skdc._training lands
-    def si_twin(network, X, y, groups=None):
-        return network._fit_without_codes(X, y, groups)
 
 __all__ = ["CODE_REGULARISATION", "CodeGivenShift", "FoldContext", "Settings", "lobanov"]
 
