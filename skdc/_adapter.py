@@ -394,11 +394,15 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         pickling stores it as ``.keras`` bytes that load with ``safe_mode=True``.
     code_input : str or int, default="code"
         Name or position of the code input.
-    code_init : "zeros", array-like of shape (code_dim,) or CodePrior, default="zeros"
-        Initial code and centre of the prior. ``CodePrior(mean, covariance)``
-        (e.g. ``CodeNetwork.code_prior_``) also sets the prior's covariance, so
-        the penalty becomes the Mahalanobis distance; otherwise the covariance
-        is the identity.
+    code_init : "zeros", array-like of shape (code_dim,), CodePrior or dict, default="zeros"
+        Initial code and centre of the prior. A code (array, list or tuple of
+        numbers) has the identity as prior covariance. ``CodePrior(mean,
+        covariance)`` (e.g. ``CodeNetwork.code_prior_``, or a dict with exactly the
+        keys ``"mean"`` and ``"covariance"``) also sets the covariance, so the
+        penalty becomes the Mahalanobis distance. Any other dict maps group labels
+        to a code or ``CodePrior`` each: every group of a grouped fit gets its own
+        prior (groups not in it, and ``code_``, use the zero code with identity
+        covariance).
     optimizer : {"adam", "sgd", "rms_sgd", "lbfgs"}, default="adam"
         ``"adam"`` needs no tuning of the gradient's scale; ``"sgd"`` uses
         momentum 0.9; ``"rms_sgd"`` divides the gradient by its RMS (the
@@ -435,8 +439,12 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         Set ``False`` when fitting many different large row counts only a few
         iterations each; ``True`` for long fits of fewer rows.
     early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of each group's rows and keep the code
-        with the best held-out objective (not with ``"lbfgs"``).
+        Hold out ``validation_fraction`` of each group's rows (at least one of a
+        group with two or more rows of positive weight, and at least one stays in
+        training) and keep, per group, the code with the best held-out objective;
+        a group stops when that has not improved by ``tol`` for
+        ``n_iter_no_change`` iterations. Groups too small to hold a row out are
+        scored on their training rows. Ignored with ``"lbfgs"``.
     validation_fraction : float, default=0.1
         Held-out share for ``early_stopping``.
     warm_start : bool, default=False
