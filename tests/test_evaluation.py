@@ -246,6 +246,34 @@ def test_parameter_adapter(shifted, mode):
     assert nll < -log_si[np.arange(len(y)), y].mean()
 
 
+def test_codes_one_grouped_fit_per_episode(shifted):
+    """Labelled conditions adapt (each from its own posterior prior, in one fit); a condition
+    without labelled rows is scored with the prior mean code, like the network itself."""
+    from skdc.evaluation._episodes import Episode
+
+    X, y, groups = shifted
+    train = groups >= 3
+    settings = Settings(hidden_layer_sizes=(16,), max_epochs=30, batch_size=64,
+                        learning_rate_init=1e-2, adapt_max_iter=30)
+    ctx = FoldContext(X[train], y[train], groups[train], settings, seed=0)
+    rows = [np.flatnonzero(groups == g) for g in range(3)]
+    adapt = np.concatenate([rows[0][:8], rows[1][:8]])  # condition 2: no labelled rows
+    score = np.concatenate([rows[0][8:], rows[1][8:], rows[2]])
+    ep = Episode(X[adapt], y[adapt], groups[adapt], X[score], groups[score], n_groups=3)
+    param = ("none", 1.0)
+    log_p = METHODS["codes"].log_proba(ctx, ep, param)
+    np.testing.assert_allclose(np.exp(log_p).sum(axis=1), 1, rtol=1e-5)
+    prior_mean = np.log(ctx.code_network("none").predict_proba(ep.X_score))
+    unlabelled = ep.g_score == 2
+    np.testing.assert_allclose(log_p[unlabelled], prior_mean[unlabelled], rtol=1e-6)
+    for g in (0, 1):  # adapted: no longer the prior mean code's prediction
+        assert np.abs(log_p[ep.g_score == g] - prior_mean[ep.g_score == g]).max() > 1e-3
+    adapted, truth = ~unlabelled, y[score][~unlabelled]
+    hits, hits_prior = (ctx.classes[lp[adapted].argmax(axis=1)] == truth
+                        for lp in (log_p, prior_mean))
+    assert hits.mean() > hits_prior.mean()  # the shifted conditions' 8 rows help
+
+
 def test_report(results, tmp_path):
     table = format_table(results)
     assert "codes_unsup *" in table and "k=8" in table and "transductive" in table

@@ -97,7 +97,8 @@ class HeldOut:
         With the condition and the repeat, the only input of a draw.
     """
 
-    def __init__(self, X, y, layout: Layout, held, repeats: int, seed: int):
+    def __init__(self, X: np.ndarray, y: np.ndarray, layout: Layout, held, repeats: int,
+                 seed: int):
         self.X, self.y, self.layout, self.held = X, y, layout, np.asarray(held)
         self.draws = {
             c: [np.random.default_rng([seed, int(c), r]).permutation(

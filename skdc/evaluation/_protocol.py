@@ -84,7 +84,9 @@ __all__ = ["evaluate", "DEFAULT_SHOTS", "check_inputs"]
 DEFAULT_SHOTS = (0, 1, 2, 5, 10)
 
 
-def check_inputs(X, y, groups, shots, folds, repeats, methods, units=None):
+def check_inputs(X, y, groups, shots: Iterable[int], folds: int, repeats: int,
+                 methods: Iterable[str] | None, units=None,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int], list[str]]:
     """Validate the inputs of :func:`evaluate`; ``ValueError`` with one clear message.
 
     Returns ``X`` (float64), ``y``, ``groups``, the sorted distinct ``shots`` and the
