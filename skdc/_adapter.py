@@ -13,26 +13,24 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import (
     _check_sample_weight,
     check_is_fitted,
-    column_or_1d,
     validate_data,
 )
 
 from ._clone import clone_sharing
 from ._engine import EngineSpec, Problem, Result, Settings
-from ._graph import resolve_code_input
+from ._graph import output_activation, output_units, resolve_code_input
 from ._groups import encode_groups, validation_split
 from ._optimizers import OPTIMIZERS
 from ._persist import pop_models, push_models
 from ._prior import CodePrior, resolve_code_init
+from ._task import Classification, Regression
 
 __all__ = ["CodeAdapter", "CodeAdapterRegressor"]
 
 _TIED = "__tied__"  # key of the single code of a fit without groups
-_UNLABELLED = -1  # scikit-learn's mark of an unlabelled row (as in SelfTrainingClassifier)
 
 
 class _BaseCodeAdapter(BaseEstimator):
@@ -107,7 +105,7 @@ class _BaseCodeAdapter(BaseEstimator):
     def __getstate__(self):
         # the engine and the resolved priors are rebuilt from the parameters on first use
         state = {k: v for k, v in super().__getstate__().items()
-                 if k not in ("_engine", "_spec", "_prior", "_group_priors")}
+                 if k not in ("_engine", "_spec", "_task", "_prior", "_group_priors")}
         return pop_models(state)
 
     def __setstate__(self, state):
@@ -190,7 +188,8 @@ class _BaseCodeAdapter(BaseEstimator):
 
     def _setup_engine(self):
         index = resolve_code_input(self.model, self.code_input)
-        self._spec = EngineSpec(self.model, index, self._loss_kind(self.model, index))
+        self._task = self._make_task(self.model)
+        self._spec = EngineSpec(self.model, index, self._task.loss)
         self._engine = self._spec.engine()
         graph = self._engine.graph
         self.code_dim_ = graph.code_dim
@@ -332,20 +331,6 @@ class _BaseCodeAdapter(BaseEstimator):
         X = self._check_X(X, reset=False)
         table, idx = self._code_rows(groups, len(X))
         return engine.predict(X, table, idx)
-
-
-def _unique(values):
-    try:
-        keys, idx = np.unique(values, return_inverse=True)
-    except TypeError:  # mixed types that numpy cannot sort
-        lookup: dict = {}
-        idx = np.array([lookup.setdefault(v, len(lookup)) for v in values])
-        keys = np.array(list(lookup), dtype=object)
-    return [_scalar(k) for k in keys], idx.ravel()
-
-
-def _scalar(value):
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _fit_shard(spec: EngineSpec, problem, init, settings, validation, state, seed, report):
@@ -567,58 +552,18 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         tags.target_tags.required = False  # fit(X) adapts without labels
         return tags
 
-    @staticmethod
-    def _loss_kind(model, code_index) -> str:
-        from ._graph import _output_activation
-
-        activation = _output_activation(model)
-        return {"softmax": "softmax", "sigmoid": "sigmoid"}.get(activation, "logits")
-
-    def _setup_engine(self):
-        super()._setup_engine()
-        graph = self._engine.graph
-        if self._engine.loss == "sigmoid" and graph.n_outputs != 1:
-            raise ValueError(
-                f"The model's sigmoid output has {graph.n_outputs} units; CodeAdapter supports "
-                "one sigmoid unit (binary) or a softmax/logit output (multi-class)."
-            )
-        n_classes = 2 if self._engine.loss == "sigmoid" else graph.n_outputs
-        classes = np.arange(n_classes) if self.classes is None else np.asarray(self.classes)
-        if classes.ndim != 1 or len(classes) != n_classes:
-            raise ValueError(
-                f"classes has {classes.size} labels but the model outputs {n_classes} classes."
-            )
-        if len(_unique(classes)[0]) != n_classes:
-            raise ValueError("classes contains duplicate labels.")
-        self.classes_ = classes
+    def _make_task(self, model) -> Classification:
+        task = Classification.from_output(output_activation(model), output_units(model),
+                                          self.classes)
+        self.classes_ = task.classes
+        return task
 
     @staticmethod
     def _has_unlabelled(target) -> bool:
         return bool(np.any(target < 0))
 
     def _encode_targets(self, y, n_rows):
-        if y is None:
-            return np.full(n_rows, _UNLABELLED, dtype=np.int32)
-        y = column_or_1d(y, warn=True)
-        if len(y) != n_rows:
-            raise ValueError(f"y has {len(y)} entries but X has {n_rows} rows.")
-        if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
-            raise ValueError("y contains NaN or infinity.")
-        if y.dtype.kind == "f" and type_of_target(y) == "continuous":
-            raise ValueError(
-                "Unknown label type: continuous. CodeAdapter is a classifier; use "
-                "CodeAdapterRegressor for a model with a regression output."
-            )
-        position = {_scalar(k): i for i, k in enumerate(self.classes_)}
-        position.setdefault(_UNLABELLED, _UNLABELLED)
-        keys, inverse = _unique(y)
-        missing = [k for k in keys if k not in position]
-        if missing:
-            raise ValueError(
-                f"y contains label(s) {missing[:5]} that the model cannot output; its classes "
-                f"are {list(self.classes_)}. Pass classes=[...] to name the output units."
-            )
-        return np.array([position[k] for k in keys], dtype=np.int32)[inverse]
+        return self._task.encode(y, n_rows, unlabelled=True)
 
     def partial_fit(self, X, y=None, groups=None, sample_weight=None, classes=None):
         """One optimisation step on ``X, y`` (online adaptation as data arrives).
@@ -638,22 +583,13 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
             self._encode_targets(np.asarray(classes), len(classes))
         return super().partial_fit(X, y, groups, sample_weight)
 
-    def _proba_from_outputs(self, out):
-        if self._engine.loss == "sigmoid":
-            p = out.reshape(-1, 1)
-            return np.hstack([1.0 - p, p])
-        if self._engine.loss == "logits":
-            out = out - out.max(axis=1, keepdims=True)
-            e = np.exp(out)
-            return e / e.sum(axis=1, keepdims=True)
-        return out
-
     def predict_proba(self, X, groups=None) -> np.ndarray:
         """Class probabilities, columns in the order of ``classes_``.
 
         Rows of a group seen in ``fit`` use its code; other rows use ``code_``.
         """
-        return self._proba_from_outputs(self._outputs(X, groups))
+        outputs = self._outputs(X, groups)  # rebuilds the task of an unpickled adapter
+        return self._task.convert(outputs)
 
     def predict_log_proba(self, X, groups=None) -> np.ndarray:
         """Logarithm of :meth:`predict_proba`."""
@@ -689,15 +625,13 @@ class CodeAdapterRegressor(RegressorMixin, _BaseCodeAdapter):
     """
 
     @staticmethod
-    def _loss_kind(model, code_index) -> str:
-        from ._graph import _output_activation
-
-        if _output_activation(model) != "linear":
+    def _make_task(model) -> Regression:
+        if output_activation(model) != "linear":
             raise ValueError(
                 "The model ends in a softmax/sigmoid activation; use CodeAdapter for "
                 "classifiers. CodeAdapterRegressor needs a linear output."
             )
-        return "mse"
+        return Regression.from_output("linear", output_units(model))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -710,23 +644,12 @@ class CodeAdapterRegressor(RegressorMixin, _BaseCodeAdapter):
                 "CodeAdapterRegressor requires y to be passed, but the target y is None "
                 "(unsupervised adaptation is only available for classifiers: CodeAdapter)."
             )
-        y = np.asarray(y, dtype=np.float64)
-        if y.ndim == 1:
-            y = y[:, None]
-        n_out = self._engine.graph.n_outputs
-        if y.ndim != 2 or y.shape[0] != n_rows or y.shape[1] != n_out:
-            raise ValueError(
-                f"y has shape {y.shape}; expected ({n_rows},) or ({n_rows}, {n_out}) to match "
-                "X and the model's outputs."
-            )
-        if not np.all(np.isfinite(y)):
-            raise ValueError("y contains NaN or infinity.")
-        return y
+        return self._task.encode(y, n_rows)
 
     def predict(self, X, groups=None) -> np.ndarray:
         """Model output for each row (rows of unseen groups use ``code_``)."""
-        out = self._outputs(X, groups)
-        return out.ravel() if out.shape[1] == 1 else out
+        outputs = self._outputs(X, groups)  # rebuilds the task of an unpickled adapter
+        return self._task.convert(outputs)
 
     def score(self, X, y, groups=None, sample_weight=None) -> float:
         """R² of :meth:`predict` on ``X, y``."""

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["CodeGraph"]
+__all__ = ["CodeGraph", "output_activation", "output_units", "resolve_code_input"]
 
 _FEATURES, _CODE = "features", "code"
 
@@ -68,8 +68,8 @@ class CodeGraph:
                 f"{self.feature_shapes}; only a single input of shape (None, None) can take "
                 "a variable number of columns."
             )
-        self.output_activation = _output_activation(model)
-        self.n_outputs = int(np.prod(model.outputs[0].shape[1:], dtype=int))
+        self.output_activation = output_activation(model)
+        self.n_outputs = output_units(model)
         self.is_split = False
         self._plan = _split_plan(model, code_index) if split else None
         if self._plan is not None:
@@ -169,7 +169,7 @@ def _input_name(tensor) -> str:
     return getattr(tensor, "name", "?")
 
 
-def _output_activation(model) -> str:
+def output_activation(model) -> str:
     """'softmax', 'sigmoid' or 'linear' (anything else counts as linear)."""
     history = getattr(model.outputs[0], "_keras_history", None)
     layer = history.operation if history is not None else None
@@ -177,6 +177,11 @@ def _output_activation(model) -> str:
         return "softmax"
     name = getattr(getattr(layer, "activation", None), "__name__", "linear")
     return name if name in ("softmax", "sigmoid") else "linear"
+
+
+def output_units(model) -> int:
+    """Number of units of the model's (one) output."""
+    return int(np.prod(model.outputs[0].shape[1:], dtype=int))
 
 
 def _run_nodes(nodes, values: dict) -> dict:
