@@ -125,22 +125,11 @@ class _BaseCodeNetwork(BaseEstimator):
     # --- fit -----------------------------------------------------------------------------
 
     def _fit(self, X, y, groups, sample_weight):
-        if groups is None:
-            raise ValueError(
-                f"{type(self).__name__}.fit needs groups: one condition label per row "
-                "(speaker, device, ...), to learn one code per condition. Inside a Pipeline or "
-                "GridSearchCV, enable metadata routing and call set_fit_request(groups=True)."
-            )
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), **self._y_checks)
         X = np.asarray(X, dtype=np.float32)
-        keys, group = encode_groups(groups, len(X))
-        if len(keys) < 2:
-            raise ValueError(
-                f"fit needs at least 2 conditions (distinct groups) to learn codes and their "
-                f"prior; got {len(keys)}."
-            )
-        weight = _check_sample_weight(sample_weight, X, dtype=np.float32)
         task = self._new_task(y)
+        keys, group = self._training_groups(groups, len(X))
+        weight = _check_sample_weight(sample_weight, X, dtype=np.float32)
         rows = Rows(X, group, as_training_target(task.encode(y)), weight)
         schedule = Schedule.from_params(self.get_params(deep=False))
         seeds = Seeds(check_random_state(self.random_state))
@@ -161,6 +150,22 @@ class _BaseCodeNetwork(BaseEstimator):
         self._store(core, keys, codes, history)
         warn_unless_stopped(history, type(self).__name__, self.max_iter, stacklevel=4)
         return self
+
+    def _training_groups(self, groups, n_rows: int) -> tuple[list, np.ndarray]:
+        """The distinct training conditions and each row's index into them (at least 2)."""
+        if groups is None:
+            raise ValueError(
+                f"{type(self).__name__}.fit needs groups: one condition label per row "
+                "(speaker, device, ...), to learn one code per condition. Inside a Pipeline or "
+                "GridSearchCV, enable metadata routing and call set_fit_request(groups=True)."
+            )
+        keys, group = encode_groups(groups, n_rows)
+        if len(keys) < 2:
+            raise ValueError(
+                f"fit needs at least 2 conditions (distinct groups) to learn codes and their "
+                f"prior; got {len(keys)}."
+            )
+        return keys, group
 
     def _store(self, core, keys, codes, history) -> None:
         self.model_ = core
@@ -566,6 +571,11 @@ class CodeNetworkRegressor(RegressorMixin, _BaseCodeNetwork):
     )
 
     _y_checks = {"multi_output": True, "y_numeric": True}
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True  # y of shape (n, n_outputs): one unit per target
+        return tags
 
     def _new_task(self, y) -> Regression:
         task = Regression.from_targets(y)

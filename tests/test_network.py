@@ -341,7 +341,7 @@ def test_classification_task():
     with pytest.raises(ValueError, match=r"\['z'\]"):
         task.encode(["a", "z"])
     with pytest.raises(ValueError, match="-1"):
-        task.encode(np.array(["a", -1], object))  # -1 is a label unless unlabelled rows are allowed
+        task.encode(np.array(["a", -1], object))  # -1 is a label unless unlabelled=True
     assert task.n_outputs == 3 and task.output_activation == "softmax"
     assert isinstance(task.keras_loss(), keras.losses.SparseCategoricalCrossentropy)
     with pytest.raises(ValueError, match="probabilities"):
