@@ -307,7 +307,9 @@ default="relu"
         and codes of the best epoch. Without it, training stops when the training loss
         has not improved by ``tol`` for ``n_iter_no_change`` epochs.
     validation_fraction : float, default=0.1
-        Fraction of each condition's rows held out with ``early_stopping``.
+        Fraction of each condition's rows held out with ``early_stopping``, rounded;
+        only rows of positive weight are held out, at least one of every condition
+        that has two or more, and at least one stays in training.
     n_iter_no_change : int, default=10
         Patience, in epochs.
     tol : float, default=1e-4
