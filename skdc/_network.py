@@ -46,7 +46,6 @@ from ._training import (
     joint_network,
     normalise_codes,
     predict_in_chunks,
-    si_twin,
     train,
     warn_unless_stopped,
 )
@@ -176,10 +175,6 @@ class _BaseCodeNetwork(BaseEstimator):
             self.validation_loss_curve_ = list(history.val_loss)
             self.best_validation_loss_ = float(np.min(history.val_loss))
         self.n_iter_ = len(self.loss_curve_)
-
-    def _fit_without_codes(self, X, y, groups=None) -> keras.Model:
-        """Deprecated alias of :func:`skdc._training.si_twin` (``si_twin(self, X, y, groups)``)."""
-        return si_twin(self, X, y, groups)
 
     def _initial_model(self, X, task, seeds) -> tuple[keras.Model, list | None]:
         """The code network to train and, for joint training, its (Dense, B) pairs."""

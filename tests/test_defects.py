@@ -15,7 +15,6 @@ from sklearn.preprocessing import FunctionTransformer
 
 from skdc import CodeAdapter
 from skdc._groups import validation_split
-from skdc._synthetic import make_teacher
 
 
 def _map_objective(model, X, y, code, alpha=1.0):

@@ -306,7 +306,7 @@ def test_si_twin_is_reproducible_and_reads_only_parameters(cls, conditions):
     target = y if cls is CodeNetwork else X[:, :2] + y[:, None]
     net = cls((8,), code_size=2, max_iter=3, early_stopping=True, random_state=1)
     first = si_twin(net, X, target, groups)
-    again = net._fit_without_codes(X, target, groups)  # the deprecated alias
+    again = si_twin(net, X, target, groups)
     for a, b in zip(first.get_weights(), again.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert not hasattr(net, "n_features_in_") and not hasattr(net, "model_")
