@@ -1,0 +1,65 @@
+"""The few things skdc does differently on each Keras backend.
+
+Everything else (the objective, the graph walk, the optimizers) is written with
+``keras.ops`` and runs on every backend. Per backend, one small module gives:
+
+``compile(fn, signature, xla)``
+    A compiled version of ``fn``: ``tf.function`` (XLA or not) on TensorFlow,
+    ``jax.jit`` on JAX, ``fn`` itself (eager) on PyTorch. ``signature`` describes
+    the arguments (:class:`Spec` leaves in lists), with ``None`` for sizes that vary.
+``value_and_grad(fn)``
+    ``fn(x, *args) -> (total, aux)`` becomes ``g(x, *args) -> (total, aux, d total/dx)``.
+``pads_rows(xla)``
+    Whether compiled functions specialise on shapes (JAX; TensorFlow with XLA), so
+    that row and group counts are padded to a few buckets.
+``tensor(array, dtype)`` and ``numpy(tensor)``.
+
+Weights are passed to compiled functions as arguments (see ``_graph``), never
+baked in as constants and never written.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from functools import cache
+
+__all__ = ["SUPPORTED", "Spec", "current"]
+
+SUPPORTED = ("tensorflow", "jax", "torch")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Shape (``None`` where it varies) and dtype name of one argument."""
+
+    shape: tuple
+    dtype: str = "float32"
+
+
+@cache
+def _load(name: str):
+    return importlib.import_module(f"{__name__}._{name}")
+
+
+def current():
+    """The backend module of the running Keras backend.
+
+    ``ValueError`` naming the backend when skdc does not run on it.
+    """
+    import keras
+
+    name = keras.backend.backend()
+    if name not in SUPPORTED:
+        raise ValueError(
+            f"skdc runs on the Keras backends {', '.join(SUPPORTED)}; this process uses "
+            f"{name!r} (KERAS_BACKEND). Set KERAS_BACKEND=tensorflow, jax or torch before "
+            "importing keras."
+        )
+    try:
+        return _load(name)
+    except ImportError as exc:
+        raise ValueError(
+            f"The Keras backend {name!r} is selected but cannot be imported ({exc}); install "
+            f"it (pip install 'skdc[{'tensorflow' if name == 'tensorflow' else name}]')."
+        ) from None

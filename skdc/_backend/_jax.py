@@ -1,0 +1,48 @@
+"""JAX: ``jax.jit`` (always XLA; one compilation per shape, so shapes are padded)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+NAME = "jax"
+
+
+class _Compiled:
+    def __init__(self, fn, signature, xla):
+        self.function = jax.jit(fn)
+        self._shapes: set = set()
+
+    def __call__(self, *args):
+        self._shapes.add(tuple(np.shape(a) for a in jax.tree_util.tree_leaves(args)))
+        return self.function(*args)
+
+    def traces(self) -> int:
+        return len(self._shapes)
+
+
+def compile(fn, signature, xla: bool):
+    return _Compiled(fn, signature, xla)
+
+
+def pads_rows(xla: bool) -> bool:
+    return True
+
+
+def value_and_grad(fn):
+    grad_fn = jax.value_and_grad(fn, has_aux=True)
+
+    def wrapped(x, *args):
+        (total, aux), grad = grad_fn(x, *args)
+        return total, aux, grad
+
+    return wrapped
+
+
+def tensor(array, dtype: str = "float32"):
+    return jnp.asarray(array, dtype=dtype)
+
+
+def numpy(value) -> np.ndarray:
+    return np.asarray(value)

@@ -1,0 +1,59 @@
+"""TensorFlow: ``tf.function`` with input signatures, called through concrete functions."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+NAME = "tensorflow"
+
+
+def _spec(tree):
+    if isinstance(tree, list | tuple):
+        return [_spec(t) for t in tree]
+    return tf.TensorSpec(tree.shape, tree.dtype)
+
+
+class _Compiled:
+    """Calls go through the traced concrete function: dispatching a polymorphic
+    ``tf.function`` costs about a millisecond per call with many arguments, and
+    TensorFlow's warning about frequent retracing (one trace per model) never
+    reaches the user."""
+
+    def __init__(self, fn, signature, xla):
+        self.function = tf.function(fn, input_signature=_spec(signature), jit_compile=xla)
+        self._concrete = None
+
+    def __call__(self, *args):
+        if self._concrete is None:
+            self._concrete = self.function.get_concrete_function()
+        return self._concrete(*args)
+
+    def traces(self) -> int:
+        return self.function.experimental_get_tracing_count()
+
+
+def compile(fn, signature, xla: bool):
+    return _Compiled(fn, signature, xla)
+
+
+def pads_rows(xla: bool) -> bool:
+    return bool(xla)
+
+
+def value_and_grad(fn):
+    def wrapped(x, *args):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            total, aux = fn(x, *args)
+        return total, aux, tape.gradient(total, x)
+
+    return wrapped
+
+
+def tensor(array, dtype: str = "float32"):
+    return tf.constant(array, getattr(tf, dtype))
+
+
+def numpy(value) -> np.ndarray:
+    return value.numpy()

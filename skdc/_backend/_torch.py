@@ -1,0 +1,54 @@
+"""PyTorch: eager calls; gradients with ``torch.autograd.grad`` on the code only."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+NAME = "torch"
+
+
+class _Eager:
+    def __init__(self, fn):
+        self.function = fn
+
+    def __call__(self, *args):
+        return self.function(*args)
+
+    def traces(self) -> int:
+        return 0
+
+
+def compile(fn, signature, xla: bool):
+    return _Eager(fn)
+
+
+def pads_rows(xla: bool) -> bool:
+    return False
+
+
+def value_and_grad(fn):
+    def wrapped(x, *args):
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            total, aux = fn(x, *args)
+            (grad,) = torch.autograd.grad(total, x)
+        return total.detach(), _detach(aux), grad
+
+    return wrapped
+
+
+def _detach(tree):
+    if isinstance(tree, list | tuple):
+        return type(tree)(_detach(t) for t in tree)
+    return tree.detach() if isinstance(tree, torch.Tensor) else tree
+
+
+def tensor(array, dtype: str = "float32"):
+    from keras import ops
+
+    return ops.convert_to_tensor(np.asarray(array), dtype=dtype)
+
+
+def numpy(value) -> np.ndarray:
+    return value.detach().cpu().numpy()
