@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ._method_names import METHOD_NAMES
+
 __all__ = ["main"]
 
 PROG = "skdc"
@@ -139,14 +141,12 @@ def _temp_beside(path: Path) -> str:
 
 
 def _evaluate(args) -> int:
-    from .evaluation import METHODS
-
     shots = _int_list(args.shots, "--shots")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in METHOD_NAMES]
     if unknown or not methods:
         raise InputError(f"unknown method {unknown[0]!r} in --methods; choose from "
-                         f"{', '.join(METHODS)}" if unknown else "--methods is empty")
+                         f"{', '.join(METHOD_NAMES)}" if unknown else "--methods is empty")
     hidden = _int_list(args.hidden, "--hidden")
     if min(hidden) < 1 or args.max_epochs < 1:
         raise InputError("--hidden sizes and --max-epochs must be positive")
@@ -250,8 +250,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .evaluation import METHODS
-
     parser = _Parser(prog=PROG,
                      description="Fast adaptation of Keras models with condition codes.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -271,7 +269,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--shots", default="0,1,2,5,10", help="values of k (default: %(default)s)")
     ev.add_argument("--folds", type=int, default=10, help="condition-disjoint folds")
     ev.add_argument("--repeats", type=int, default=5, help="draws of adaptation rows per k")
-    ev.add_argument("--methods", default=",".join(METHODS),
+    ev.add_argument("--methods", default=",".join(METHOD_NAMES),
                     help="comma-separated methods (default: all)")
     ev.add_argument("--hidden", default="64,64", help="hidden layer sizes (default: 64,64)")
     ev.add_argument("--max-epochs", type=int, default=200,

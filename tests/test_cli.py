@@ -1,7 +1,9 @@
 """Tests of the command line: ``skdc evaluate`` and ``skdc demo``."""
 
 import json
+import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -108,3 +110,35 @@ def test_demo_falls_back_without_parselmouth(monkeypatch, capsys, tmp_path):
     assert "praat-parselmouth" in captured.err and "synthetic" in captured.err
     assert "unadapted" in captured.out
     assert not (tmp_path / "demo.png").exists()
+
+
+def test_method_names_of_the_parser_are_the_evaluation_methods():
+    from skdc._method_names import METHOD_NAMES
+    from skdc.evaluation import METHODS
+
+    assert METHOD_NAMES == tuple(METHODS)
+
+
+def test_help_and_argument_errors_import_no_backend():
+    # `skdc --help` stays fast: the parser and its checks never import Keras.
+    code = textwrap.dedent("""
+        import contextlib, io, sys
+        from skdc.cli import main
+        for argv in (["--help"], ["evaluate", "--help"], ["demo", "--help"]):
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                try:
+                    main(argv)
+                except SystemExit as exit:
+                    assert exit.code == 0, argv
+            assert "usage: skdc" in out.getvalue(), argv
+        assert main(["evaluate", "no.csv", "--label", "a", "--group", "b",
+                     "--methods", "codes,telepathy"]) == 2
+        assert main(["evaluate", "no.csv", "--label", "a", "--group", "b"]) == 2
+        assert main(["frobnicate"]) == 2
+        loaded = [m for m in ("keras", "tensorflow", "jax", "torch") if m in sys.modules]
+        assert not loaded, loaded
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "telepathy" in proc.stderr and "no such file" in proc.stderr
