@@ -8,6 +8,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from skdc._synthetic import make_conditions, make_teacher  # noqa: E402
 
+#: Test modules whose every test is marked ``backend``: they run again under each Keras
+#: backend in CI (``KERAS_BACKEND=jax python -m pytest -m backend``). A test elsewhere
+#: joins with ``@pytest.mark.backend``; ``test_backends.py`` checks that these exist.
+BACKEND_MODULES = ("test_adapter.py", "test_backends.py", "test_defects.py",
+                   "test_network.py", "test_persistence.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in BACKEND_MODULES:
+            item.add_marker(pytest.mark.backend)
+
+
+def pytest_report_header(config):
+    import keras
+
+    return f"Keras {keras.__version__}, backend {keras.backend.backend()}"
+
 
 @pytest.fixture(scope="session")
 def teacher():
