@@ -1,7 +1,9 @@
 """The adaptation loop: learn a table of codes for a frozen model.
 
 The engine knows nothing of scikit-learn. It receives validated arrays, turns
-them into tensors once, and returns a :class:`Result` of numpy arrays.
+them into tensors once, and returns a :class:`Result` of numpy arrays. It is
+written with ``keras.ops`` and runs on every Keras backend; what differs per
+backend (compilation, gradients, tensor conversion) is in ``_backend``.
 
 Objective of group ``g`` (rows ``i`` in ``g``, weights ``w_i``)::
 
@@ -28,8 +30,10 @@ import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from . import _backend
+from ._backend import Spec
 from ._graph import CodeGraph
 from ._lbfgs import minimize_lbfgs
 from ._optimizers import OPTIMIZERS, Optimizer
@@ -39,7 +43,8 @@ __all__ = ["Engine", "EngineSpec", "Problem", "Result", "Settings", "engine_for"
 
 _CHUNK = 16384  # rows per call when evaluating the feature part or predicting
 # XLA fuses the step (~35% faster per iteration on the seed workload) but compiles once
-# per shape bucket (seconds); with jit_compile="auto" only fits of this many rows use it.
+# per shape bucket (seconds); with jit_compile="auto" only fits of this many rows use it
+# (TensorFlow; JAX always compiles with XLA, PyTorch runs eagerly).
 _XLA_MIN_ROWS = 1024
 
 
@@ -84,6 +89,16 @@ class Problem:
         """The same groups and priors, with only ``rows`` (a mask or indices)."""
         return Problem(self.X[rows], self.y[rows], self.weight[rows], self.group[rows],
                        self.n_groups, self.prior_mean, self.prior_covariance)
+
+    def padded(self, n_groups: int) -> Problem:
+        """The same rows with ``n_groups`` groups: the extra ones without rows, prior N(0, I)."""
+        extra = n_groups - self.n_groups
+        if extra <= 0:
+            return self
+        d = self.prior_mean.shape[1]
+        return Problem(self.X, self.y, self.weight, self.group, n_groups,
+                       np.concatenate([self.prior_mean, np.zeros((extra, d))]),
+                       np.concatenate([self.prior_covariance, np.tile(np.eye(d), (extra, 1, 1))]))
 
     def groups(self, first: int, stop: int) -> Problem:
         """Groups ``first .. stop-1`` and their rows, re-indexed from zero."""
@@ -157,11 +172,11 @@ def _log_proba(loss: str, out):
     """Log-probabilities (n, n_classes) of a classifier's output."""
     eps = 1e-7
     if loss == "softmax":
-        return tf.math.log(tf.clip_by_value(tf.reshape(out, (tf.shape(out)[0], -1)), eps, 1.0))
+        return ops.log(ops.clip(ops.reshape(out, (ops.shape(out)[0], -1)), eps, 1.0))
     if loss == "logits":
-        return tf.nn.log_softmax(out)
-    p = tf.clip_by_value(tf.reshape(out, [-1]), eps, 1.0 - eps)  # one sigmoid unit
-    return tf.stack([tf.math.log(1.0 - p), tf.math.log(p)], axis=1)
+        return ops.log_softmax(out, axis=-1)
+    p = ops.clip(ops.reshape(out, (-1,)), eps, 1.0 - eps)  # one sigmoid unit
+    return ops.stack([ops.log(1.0 - p), ops.log(p)], axis=1)
 
 
 def _data_terms(loss: str, out, y, w, group, n_groups):
@@ -171,17 +186,16 @@ def _data_terms(loss: str, out, y, w, group, n_groups):
     prediction (unsupervised adaptation).
     """
     if loss == "mse":
-        diff = tf.reshape(out, (tf.shape(out)[0], -1)) - y
-        per_row = tf.reduce_mean(tf.square(diff), axis=1)
-        return tf.math.unsorted_segment_sum(per_row * w, group, n_groups), tf.zeros((n_groups, 1))
+        diff = ops.reshape(out, (ops.shape(out)[0], -1)) - y
+        per_row = ops.mean(ops.square(diff), axis=1)
+        return ops.segment_sum(per_row * w, group, n_groups), None
     logp = _log_proba(loss, out)
-    p = tf.exp(logp)
-    labelled = y >= 0
-    ce = -tf.gather(logp, tf.maximum(y, 0), axis=1, batch_dims=1)
-    entropy = -tf.reduce_sum(p * logp, axis=1)
-    per_row = tf.where(labelled, ce, entropy) * w
-    data = tf.math.unsorted_segment_sum(per_row, group, n_groups)
-    return data, tf.math.unsorted_segment_sum(p * w[:, None], group, n_groups)
+    p = ops.exp(logp)
+    ce = -ops.take_along_axis(logp, ops.expand_dims(ops.maximum(y, 0), 1), axis=1)[:, 0]
+    entropy = -ops.sum(p * logp, axis=1)
+    per_row = ops.where(y >= 0, ce, entropy) * w
+    data = ops.segment_sum(per_row, group, n_groups)
+    return data, ops.segment_sum(p * ops.expand_dims(w, 1), group, n_groups)
 
 
 def _bucket(n_rows: int) -> int:
@@ -190,31 +204,35 @@ def _bucket(n_rows: int) -> int:
     return int(math.ceil(size / 64) * 64)
 
 
+def _groups_bucket(n_groups: int) -> int:
+    """Group count padded for backends that compile per shape: the next power of two."""
+    return 1 << max(int(n_groups) - 1, 0).bit_length()
+
+
 class _Compiled:
-    """A ``tf.function`` with an input signature, in a plain and an XLA variant.
+    """A function compiled by the backend, in a plain and an XLA variant (TensorFlow;
+    one variant elsewhere), each compiled on its first call."""
 
-    Calls go through the traced concrete functions: dispatching the polymorphic
-    function costs about a millisecond per call with many arguments, which
-    dominates small fits; and TensorFlow's warning about frequent retracing (one
-    trace per model, adapting many models) does not reach the user. Each variant is
-    traced on its first call only.
-    """
-
-    def __init__(self, fn, signature):
-        self.functions = tuple(
-            tf.function(fn, input_signature=signature, jit_compile=jit) for jit in (False, True)
-        )
-        self._concrete = [None, None]
+    def __init__(self, backend, fn, signature):
+        self.backend, self.fn, self.signature = backend, fn, signature
+        self._variants: dict = {}
 
     def __call__(self, xla: bool, *args):
-        if self._concrete[xla] is None:
-            self._concrete[xla] = self.functions[xla].get_concrete_function()
-        return self._concrete[xla](*args)
+        xla = bool(xla) and self.backend.NAME == "tensorflow"
+        if xla not in self._variants:
+            self._variants[xla] = self.backend.compile(self.fn, self.signature, xla)
+        return self._variants[xla](*args)
+
+    def traces(self) -> int:
+        return sum(v.traces() for v in self._variants.values())
 
 
 @dataclass
 class Batch:
-    """Tensors of the objective for some rows of a problem, ready for the engine."""
+    """Tensors of the objective for some rows of a problem, ready for the engine.
+
+    ``n_groups`` is the padded group count the tensors have (see ``Engine.fit``).
+    """
 
     xla: bool
     tensors: tuple
@@ -223,92 +241,110 @@ class Batch:
 class Engine:
     """Compiled functions over one :class:`CodeGraph` and loss.
 
-    Traced once per model (input signatures with a ``None`` row dimension);
-    learning rate, prior strength and priors are tensors, so new fits, clones
-    and grid-search candidates reuse the same graphs. Each optimizer's step is
-    compiled the first time that optimizer runs.
+    Compiled once per model (signatures with a ``None`` row dimension on TensorFlow;
+    rows and groups padded to a few sizes where the backend compiles per shape);
+    learning rate, prior strength, priors and the model's weights are arguments, so
+    new fits, clones and grid-search candidates reuse the same compiled functions.
+    Each optimizer's step is compiled the first time that optimizer runs.
     """
 
     def __init__(self, graph: CodeGraph, loss: str):
         self.graph = graph
         self.loss = loss
+        self.backend = _backend.current()
         d = graph.code_dim
-        f32 = tf.float32
-        y_spec = (
-            tf.TensorSpec([None, graph.n_outputs], f32)
-            if loss == "mse"
-            else tf.TensorSpec([None], tf.int32)
-        )
-        codes = tf.TensorSpec([None, d], f32)
-        vec = tf.TensorSpec([None], f32)
-        scalar = tf.TensorSpec([], f32)
-        self._data_sig = [graph.frontier_specs(), y_spec, vec, tf.TensorSpec([None], tf.int32),
-                          vec, vec, tf.TensorSpec([None, d], f32),
-                          tf.TensorSpec([None, d, d], f32), scalar]
+        y_spec = Spec((None, graph.n_outputs)) if loss == "mse" else Spec((None,), "int32")
+        codes, vec, scalar = Spec((None, d)), Spec((None,)), Spec(())
+        self._weights_sig = graph.weight_specs()
+        self._data_sig = [self._weights_sig, graph.frontier_specs(), y_spec, vec,
+                          Spec((None,), "int32"), vec, vec, Spec((None, d)),
+                          Spec((None, d, d)), scalar]
         self._codes_sig, self._vec_sig, self._scalar_sig = codes, vec, scalar
         self._steps: dict[str, _Compiled] = {}
-        # XLA compiles per shape, so its rows are padded to buckets
-        self._value_and_grad = _Compiled(self._value_and_grad_impl, [codes, *self._data_sig])
-        self._value = _Compiled(self._objective, [codes, *self._data_sig])
-        parts = [tf.TensorSpec((None, *s), f32) for s in graph.feature_shapes]
-        self._frontier = _Compiled(graph.feature_frontier, [parts])
-        self._predict = _Compiled(
-            self._predict_impl, [parts, codes, tf.TensorSpec([None], tf.int32)]
-        )
+        self.pads = self.backend.pads_rows(False)
+        self._value_and_grad = self._compile(
+            self.backend.value_and_grad(self._total), [codes, *self._data_sig])
+        self._value = self._compile(self._objective, [codes, *self._data_sig])
+        parts = [Spec((None, *s)) for s in graph.feature_shapes]
+        self._frontier = self._compile(graph.feature_frontier, [self._weights_sig, parts])
+        self._predict = self._compile(
+            self._predict_impl, [self._weights_sig, parts, codes, Spec((None,), "int32")])
+
+    def _compile(self, fn, signature) -> _Compiled:
+        return _Compiled(self.backend, fn, signature)
 
     # -- compiled pieces -------------------------------------------------------
-    def _objective(self, u, frontier, y, w, group, data_scale, prior_scale, mean, factor,
-                   diversity):
-        codes = mean + tf.einsum("gi,gij->gj", u, factor)
-        out = self.graph.forward(frontier, codes, group)
-        data, proba_sum = _data_terms(self.loss, out, y, w, group, tf.shape(u)[0])
-        obj = data * data_scale + tf.reduce_sum(u * u, axis=1) * prior_scale
-        if self.loss == "mse":
+    def _objective(self, u, weights, frontier, y, w, group, data_scale, prior_scale, mean,
+                   factor, diversity):
+        codes = mean + ops.einsum("gi,gij->gj", u, factor)
+        out = self.graph.forward(weights, frontier, codes, group)
+        data, proba_sum = _data_terms(self.loss, out, y, w, group, ops.shape(u)[0])
+        obj = data * data_scale + ops.sum(u * u, axis=1) * prior_scale
+        if proba_sum is None:
             return obj
         # information maximisation: reward a diverse mean prediction over each group's rows
-        mean_p = tf.clip_by_value(proba_sum * data_scale[:, None], 1e-7, 1.0)
-        return obj + diversity * tf.reduce_sum(mean_p * tf.math.log(mean_p), axis=1)
+        mean_p = ops.clip(proba_sum * ops.expand_dims(data_scale, 1), 1e-7, 1.0)
+        return obj + diversity * ops.sum(mean_p * ops.log(mean_p), axis=1)
 
-    def _value_and_grad_impl(self, u, *args):
-        with tf.GradientTape() as tape:
-            tape.watch(u)
-            obj = self._objective(u, *args)
-            total = tf.reduce_sum(obj)
-        return obj, tape.gradient(total, u)
+    def _total(self, u, *args):
+        obj = self._objective(u, *args)
+        return ops.sum(obj), obj
 
     def _step_impl(self, optimizer: Optimizer, u, *args):
         n_slots = len(optimizer.slots)
         slots, (t, active, *args) = args[:n_slots], args[n_slots:]
         *objective_args, lr = args
-        obj, g = self._value_and_grad_impl(u, *objective_args)
-        on = active[:, None] > 0
+        _, obj, g = self.backend.value_and_grad(self._total)(u, *objective_args)
+        on = ops.expand_dims(active, 1) > 0
         t_new = t + active
-        delta, new_slots = optimizer.update(g, slots, tf.maximum(t_new, 1.0)[:, None], lr)
-        kept = [tf.where(on, new, old) for new, old in zip(new_slots, slots)]
-        return (u + tf.where(on, delta, 0.0), *kept, t_new, obj)
+        delta, new_slots = optimizer.update(g, slots, ops.expand_dims(ops.maximum(t_new, 1.0), 1),
+                                            lr)
+        kept = [ops.where(on, new, old) for new, old in zip(new_slots, slots)]
+        return (u + ops.where(on, delta, 0.0), *kept, t_new, obj)
 
-    def _predict_impl(self, parts, codes, group):
-        frontier = self.graph.feature_frontier(parts)
-        return self.graph.forward(frontier, codes, group)
+    def _predict_impl(self, weights, parts, codes, group):
+        frontier = self.graph.feature_frontier(weights, parts)
+        return self.graph.forward(weights, frontier, codes, group)
 
     # -- numpy-facing API ------------------------------------------------------
-    def frontier(self, X: np.ndarray) -> list[tf.Tensor]:
+    def _tensor(self, array, dtype="float32"):
+        return self.backend.tensor(array, dtype)
+
+    def _parts(self, X, pad: int = 0) -> list:
+        parts = self.graph.split_features(X)
+        if pad:
+            parts = [np.concatenate([p, np.zeros((pad, *p.shape[1:]), p.dtype)]) for p in parts]
+        return [self._tensor(p) for p in parts]
+
+    def frontier(self, X: np.ndarray, weights=None) -> list:
         """Feature frontier of all rows of ``X``, evaluated in chunks."""
+        weights = self.graph.weights() if weights is None else weights
         chunks = []
         for start in range(0, max(len(X), 1), _CHUNK):
-            parts = self.graph.split_features(X[start : start + _CHUNK])
-            chunks.append(self._frontier(False, [tf.constant(p, tf.float32) for p in parts]))
-        return [tf.concat(c, axis=0) for c in zip(*chunks)]
+            rows = X[start : start + _CHUNK]
+            pad = _bucket(len(rows)) - len(rows) if self.pads else 0
+            out = self._frontier(False, weights, self._parts(rows, pad))
+            chunks.append([t[: len(rows)] for t in out] if pad else out)
+        if len(chunks) == 1:
+            return list(chunks[0])
+        return [ops.concatenate(c, axis=0) for c in zip(*chunks)]
 
     def predict(self, X: np.ndarray, codes: np.ndarray, group: np.ndarray) -> np.ndarray:
         """Model outputs for rows of ``X`` with codes ``codes[group]``."""
-        table = tf.constant(codes, tf.float32)
+        weights = self.graph.weights()
+        if self.pads:
+            codes = np.concatenate([codes, np.zeros((_groups_bucket(len(codes)) - len(codes),
+                                                     codes.shape[1]))])
+        table = self._tensor(codes)
         out = None
         for start in range(0, len(X), _CHUNK):
-            parts = self.graph.split_features(X[start : start + _CHUNK])
-            idx = tf.constant(group[start : start + _CHUNK], tf.int32)
-            chunk = self._predict(False, [tf.constant(p, tf.float32) for p in parts], table, idx)
-            chunk = chunk.numpy().reshape(len(idx), -1)
+            rows, idx = X[start : start + _CHUNK], group[start : start + _CHUNK]
+            pad = _bucket(len(rows)) - len(rows) if self.pads else 0
+            if pad:
+                idx = np.concatenate([idx, np.zeros(pad, idx.dtype)])
+            chunk = self._predict(False, weights, self._parts(rows, pad), table,
+                                  self._tensor(idx, "int32"))
+            chunk = self.backend.numpy(chunk)[: len(rows)].reshape(len(rows), -1)
             if out is None:  # written in place: no list of chunks to concatenate
                 out = np.empty((len(X), chunk.shape[1]), chunk.dtype)
             out[start : start + len(chunk)] = chunk
@@ -318,67 +354,79 @@ class Engine:
         """The tensors of the objective for ``rows`` of ``problem`` (default: all).
 
         Data terms are scaled by the weight of the group's rows in the batch, the
-        prior by the group's total weight. For the XLA variant the rows are padded
-        to a shape bucket with weight 0.
+        prior by the group's total weight. Where the backend compiles per shape
+        (JAX; TensorFlow with XLA) the rows are padded to a shape bucket with weight 0.
         """
         sel = slice(None) if rows is None else rows
         w, group, y = problem.weight[sel], problem.group[sel], problem.y[sel]
-        if frontier is None:
-            frontier = self.frontier(problem.X[sel])
+        weights = self.graph.weights()
         total = np.bincount(problem.group, problem.weight, problem.n_groups)
         in_batch = np.bincount(group, w, problem.n_groups)
         with np.errstate(divide="ignore"):
             data_scale = np.where(in_batch > 0, 1.0 / in_batch, 0.0)
             prior_scale = np.where(total > 0, 0.5 * settings.alpha / total, 0.0)
         xla = settings.xla(len(w))
-        pad = _bucket(len(w)) - len(w) if xla else 0
+        pad = _bucket(len(w)) - len(w) if self.backend.pads_rows(xla) else 0
+        if frontier is None:
+            frontier = self.frontier(problem.X[sel], weights)
         if pad:  # padded rows have weight 0 and add nothing
-            frontier = [tf.pad(t, [[0, pad]] + [[0, 0]] * (len(t.shape) - 1)) for t in frontier]
+            frontier = [ops.pad(t, [[0, pad]] + [[0, 0]] * (len(t.shape) - 1)) for t in frontier]
             y = np.concatenate([y, np.zeros((pad, *y.shape[1:]), y.dtype)])
             w = np.concatenate([w, np.zeros(pad)])
             group = np.concatenate([group, np.zeros(pad, group.dtype)])
+        t = self._tensor
         return Batch(xla, (
+            weights,
             frontier,
-            tf.constant(y, tf.float32 if self.loss == "mse" else tf.int32),
-            tf.constant(w, tf.float32),
-            tf.constant(group, tf.int32),
-            tf.constant(data_scale, tf.float32),
-            tf.constant(prior_scale, tf.float32),
-            tf.constant(problem.prior_mean, tf.float32),
-            tf.constant(whitening(problem.prior_mean, problem.prior_covariance), tf.float32),
-            tf.constant(settings.diversity, tf.float32),
+            t(y, "float32" if self.loss == "mse" else "int32"),
+            t(w),
+            t(group, "int32"),
+            t(data_scale),
+            t(prior_scale),
+            t(problem.prior_mean),
+            t(whitening(problem.prior_mean, problem.prior_covariance)),
+            t(settings.diversity),
         ))
 
     def objective(self, batch: Batch, u) -> np.ndarray:
         """Each group's objective at the whitened codes ``u``."""
-        value = self._value(batch.xla, tf.constant(u, tf.float32), *batch.tensors)
-        return value.numpy().astype(np.float64)
+        value = self._value(batch.xla, self._tensor(u), *batch.tensors)
+        return self.backend.numpy(value).astype(np.float64)
 
     def value_and_grad(self, batch: Batch, u) -> tuple[np.ndarray, np.ndarray]:
         """Each group's objective and the gradient of their sum at ``u``."""
-        obj, grad = self._value_and_grad(batch.xla, tf.constant(u, tf.float32), *batch.tensors)
-        return obj.numpy().astype(np.float64), grad.numpy().astype(np.float64)
+        _, obj, grad = self._value_and_grad(batch.xla, self._tensor(u), *batch.tensors)
+        return (self.backend.numpy(obj).astype(np.float64),
+                self.backend.numpy(grad).astype(np.float64))
 
     def step(self, optimizer: Optimizer, batch: Batch, u, slots, t, active, learning_rate):
         """One update of the active groups: new ``u``, slots, counts, and the objective
-        at the old ``u``."""
+        at the old ``u`` (tensors, except the objective: numpy)."""
         if optimizer.name not in self._steps:
             n = len(optimizer.slots)
             c, v, s = self._codes_sig, self._vec_sig, self._scalar_sig
             sig = [c, *[c] * n, v, v, *self._data_sig, s]
             fn = lambda u, *args: self._step_impl(optimizer, u, *args)  # noqa: E731
-            self._steps[optimizer.name] = _Compiled(fn, sig)
+            self._steps[optimizer.name] = self._compile(fn, sig)
         out = self._steps[optimizer.name](
-            batch.xla, u, *slots, t, tf.constant(active, tf.float32), *batch.tensors,
-            learning_rate,
+            batch.xla, u, *slots, t, self._tensor(active), *batch.tensors, learning_rate,
         )
-        return out[0], list(out[1:-2]), out[-2], out[-1].numpy().astype(np.float64)
+        return (out[0], list(out[1:-2]), out[-2],
+                self.backend.numpy(out[-1]).astype(np.float64))
+
+    def tensor(self, array):
+        """``array`` as a float32 tensor of the backend."""
+        return self._tensor(array)
+
+    def numpy(self, tensor) -> np.ndarray:
+        """A backend tensor as a float64 numpy array."""
+        return self.backend.numpy(tensor).astype(np.float64)
 
     def traces(self) -> int:
-        """How many times this engine's functions were traced (for tests and benchmarks)."""
+        """How many times this engine's functions were compiled (tests and benchmarks)."""
         compiled = [self._value_and_grad, self._value, self._frontier, self._predict,
                     *self._steps.values()]
-        return sum(f.experimental_get_tracing_count() for c in compiled for f in c.functions)
+        return sum(c.traces() for c in compiled)
 
     # -- fits ------------------------------------------------------------------
     def fit(self, problem: Problem, init: np.ndarray, settings: Settings, *,
@@ -387,18 +435,30 @@ class Engine:
         """Minimise ``sum_g f_g`` from ``init`` (an ``(n_groups, code_dim)`` table).
 
         ``state``: per group, the optimizer state a previous fit returned, or None.
+        Where the backend compiles per shape, the group count is padded (to a power
+        of two) with groups that have no rows, so that few shapes compile.
         """
         optimizer = OPTIMIZERS[settings.optimizer]
+        n_real = problem.n_groups
+        if self.backend.pads_rows(settings.xla(len(problem.y))):
+            n = _groups_bucket(n_real)
+            problem = problem.padded(n)
+            validation = None if validation is None else validation.padded(n)
+            init = np.concatenate([init, np.zeros((n - n_real, init.shape[1]))])
+            state = None if state is None else [*state, *[None] * (n - n_real)]
         mean = problem.prior_mean
         factor = whitening(mean, problem.prior_covariance)
         u0 = np.linalg.solve(np.transpose(factor, (0, 2, 1)), (init - mean)[..., None])[..., 0]
         if optimizer.first_order:
             loop = FirstOrderLoop(self, optimizer, problem, u0, settings, validation, state,
-                                  rng, report)
+                                  rng, report, n_real)
         else:
-            loop = LbfgsLoop(self, problem, u0, settings, report)
+            loop = LbfgsLoop(self, problem, u0, settings, report, n_real)
         result = loop.run()
-        result.codes = mean + np.einsum("gi,gij->gj", result.codes, factor)
+        result.codes = (mean + np.einsum("gi,gij->gj", result.codes, factor))[:n_real]
+        result.best_loss = result.best_loss[:n_real]
+        result.diverged = result.diverged[:n_real]
+        result.state = None if result.state is None else result.state[:n_real]
         return result
 
 
@@ -410,9 +470,10 @@ class LbfgsLoop:
     when interrupted.
     """
 
-    def __init__(self, engine: Engine, problem: Problem, u0, settings: Settings, report):
+    def __init__(self, engine: Engine, problem: Problem, u0, settings: Settings, report,
+                 n_real: int):
         self.engine, self.problem, self.settings, self.report = engine, problem, settings, report
-        self.u0 = u0
+        self.u0, self.n_real = u0, n_real
         self.best_u = u0.astype(np.float64).copy()
         self.best = np.full(problem.n_groups, np.inf)
         self.curve: list[float] = []
@@ -429,7 +490,7 @@ class LbfgsLoop:
             return float(obj.sum()), grad.ravel()
 
         def callback(value):
-            self.curve.append(value / shape[0])
+            self.curve.append(value / self.n_real)
             if self.report is not None:
                 self.report(len(self.curve), self.curve[-1], min(self.curve))
 
@@ -450,14 +511,15 @@ class FirstOrderLoop:
     """
 
     def __init__(self, engine: Engine, optimizer: Optimizer, problem: Problem, u0,
-                 settings: Settings, validation: Problem | None, state, rng, report):
-        self.engine, self.optimizer, self.problem = engine, optimizer, problem
+                 settings: Settings, validation: Problem | None, state, rng, report,
+                 n_real: int):
+        self.engine, self.optimizer, self.problem, self.n_real = engine, optimizer, problem, n_real
         self.settings, self.validation, self.report = settings, validation, report
         self.rng = rng if rng is not None else np.random.default_rng(0)
         n_groups, d = u0.shape
-        self.u = tf.constant(u0, tf.float32)
+        self.u = engine.tensor(u0)
         self.slots, self.t = self._initial_state(state, n_groups, d)
-        self.lr = tf.constant(settings.learning_rate, tf.float32)
+        self.lr = engine.tensor(settings.learning_rate)
         self.best_u = u0.astype(np.float64).copy()
         self.best = np.full(n_groups, np.inf)
         self.no_change = np.zeros(n_groups, dtype=int)
@@ -478,7 +540,7 @@ class FirstOrderLoop:
                 for slot, value in zip(slots, group_state[:n]):
                     slot[i] = value
                 t[i] = group_state[n]
-        return [tf.constant(s, tf.float32) for s in slots], tf.constant(t, tf.float32)
+        return [self.engine.tensor(s) for s in slots], self.engine.tensor(t)
 
     def run(self) -> Result:
         s, p = self.settings, self.problem
@@ -486,30 +548,33 @@ class FirstOrderLoop:
         train = self.engine.batch(p, s) if full_batch else None
         val = None if self.validation is None else self.engine.batch(self.validation, s)
         curve, n_iter, interrupted = [], 0, False
+        on_training = self.has_rows & ~self.on_validation
         try:
             for n_iter in range(1, s.max_iter + 1):
+                loss = None
                 if full_batch:
                     loss = self._step(train, self.active, track=~self.on_validation)
                 else:
                     self._epoch()
-                    loss = self._score_training() if (~self.on_validation).any() else None
-                    if loss is not None:
-                        self._track(loss, self.u.numpy(), self.active & ~self.on_validation)
+                    if on_training.any():
+                        loss = self._score_training()
+                        self._track(loss, self.engine.numpy(self.u), self.active & on_training)
                 if val is not None:
-                    val_loss = self.engine.objective(val, self.u.numpy())
-                    self._track(val_loss, self.u.numpy(), self.active & self.on_validation)
+                    u = self.engine.numpy(self.u)
+                    val_loss = self.engine.objective(val, u)
+                    self._track(val_loss, u, self.active & self.on_validation)
                     loss = val_loss if loss is None else np.where(self.on_validation, val_loss,
                                                                   loss)
-                curve.append(_mean_finite(loss))
+                curve.append(_mean_finite(loss[: self.n_real]))
                 if self.report is not None:
-                    self.report(n_iter, curve[-1], _mean_finite(self.best))
+                    self.report(n_iter, curve[-1], _mean_finite(self.best[: self.n_real]))
                 if not self.active.any():
                     break
         except KeyboardInterrupt:
             interrupted = True
         if full_batch and not interrupted:  # the last update has not been scored yet
-            last = self.engine.objective(train, self.u.numpy())
-            self._track(last, self.u.numpy(), self.has_rows & ~self.on_validation, count=False)
+            u = self.engine.numpy(self.u)
+            self._track(self.engine.objective(train, u), u, on_training, count=False)
         return Result(
             codes=self.best_u, best_loss=self.best, loss_curve=curve, n_iter=n_iter,
             converged=not self.active.any() and not self.diverged.all(),
@@ -517,12 +582,12 @@ class FirstOrderLoop:
         )
 
     def _state(self) -> list:
-        parts = [s.numpy().astype(np.float64) for s in self.slots]
-        t = self.t.numpy().astype(np.float64)
+        parts = [self.engine.numpy(s) for s in self.slots]
+        t = self.engine.numpy(self.t)
         return [(*(part[i] for part in parts), t[i]) for i in range(len(t))]
 
     def _step(self, batch, active, track) -> np.ndarray:
-        before = self.u.numpy()
+        before = self.engine.numpy(self.u)
         self.u, self.slots, self.t, loss = self.engine.step(
             self.optimizer, batch, self.u, self.slots, self.t, active, self.lr)
         if track is not None:
@@ -545,7 +610,7 @@ class FirstOrderLoop:
         unsupervised rows is then the chunks' weighted mean.
         """
         p, s = self.problem, self.settings
-        u = self.u.numpy()
+        u = self.engine.numpy(self.u)
         if len(p.y) <= _CHUNK:
             return self.engine.objective(self.engine.batch(p, s), u)
         total_weight = np.bincount(p.group, p.weight, p.n_groups)
@@ -571,9 +636,8 @@ class FirstOrderLoop:
             self.diverged |= newly_diverged
             self.active &= ~newly_diverged
             # restart diverged groups from their best finite code; they stop here
-            self.u = tf.constant(
-                np.where(self.diverged[:, None], self.best_u, self.u.numpy()), tf.float32
-            )
+            self.u = self.engine.tensor(
+                np.where(self.diverged[:, None], self.best_u, self.engine.numpy(self.u)))
         improved = mask & finite & (loss < self.best - s.tol)
         better = mask & finite & (loss < self.best)
         self.best_u[better] = u[better]

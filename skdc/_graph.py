@@ -12,10 +12,13 @@ is split into three parts that are run separately:
   on the table of codes (one row per condition) and gathered to the rows;
 * the *head*: everything that mixes the two, evaluated every step.
 
-The split walks Keras' functional node graph and calls each layer on real
+The split walks Keras' functional node graph and calls each layer on backend
 tensors (as ``Functional.call`` does), so the user's model is never rebuilt or
-modified. Models that are not functional (subclassed) fall back to one part: the
-head is the whole model and the frontiers are its inputs.
+modified, on any Keras backend. The parts read the model's weights from values
+passed in (``weights()``, inside a ``keras.StatelessScope``), so compiled functions
+take the weights as arguments instead of baking them in as constants, and nothing
+is ever written to the model. Models that are not functional (subclassed) fall back
+to one part: the head is the whole model and the frontiers are its inputs.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import weakref
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
+
+from ._backend import Spec
 
 __all__ = ["CodeGraph", "output_activation", "output_units", "resolve_code_input"]
 
@@ -48,6 +53,7 @@ class CodeGraph:
     def __init__(self, model: keras.Model, code_index: int, split: bool = True):
         # weak: the engine cache holds graphs, and must not keep a dropped model alive
         self._model = weakref.ref(model)
+        self._variables = list(model.variables)
         self.code_index = code_index
         inputs = list(model.inputs)
         self._code_input = inputs[code_index]
@@ -79,10 +85,21 @@ class CodeGraph:
             )
 
     # -- shapes ----------------------------------------------------------------
-    def frontier_specs(self) -> list[tf.TensorSpec]:
+    def frontier_specs(self) -> list[Spec]:
         """Specs of the feature frontier (batch dimension ``None``)."""
         tensors = self._f_frontier if self.is_split else self.feature_inputs
-        return [tf.TensorSpec((None, *t.shape[1:]), tf.float32) for t in tensors]
+        return [Spec((None, *t.shape[1:])) for t in tensors]
+
+    def weight_specs(self) -> list[Spec]:
+        """Specs of :meth:`weights`."""
+        return [Spec(tuple(v.shape), str(v.dtype)) for v in self._variables]
+
+    def weights(self) -> list:
+        """The model's current weights, as (detached) backend tensors."""
+        return [ops.stop_gradient(v.value) for v in self._variables]
+
+    def _scope(self, weights):
+        return keras.StatelessScope(state_mapping=list(zip(self._variables, weights)))
 
     def split_features(self, X: np.ndarray) -> list[np.ndarray]:
         """Cut the columns of a 2-D ``X`` into the model's feature inputs."""
@@ -96,36 +113,27 @@ class CodeGraph:
         return parts
 
     # -- the three parts -------------------------------------------------------
-    def feature_frontier(self, x_parts: list) -> list:
+    def feature_frontier(self, weights: list, x_parts: list) -> list:
         """Tensors of the code-independent part that the head consumes."""
         if not self.is_split:
             return list(x_parts)
         seed = {id(t): x for t, x in zip(self.feature_inputs, x_parts)}
-        values = _run_nodes(self._f_nodes, seed)
+        with self._scope(weights):
+            values = _run_nodes(self._f_nodes, seed)
         return [values[id(t)] for t in self._f_frontier]
 
-    def code_frontier(self, codes):
-        """Code-only tensors for a ``(n_codes, code_dim)`` table of codes."""
-        if not self.is_split:
-            return [codes]
-        values = _run_nodes(self._c_nodes, {id(self._code_input): codes})
-        return [values[id(t)] for t in self._c_frontier]
-
-    def head(self, frontier: list, code_rows: list):
-        """Model output from the feature frontier and per-row code tensors."""
-        if not self.is_split:
-            inputs = list(frontier)
-            inputs.insert(self.code_index, code_rows[0])
-            return self._model()(inputs, training=False)
-        seed = {id(t): v for t, v in zip(self._f_frontier, frontier)}
-        seed.update({id(t): v for t, v in zip(self._c_frontier, code_rows)})
-        values = _run_nodes(self._m_nodes, seed)
-        return values[id(self._output)]
-
-    def forward(self, frontier: list, codes, group_index):
+    def forward(self, weights: list, frontier: list, codes, group_index):
         """Outputs for rows whose code is ``codes[group_index]``."""
-        rows = [tf.gather(c, group_index) for c in self.code_frontier(codes)]
-        return self.head(frontier, rows)
+        with self._scope(weights):
+            if not self.is_split:
+                inputs = list(frontier)
+                inputs.insert(self.code_index, ops.take(codes, group_index, axis=0))
+                return self._model()(inputs, training=False)
+            code_values = _run_nodes(self._c_nodes, {id(self._code_input): codes})
+            seed = {id(t): v for t, v in zip(self._f_frontier, frontier)}
+            seed.update({id(t): ops.take(code_values[id(t)], group_index, axis=0)
+                         for t in self._c_frontier})
+            return _run_nodes(self._m_nodes, seed)[id(self._output)]
 
 
 def resolve_code_input(model, code_input) -> int:
