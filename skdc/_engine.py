@@ -266,7 +266,6 @@ class Engine:
             self.backend.value_and_grad(self._total), [codes, *self._data_sig])
         self._value = self._compile(self._objective, [codes, *self._data_sig])
         parts = [Spec((None, *s)) for s in graph.feature_shapes]
-        self._frontier = self._compile(graph.feature_frontier, [self._weights_sig, parts])
         self._predict = self._compile(
             self._predict_impl, [self._weights_sig, parts, codes, Spec((None,), "int32")])
 
@@ -317,21 +316,31 @@ class Engine:
         return [self._tensor(p) for p in parts]
 
     def frontier(self, X: np.ndarray, weights=None) -> list:
-        """Feature frontier of all rows of ``X``, evaluated in chunks."""
+        """Feature frontier of all rows of ``X``, evaluated in chunks.
+
+        Run eagerly: it runs once per fit, and compiling it would cost more than
+        it saves (a first fit would compile two functions instead of one).
+        """
         weights = self.graph.weights() if weights is None else weights
-        chunks = []
-        for start in range(0, max(len(X), 1), _CHUNK):
-            rows = X[start : start + _CHUNK]
-            pad = _bucket(len(rows)) - len(rows) if self.pads else 0
-            out = self._frontier(False, weights, self._parts(rows, pad))
-            chunks.append([t[: len(rows)] for t in out] if pad else out)
+        chunks = [self.graph.feature_frontier(weights, self._parts(X[start : start + _CHUNK]))
+                  for start in range(0, max(len(X), 1), _CHUNK)]
         if len(chunks) == 1:
             return list(chunks[0])
         return [ops.concatenate(c, axis=0) for c in zip(*chunks)]
 
     def predict(self, X: np.ndarray, codes: np.ndarray, group: np.ndarray) -> np.ndarray:
-        """Model outputs for rows of ``X`` with codes ``codes[group]``."""
+        """Model outputs for rows of ``X`` with codes ``codes[group]``.
+
+        Fewer than ``_XLA_MIN_ROWS`` rows run eagerly (no compilation: an app's
+        first prediction after its first fit costs no second compile); more rows run
+        a compiled forward, in chunks.
+        """
         weights = self.graph.weights()
+        if len(X) < _XLA_MIN_ROWS:
+            parts = self._parts(X)
+            out = self.graph.forward(weights, self.graph.feature_frontier(weights, parts),
+                                     self._tensor(codes), self._tensor(group, "int32"))
+            return self.backend.numpy(out).reshape(len(X), -1)
         if self.pads:
             codes = np.concatenate([codes, np.zeros((_groups_bucket(len(codes)) - len(codes),
                                                      codes.shape[1]))])
@@ -424,7 +433,7 @@ class Engine:
 
     def traces(self) -> int:
         """How many times this engine's functions were compiled (tests and benchmarks)."""
-        compiled = [self._value_and_grad, self._value, self._frontier, self._predict,
+        compiled = [self._value_and_grad, self._value, self._predict,
                     *self._steps.values()]
         return sum(c.traces() for c in compiled)
 
@@ -573,8 +582,8 @@ class FirstOrderLoop:
         except KeyboardInterrupt:
             interrupted = True
         if full_batch and not interrupted:  # the last update has not been scored yet
-            u = self.engine.numpy(self.u)
-            self._track(self.engine.objective(train, u), u, on_training, count=False)
+            # a step that moves nothing scores it (no second function to compile)
+            self._step(train, np.zeros_like(self.active), track=None, record_to=on_training)
         return Result(
             codes=self.best_u, best_loss=self.best, loss_curve=curve, n_iter=n_iter,
             converged=not self.active.any() and not self.diverged.all(),
@@ -586,12 +595,16 @@ class FirstOrderLoop:
         t = self.engine.numpy(self.t)
         return [(*(part[i] for part in parts), t[i]) for i in range(len(t))]
 
-    def _step(self, batch, active, track) -> np.ndarray:
+    def _step(self, batch, active, track, record_to=None) -> np.ndarray:
+        """One step of the ``active`` groups; the objective at the codes before it is
+        tracked for ``active & track`` (or, without counting, for ``record_to``)."""
         before = self.engine.numpy(self.u)
         self.u, self.slots, self.t, loss = self.engine.step(
             self.optimizer, batch, self.u, self.slots, self.t, active, self.lr)
         if track is not None:
             self._track(loss, before, active & track)
+        if record_to is not None:
+            self._track(loss, before, record_to, count=False)
         return loss
 
     def _epoch(self) -> None:

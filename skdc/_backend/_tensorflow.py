@@ -21,7 +21,8 @@ class _Compiled:
     reaches the user."""
 
     def __init__(self, fn, signature, xla):
-        self.function = tf.function(fn, input_signature=_spec(signature), jit_compile=xla)
+        self.function = tf.function(fn, input_signature=_spec(signature), jit_compile=xla,
+                                    autograph=False)  # no tensor-dependent Python flow
         self._concrete = None
 
     def __call__(self, *args):
