@@ -17,20 +17,29 @@ def _match_tensorflow_threads_to_joblib() -> None:
         os.environ.setdefault("TF_NUM_INTEROP_THREADS", limit)
 
 
-class _QuietKerasImport(importlib.abc.MetaPathFinder):
-    """Silence TensorFlow's C++ start-up lines when Keras is first imported.
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """Silence TensorFlow's C++ start-up lines when Keras or TensorFlow is first imported.
 
     Those lines (oneDNN, CUDA probing) are written before TensorFlow's logging is set up
-    and ignore every setting; file descriptor 2 goes to /dev/null while Keras (and the
-    backend it imports) loads. Python errors still propagate. Installed once, by
-    ``import skdc``, only if Keras is not imported yet; ``SKDC_TF_STARTUP_LOG=1`` keeps
-    the lines.
+    and ignore every setting; file descriptor 2 goes to /dev/null while the module (and
+    what it imports) loads. Python errors still propagate. Keras imports TensorFlow with
+    itself on the TensorFlow backend, and on the first model save on other backends
+    where TensorFlow is installed. Installed by ``import skdc`` for whichever of the two
+    is not imported yet; ``SKDC_TF_STARTUP_LOG=1`` keeps the lines.
     """
 
+    def __init__(self):
+        self.pending: set[str] = set()
+        self.quiet = False  # fd 2 is redirected now
+
     def find_spec(self, name, path=None, target=None):
-        if name != "keras":
+        if name not in self.pending:
             return None
-        _remove_hook()
+        self.pending.discard(name)
+        if not self.pending:
+            _remove_hook()
+        if self.quiet:  # imported by the other one, already quiet
+            return None
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.loader is not None:
             spec.loader = _QuietLoader(spec.loader)
@@ -50,19 +59,21 @@ class _QuietLoader(importlib.abc.Loader):
         saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
         sys.stderr.flush()
         os.dup2(devnull, 2)
+        _HOOK.quiet = True
         try:
             self._loader.exec_module(module)
             tf = sys.modules.get("tensorflow")
             if tf is not None and hasattr(tf, "config"):
                 tf.config.list_physical_devices()  # CUDA probing prints here
         finally:
+            _HOOK.quiet = False
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(devnull)
             os.close(saved)
 
 
-_HOOK = _QuietKerasImport()
+_HOOK = _QuietImport()
 
 
 def _remove_hook() -> None:
@@ -74,9 +85,8 @@ def prepare() -> None:
     """Thread limits and quiet start-up for the backend, without importing it."""
     _match_tensorflow_threads_to_joblib()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if (
-        "keras" not in sys.modules
-        and os.environ.get("SKDC_TF_STARTUP_LOG") != "1"
-        and _HOOK not in sys.meta_path
-    ):
+    if os.environ.get("SKDC_TF_STARTUP_LOG") == "1":
+        return
+    _HOOK.pending = {name for name in ("keras", "tensorflow") if name not in sys.modules}
+    if _HOOK.pending and _HOOK not in sys.meta_path:
         sys.meta_path.insert(0, _HOOK)
