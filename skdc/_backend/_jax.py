@@ -6,7 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._warmup import cache_from_environment
+
 NAME = "jax"
+cache_from_environment()  # SKDC_COMPILATION_CACHE: compiled code on disk across processes
 
 
 class _Compiled:
