@@ -32,6 +32,8 @@ _LAZY = {
     "CodePrior": "._prior",
     "add_condition_codes": "._retrofit",
     "allow_unsafe_models": "._persist",
+    "enable_compilation_cache": "._warmup",
+    "warmup": "._warmup",
 }
 _SUBPACKAGES = ("datasets", "evaluation")
 
@@ -45,7 +47,9 @@ __all__ = [
     "add_condition_codes",
     "allow_unsafe_models",
     "datasets",
+    "enable_compilation_cache",
     "evaluation",
+    "warmup",
     "__version__",
 ]
 
