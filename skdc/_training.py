@@ -9,8 +9,9 @@ inputs and turn the result into fitted attributes; everything in between is here
 * the trainers wrapped around a network for training only: :class:`CodeTrainer` (a code
   table indexed by condition feeds the code input) and :class:`PlainTrainer` (no codes);
 * the procedure: :class:`Schedule` (optimizer, minibatches, epochs, stopping rule),
-  :func:`train` (minibatch Adam epochs through :class:`EpochRunner`, stopped by
-  :class:`Stopper`), :class:`Seeds`;
+  :func:`train` (minibatch :class:`Adam` epochs through :class:`EpochRunner`, one
+  compiled, stateless ``keras.ops`` function per fit that runs on every Keras backend,
+  stopped by :class:`Stopper`), :class:`Seeds`;
 * :func:`si_twin`: the same network trained by the same procedure without codes, the
   speaker-independent baseline that adaptation methods are compared against;
 * :func:`predict_in_chunks`: the forward pass used for every prediction.
@@ -25,17 +26,19 @@ from typing import NamedTuple
 
 import keras
 import numpy as np
-import tensorflow as tf
 from sklearn.base import is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state, check_X_y
 
+from . import _backend
+from ._backend import Spec
 from ._groups import encode_groups, validation_split
 from ._retrofit import FEATURES, code_consumers, rewire
 from ._task import Classification, Regression
 
 __all__ = [
     "ACTIVATIONS",
+    "Adam",
     "CodeTrainer",
     "EpochRunner",
     "History",
@@ -175,8 +178,8 @@ def normalise_codes(core: keras.Model, codes: np.ndarray, pairs: list | None) ->
         return codes.astype(np.float32).astype(np.float64)
     if pairs is not None:
         for dense, b_layer in pairs:
-            kernel = keras.ops.convert_to_numpy(b_layer.kernel).astype(np.float64)
-            bias = keras.ops.convert_to_numpy(dense.bias).astype(np.float64)
+            kernel = np.asarray(b_layer.kernel).astype(np.float64)
+            bias = np.asarray(dense.bias).astype(np.float64)
             dense.bias.assign((bias + mean @ kernel).astype(np.float32))
         codes = codes - mean
         consumers = [b_layer for _, b_layer in pairs]
@@ -185,7 +188,7 @@ def normalise_codes(core: keras.Model, codes: np.ndarray, pairs: list | None) ->
         if consumers is None:
             return codes.astype(np.float32).astype(np.float64)
     for layer in consumers:
-        kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
+        kernel = np.asarray(layer.kernel).astype(np.float64)
         layer.kernel.assign((kernel * spread).astype(np.float32))
     return (codes / spread).astype(np.float32).astype(np.float64)
 
@@ -257,7 +260,7 @@ class CodeTrainer(keras.Model):
 
     def codes(self) -> np.ndarray:
         """The code table, one row per condition (float64)."""
-        return keras.ops.convert_to_numpy(self.table.embeddings).astype(np.float64)
+        return np.asarray(self.table.embeddings).astype(np.float64)
 
 
 class PlainTrainer(keras.Model):
@@ -351,50 +354,170 @@ class History:
     stopped: bool = False
 
 
+class Adam:
+    """Keras' Adam update (same formula and defaults), stateless: the parameters and the
+    moments are values passed in and returned, never variables written in place.
+
+    Keras' optimizers on TensorFlow refuse ``stateless_apply``, which a training step
+    compiled for every backend (``jax.jit`` above all) needs.
+    """
+
+    beta_1, beta_2, epsilon = 0.9, 0.999, 1e-7
+
+    def __init__(self, learning_rate: float):
+        self.learning_rate = float(learning_rate)
+
+    def slots(self, params: list) -> list:
+        """Initial state: first and second moments (zeros) and the step count."""
+        zeros = [keras.ops.zeros_like(p) for p in params]
+        return [zeros, [keras.ops.zeros_like(p) for p in params], keras.ops.zeros((), "float32")]
+
+    def apply(self, params: list, grads: list, slots: list) -> tuple[list, list]:
+        """The parameters after one step, and the new state."""
+        m, v, t = slots
+        t = t + 1.0
+        b1, b2 = self.beta_1, self.beta_2
+        alpha = self.learning_rate * keras.ops.sqrt(1.0 - b2**t) / (1.0 - b1**t)
+        grads = [keras.ops.convert_to_tensor(g) for g in grads]  # TF: IndexedSlices -> dense
+        m = [mi + (g - mi) * (1.0 - b1) for mi, g in zip(m, grads, strict=True)]
+        v = [vi + (g * g - vi) * (1.0 - b2) for vi, g in zip(v, grads, strict=True)]
+        params = [
+            p - alpha * mi / (keras.ops.sqrt(vi) + self.epsilon)
+            for p, mi, vi in zip(params, m, v, strict=True)
+        ]
+        return params, [m, v, t]
+
+
 class EpochRunner:
     """One compiled function per fit that runs a whole epoch of minibatch Adam steps.
 
     Keras' ``fit`` costs milliseconds per step and tens of milliseconds per epoch on
-    the small tabular problems codes are for; one graph call per epoch is several
-    times faster. The row order of each epoch comes from a seeded numpy generator.
+    the small tabular problems codes are for; one compiled call per epoch is several
+    times faster. The step is stateless and written with ``keras.ops``: the trainer's
+    weights (trainable, and the rest: frozen weights, the code dropout's seed state)
+    and Adam's moments are values carried from step to step by ``keras.ops.fori_loop``,
+    and the trainer is called in a ``keras.StatelessScope``. Per backend, only
+    compilation and the gradient differ (:func:`skdc._backend.current`). The trainer's
+    variables are written only by :meth:`write`.
+
+    The row order of each epoch comes from a seeded numpy generator. Every minibatch
+    has ``batch_size`` rows, so that one step is compiled once: the last, short one is
+    filled up with rows of weight zero and its loss rescaled to the mean over its own
+    rows.
     """
 
-    def __init__(self, trainer, loss, optimizer, rows: Rows, batch_size: int):
+    def __init__(self, trainer, loss, optimizer: Adam, rows: Rows, batch_size: int,
+                 validation: Rows | None = None):
+        if loss.reduction != "sum_over_batch_size":
+            raise ValueError(f"EpochRunner needs a mean loss, not reduction={loss.reduction!r}.")
         self.trainer, self.loss, self.optimizer = trainer, loss, optimizer
-        self.data = [tf.constant(a) for a in rows]
+        self.backend = _backend.current()
+        trainer((rows.features[:1], rows.group[:1]))  # builds the code table
+        self.params = list(trainer.trainable_variables)
+        self.other = list(trainer.non_trainable_variables)  # frozen weights, seed states
         self.n_rows = len(rows.features)
         self.batch_size = int(batch_size)
         self.n_batches = -(-self.n_rows // self.batch_size)
-        trainer((self.data[0][:1], self.data[1][:1]))  # builds the code table
-        optimizer.build(trainer.trainable_variables)
-        self._epoch = tf.function(self._epoch_impl)
-        self._evaluate = tf.function(self._evaluate_impl)
+        self.data = self._tensors(rows)
+        self.validation = None if validation is None else self._tensors(validation)
+        params = [keras.ops.stop_gradient(v) for v in self.params]  # values, not variables
+        other = [keras.ops.stop_gradient(v) for v in self.other]
+        self.state = [params, other, optimizer.slots(params)]
+        self._value_and_grad = self.backend.value_and_grad(self._objective)
+        # Row counts are left unknown (None) to TensorFlow: with static shapes its
+        # oneDNN graph rewrite breaks on the coded layers' MatMul+BiasAdd+Add+Relu and
+        # the whole function then runs unoptimised (JAX specialises on shapes anyway).
+        signature = [
+            _spec(self.state),
+            _spec(self.data, rows=True),
+            Spec((None, None), "int32"),
+            Spec((None, None), "float32"),
+            _spec(self.validation or [], rows=True),
+        ]
+        self._epoch = self.backend.compile(self._epoch_impl, signature, False)
+        self.val_loss: float | None = None
 
-    def _epoch_impl(self, order):
-        X, g, y, w = self.data
-        variables = self.trainer.trainable_variables
-        total = tf.constant(0.0)
-        for i in tf.range(self.n_batches):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            with tf.GradientTape() as tape:
-                pred = self.trainer((tf.gather(X, idx), tf.gather(g, idx)), training=True)
-                value = self.loss(tf.gather(y, idx), pred, sample_weight=tf.gather(w, idx))
-                value = value + self.trainer.penalty()
-            self.optimizer.apply(tape.gradient(value, variables), variables)
-            total += value * tf.cast(tf.shape(idx)[0], tf.float32)
-        return total / self.n_rows
+    def _tensors(self, rows: Rows) -> list:
+        """Rows as tensors: int32 indices and labels, float32 values."""
+        return [self.backend.tensor(a, "int32" if a.dtype.kind in "iu" else "float32")
+                for a in rows]
 
-    def _evaluate_impl(self, X, g, y, w):
-        return self.loss(y, self.trainer((X, g), training=False), sample_weight=w)
+    def _call(self, params, other, inputs, training: bool):
+        """The trainer's outputs (and penalty, when training) with the given weights."""
+        mapping = [*zip(self.params, params), *zip(self.other, other)]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            pred = self.trainer(inputs, training=training)
+            penalty = self.trainer.penalty() if training else None
+        return pred, penalty, [scope.get_current_value(v) for v in self.other]
+
+    def _objective(self, params, other, X, g, y, w, scale):
+        pred, penalty, other = self._call(params, other, (X, g), training=True)
+        return self.loss(y, pred, sample_weight=w) * scale + penalty, other
+
+    def _step(self, state, data, index, keep):
+        """One Adam step on the rows ``index`` (weights multiplied by ``keep``)."""
+        params, other, slots = state
+        X, g, y, w = (keras.ops.take(a, index, axis=0) for a in data)
+        n_kept = keras.ops.sum(keep)
+        scale = self.batch_size / n_kept  # mean over the kept rows
+        value, other, grads = self._value_and_grad(params, other, X, g, y, w * keep, scale)
+        params, slots = self.optimizer.apply(params, grads, slots)
+        return [params, other, slots], value, n_kept
+
+    def _epoch_impl(self, state, data, batches, keep, validation):
+        def body(i, carry):
+            state, total = carry
+            state, value, n_kept = self._step(state, data, batches[i], keep[i])
+            return state, total + value * n_kept
+
+        state, total = keras.ops.fori_loop(
+            0, self.n_batches, body, (state, keras.ops.zeros((), "float32"))
+        )
+        if not validation:
+            return state, total / self.n_rows, keras.ops.zeros((), "float32")
+        X, g, y, w = validation
+        pred, _, _ = self._call(*state[:2], (X, g), training=False)
+        return state, total / self.n_rows, self.loss(y, pred, sample_weight=w)
 
     def epoch(self, rng: np.random.Generator) -> float:
-        """One pass over the rows in a random order; the mean penalised minibatch loss."""
-        order = tf.constant(rng.permutation(self.n_rows).astype(np.int32))
-        return float(self._epoch(order))
+        """One pass over the rows in a random order; the mean penalised minibatch loss.
 
-    def evaluate(self, rows: Rows) -> float:
-        """The (weighted, unpenalised) loss on ``rows``."""
-        return float(self._evaluate(*[tf.constant(a) for a in rows]))
+        With validation rows, their (weighted, unpenalised) loss after the epoch is
+        left in :attr:`val_loss`.
+        """
+        order = rng.permutation(self.n_rows).astype(np.int32)
+        size = self.n_batches * self.batch_size
+        keep = (np.arange(size) < self.n_rows).astype(np.float32)
+        batches = np.resize(order, size).reshape(self.n_batches, self.batch_size)
+        self.state, value, val_loss = self._epoch(
+            self.state,
+            self.data,
+            self.backend.tensor(batches, "int32"),
+            self.backend.tensor(keep.reshape(batches.shape), "float32"),
+            self.validation or [],
+        )
+        if self.validation is not None:
+            self.val_loss = float(self.backend.numpy(val_loss))
+        return float(self.backend.numpy(value))
+
+    def weights(self) -> list[np.ndarray]:
+        """A copy of the current weights (trainable, then the rest) as numpy arrays."""
+        return [np.array(self.backend.numpy(t)) for t in (*self.state[0], *self.state[1])]
+
+    def write(self, weights: list | None = None) -> None:
+        """Assign ``weights`` (default: the current ones) to the trainer's variables."""
+        values = (*self.state[0], *self.state[1]) if weights is None else weights
+        for variable, value in zip((*self.params, *self.other), values, strict=True):
+            variable.assign(value)
+
+
+def _spec(tree, rows: bool = False):
+    """The :class:`~skdc._backend.Spec` tree of a tree of tensors (with ``rows``, the
+    first dimension is left unknown)."""
+    if isinstance(tree, list | tuple):
+        return [_spec(t, rows) for t in tree]
+    shape = tuple(tree.shape)
+    return Spec((None, *shape[1:]) if rows else shape, keras.backend.standardize_dtype(tree.dtype))
 
 
 class Stopper:
@@ -405,12 +528,14 @@ class Stopper:
         self.min_delta, self.patience, self.keep_best = min_delta, patience, keep_best
         self.best, self.wait, self.best_weights = np.inf, 0, None
 
-    def stop(self, epoch, value, model) -> bool:
+    def stop(self, epoch: int, value: float, weights) -> bool:
+        """Whether to stop after ``epoch`` with loss ``value``; ``weights()`` gives the
+        weights to keep if this epoch is the best so far."""
         self.wait += 1
         if value - self.min_delta < self.best:
             self.best, self.wait = value, 0
             if self.keep_best:
-                self.best_weights = model.get_weights()
+                self.best_weights = weights()
         return self.wait >= self.patience and epoch > 0
 
 
@@ -425,29 +550,29 @@ def train(trainer, rows: Rows, held: np.ndarray, loss, schedule: Schedule,
     """
     fit_rows, validation = rows.take(~held), rows.take(held)
     rng = np.random.default_rng(seeds.next())
+    validate = bool(held.any())
     runner = EpochRunner(
         trainer,
         loss,
-        keras.optimizers.Adam(schedule.learning_rate_init),
+        Adam(schedule.learning_rate_init),
         fit_rows,
         schedule.batch_rows(len(fit_rows.features)),
+        validation if validate else None,
     )
-    validate = bool(held.any())
     stopper = Stopper(schedule.tol, schedule.n_iter_no_change, keep_best=validate)
     report = progress(schedule.verbose, schedule.max_iter)
     history = History(val_loss=[] if validate else None)
     for epoch in range(schedule.max_iter):
         logs = {"loss": runner.epoch(rng)}
         if validate:
-            logs["val_loss"] = runner.evaluate(validation)
+            logs["val_loss"] = runner.val_loss
             history.val_loss.append(logs["val_loss"])
         history.loss.append(logs["loss"])
         report(epoch, logs)
-        if stopper.stop(epoch, logs.get("val_loss", logs["loss"]), trainer):
+        if stopper.stop(epoch, logs.get("val_loss", logs["loss"]), runner.weights):
             history.stopped = True
             break
-    if stopper.best_weights is not None:
-        trainer.set_weights(stopper.best_weights)
+    runner.write(stopper.best_weights)
     return history
 
 
