@@ -23,7 +23,10 @@ sys.path.insert(0, str(SRC))
 import skdc  # noqa: E402, I001  (before tensorflow: skdc silences TF start-up noise)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+
+# TensorFlow only where it is the backend: under JAX or torch, importing it would add
+# seconds to every start-up figure
+tf = __import__("tensorflow") if keras.backend.backend() == "tensorflow" else None
 
 __all__ = ["skdc", "keras", "np", "tf"]
 
@@ -35,10 +38,10 @@ def code_model(n_features=440, hidden=(512, 512, 512), code_dim=50, n_classes=18
     Random weights, scaled like a trained network's (pre-activations of a few units, peaked
     posteriors) so that the code matters and adaptation has something to find.
     """
-    keras.utils.set_random_seed(seed)
+    seeds = iter(range(1000 * seed, 1000 * seed + 1000))  # no global seeding: it imports TF
 
     def dense(width, fan_in, gain, **kw):
-        init = keras.initializers.RandomNormal(stddev=gain / np.sqrt(fan_in))
+        init = keras.initializers.RandomNormal(stddev=gain / np.sqrt(fan_in), seed=next(seeds))
         return keras.layers.Dense(width, kernel_initializer=init, **kw)
 
     x = keras.Input((n_features,), name="features")

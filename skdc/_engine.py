@@ -199,9 +199,11 @@ def _data_terms(loss: str, out, y, w, group, n_groups):
 
 
 def _bucket(n_rows: int) -> int:
-    """Row count padded for XLA: the next of 4 sizes per octave (at most 19% more rows)."""
+    """Row count padded for shape-compiled functions: the next of 4 sizes per octave
+    (at most 19% more rows), a multiple of 8 (of 64 from 512 rows)."""
     size = 2.0 ** (math.ceil(4 * math.log2(max(n_rows, 1))) / 4)
-    return int(math.ceil(size / 64) * 64)
+    step = 64 if size > 512 else 8
+    return int(math.ceil(size / step) * step)
 
 
 def _groups_bucket(n_groups: int) -> int:
@@ -255,7 +257,8 @@ class Engine:
         d = graph.code_dim
         y_spec = Spec((None, graph.n_outputs)) if loss == "mse" else Spec((None,), "int32")
         codes, vec, scalar = Spec((None, d)), Spec((None,)), Spec(())
-        self._weights_sig = graph.weight_specs()
+        self._as_args = self.backend.WEIGHTS_AS_ARGUMENTS
+        self._weights_sig = graph.weight_specs(self._as_args)
         self._data_sig = [self._weights_sig, graph.frontier_specs(), y_spec, vec,
                           Spec((None,), "int32"), vec, vec, Spec((None, d)),
                           Spec((None, d, d)), scalar]
@@ -321,7 +324,7 @@ class Engine:
         Run eagerly: it runs once per fit, and compiling it would cost more than
         it saves (a first fit would compile two functions instead of one).
         """
-        weights = self.graph.weights() if weights is None else weights
+        weights = self.graph.weights(self._as_args) if weights is None else weights
         chunks = [self.graph.feature_frontier(weights, self._parts(X[start : start + _CHUNK]))
                   for start in range(0, max(len(X), 1), _CHUNK)]
         if len(chunks) == 1:
@@ -335,7 +338,7 @@ class Engine:
         first prediction after its first fit costs no second compile); more rows run
         a compiled forward, in chunks.
         """
-        weights = self.graph.weights()
+        weights = self.graph.weights(self._as_args)
         if len(X) < _XLA_MIN_ROWS:
             parts = self._parts(X)
             out = self.graph.forward(weights, self.graph.feature_frontier(weights, parts),
@@ -368,7 +371,7 @@ class Engine:
         """
         sel = slice(None) if rows is None else rows
         w, group, y = problem.weight[sel], problem.group[sel], problem.y[sel]
-        weights = self.graph.weights()
+        weights = self.graph.weights(self._as_args)
         total = np.bincount(problem.group, problem.weight, problem.n_groups)
         in_batch = np.bincount(group, w, problem.n_groups)
         with np.errstate(divide="ignore"):

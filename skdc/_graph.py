@@ -14,15 +14,19 @@ is split into three parts that are run separately:
 
 The split walks Keras' functional node graph and calls each layer on backend
 tensors (as ``Functional.call`` does), so the user's model is never rebuilt or
-modified, on any Keras backend. The parts read the model's weights from values
-passed in (``weights()``, inside a ``keras.StatelessScope``), so compiled functions
-take the weights as arguments instead of baking them in as constants, and nothing
-is ever written to the model. Models that are not functional (subclassed) fall back
+modified, on any Keras backend. On JAX and PyTorch the parts read the model's
+weights from values passed in (``weights()``, inside a ``keras.StatelessScope``), so
+compiled functions take the weights as arguments instead of baking them in as
+constants; on TensorFlow a compiled function reads the variables themselves (it
+captures them by reference, as Keras' own trainer does; passing a dozen more
+arguments per call would cost milliseconds of argument checks). Nothing is ever
+written to the model. Models that are not functional (subclassed) fall back
 to one part: the head is the whole model and the frontiers are its inputs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 
 import keras
@@ -90,15 +94,22 @@ class CodeGraph:
         tensors = self._f_frontier if self.is_split else self.feature_inputs
         return [Spec((None, *t.shape[1:])) for t in tensors]
 
-    def weight_specs(self) -> list[Spec]:
-        """Specs of :meth:`weights`."""
+    def weight_specs(self, as_arguments: bool = True) -> list[Spec]:
+        """Specs of :meth:`weights` (none when the variables are read in place)."""
+        if not as_arguments:
+            return []
         return [Spec(tuple(v.shape), str(v.dtype)) for v in self._variables]
 
-    def weights(self) -> list:
-        """The model's current weights, as (detached) backend tensors."""
+    def weights(self, as_arguments: bool = True) -> list:
+        """The model's current weights, as (detached) backend tensors; an empty list
+        means: read the variables in place."""
+        if not as_arguments:
+            return []
         return [ops.stop_gradient(v.value) for v in self._variables]
 
     def _scope(self, weights):
+        if not weights:
+            return contextlib.nullcontext()
         return keras.StatelessScope(state_mapping=list(zip(self._variables, weights)))
 
     def split_features(self, X: np.ndarray) -> list[np.ndarray]:

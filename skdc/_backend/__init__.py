@@ -13,9 +13,12 @@ Everything else (the objective, the graph walk, the optimizers) is written with
     Whether compiled functions specialise on shapes (JAX; TensorFlow with XLA), so
     that row and group counts are padded to a few buckets.
 ``tensor(array, dtype)`` and ``numpy(tensor)``.
+``WEIGHTS_AS_ARGUMENTS``
+    Whether compiled functions take the model's weights as arguments (JAX, PyTorch:
+    otherwise JAX would bake them in as constants) or read the variables in place
+    (TensorFlow: captured by reference, as Keras' own trainer does).
 
-Weights are passed to compiled functions as arguments (see ``_graph``), never
-baked in as constants and never written.
+Weights are never baked into compiled code as constants and never written.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import numpy as np
 from .._warmup import cache_from_environment
 
 NAME = "jax"
+WEIGHTS_AS_ARGUMENTS = True
 cache_from_environment()  # SKDC_COMPILATION_CACHE: compiled code on disk across processes
 
 

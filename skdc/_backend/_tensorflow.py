@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 NAME = "tensorflow"
+WEIGHTS_AS_ARGUMENTS = False
 
 
 def _spec(tree):
@@ -44,7 +45,8 @@ def pads_rows(xla: bool) -> bool:
 
 def value_and_grad(fn):
     def wrapped(x, *args):
-        with tf.GradientTape() as tape:
+        # only the code: a trainable model's variables need no recording
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(x)
             total, aux = fn(x, *args)
         return total, aux, tape.gradient(total, x)

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 NAME = "torch"
+WEIGHTS_AS_ARGUMENTS = True
 
 
 class _Eager:
