@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from .. import _backend
+from .._backend import Spec
+from .._engine import _bucket, _groups_bucket
 from .._lbfgs import minimize_lbfgs
 
 __all__ = ["ParameterAdapter"]
@@ -32,7 +35,7 @@ _MODES = ("lhuc", "finetune_last", "finetune_all")
 def _dense_layers(model: keras.Model) -> tuple[list[np.ndarray], tuple[str, ...]]:
     """Kernels and biases of the model's Dense layers, and the hidden activations' names."""
     layers = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    weights = [np.asarray(w, np.float32) for layer in layers for w in layer.get_weights()]
+    weights = [np.asarray(w, np.float32) for layer in layers for w in layer.weights]
     if len(weights) != 2 * len(layers):
         raise ValueError("ParameterAdapter needs Dense layers with biases.")
     # the output layer is used as logits: its softmax is part of the loss
@@ -42,6 +45,12 @@ def _dense_layers(model: keras.Model) -> tuple[list[np.ndarray], tuple[str, ...]
 
 class ParameterAdapter:
     """Adapt some parameters of a Dense MLP per condition (LHUC or fine-tuning).
+
+    Runs on every Keras backend: the objective is written with ``keras.ops`` and
+    compiled once per architecture and mode (:func:`skdc._backend.current`); the SI
+    weights are arguments of the compiled functions. Backends that compile per shape
+    (JAX) see groups and rows padded to a few sizes, with padded rows masked out and
+    padded groups held at ``u = 0``.
 
     Parameters
     ----------
@@ -55,9 +64,8 @@ class ParameterAdapter:
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}.")
         weights, activations = _dense_layers(model)
-        self.weights = [tf.constant(w) for w in weights]
-        shapes = tuple(w.shape for w in weights)
-        self._graph = _graph_for(mode, shapes, activations)
+        self._graph = _graph_for(mode, tuple(w.shape for w in weights), activations)
+        self.weights = [self._graph.backend.tensor(w) for w in weights]
         self.n_params = self._graph.n_params
 
     def fit(self, X, y, groups, n_groups: int, prior_scale: float, max_iter: int,
@@ -70,16 +78,19 @@ class ParameterAdapter:
         ``prior_weight`` multiplies the prior term (rows per independent unit); ``tol``
         is L-BFGS' tolerance (relative decrease and projected gradient).
         """
-        Xp, yp, mask = _pad(X, y, groups, n_groups)
-        args = [tf.constant(prior_scale, tf.float32), tf.constant(prior_weight, tf.float32),
-                tf.constant(Xp), tf.constant(yp), tf.constant(mask), self.weights]
+        graph = self._graph
+        tensor = graph.backend.tensor
+        Xp, yp, mask = _pad(X, y, groups, n_groups, graph.pads)
+        args = [tensor(prior_scale), tensor(prior_weight), tensor(Xp), tensor(yp, "int32"),
+                tensor(mask), self.weights]
         shape = (n_groups, self.n_params)
+        u = np.zeros((len(Xp), self.n_params), np.float32)  # padded groups stay at 0
 
         def fun(flat):
-            value, grad = self._graph.value_and_grad(
-                tf.constant(flat.reshape(shape), tf.float32), *args
-            )
-            return float(value), grad.numpy().astype(np.float64).ravel()
+            u[:n_groups] = flat.reshape(shape)
+            value, _, grad = graph.value_and_grad(tensor(u), *args)
+            grad = graph.backend.numpy(grad)[:n_groups]
+            return float(graph.backend.numpy(value)), grad.astype(np.float64).ravel()
 
         res = minimize_lbfgs(fun, np.zeros(n_groups * self.n_params), max_iter=int(max_iter),
                              tol=float(tol))
@@ -87,11 +98,14 @@ class ParameterAdapter:
 
     def predict_log_proba(self, u, prior_scale: float, X, groups) -> np.ndarray:
         """Log-probabilities of rows ``X`` of conditions ``groups`` with the table ``u``."""
-        Xp, _, _ = _pad(X, np.zeros(len(X), np.int32), groups, len(u))
-        log_p = self._graph.log_proba(
-            tf.constant(u, tf.float32), tf.constant(prior_scale, tf.float32), tf.constant(Xp),
-            self.weights,
-        ).numpy()
+        graph = self._graph
+        Xp, _, _ = _pad(X, np.zeros(len(X), np.int32), groups, len(u), graph.pads)
+        table = np.zeros((len(Xp), self.n_params), np.float32)
+        table[: len(u)] = u
+        log_p = graph.backend.numpy(graph.log_proba(
+            graph.backend.tensor(table), graph.backend.tensor(prior_scale),
+            graph.backend.tensor(Xp), self.weights,
+        ))
         out = np.empty((len(X), log_p.shape[-1]), np.float32)
         for g in range(len(u)):
             rows = np.flatnonzero(groups == g)
@@ -114,6 +128,8 @@ class _Graph:
     """Objective and prediction of a batched MLP; the weights are arguments."""
 
     def __init__(self, mode, shapes, activations):
+        self.backend = _backend.current()
+        self.pads = self.backend.pads_rows(False)
         self.mode = mode
         self.n_layers = len(shapes) // 2
         self.activations = [keras.activations.get(a) for a in activations]
@@ -125,17 +141,18 @@ class _Graph:
         else:
             self.shapes = list(shapes)
         self.n_params = int(sum(np.prod(s) for s in self.shapes))
-        table = tf.TensorSpec([None, None], tf.float32)
-        scale = tf.TensorSpec([], tf.float32)
-        rows = tf.TensorSpec([None, None, None], tf.float32)
-        labels = tf.TensorSpec([None, None], tf.int32)
-        weights = [tf.TensorSpec(s, tf.float32) for s in shapes]
-        self.value_and_grad = tf.function(
-            self._value_and_grad,
-            input_signature=[table, scale, scale, rows, labels, table, weights],
+        table = Spec((None, None))
+        scale = Spec(())
+        rows = Spec((None, None, None))
+        labels = Spec((None, None), "int32")
+        weights = [Spec(s) for s in shapes]
+        self.value_and_grad = self.backend.compile(
+            self.backend.value_and_grad(self._objective),
+            [table, scale, scale, rows, labels, table, weights],
+            False,
         )
-        self.log_proba = tf.function(
-            self._log_proba, input_signature=[table, scale, rows, weights]
+        self.log_proba = self.backend.compile(
+            self._log_proba, [table, scale, rows, weights], False
         )
 
     def _unpack(self, u, scale):
@@ -143,7 +160,7 @@ class _Graph:
         parts, start = [], 0
         for shape in self.shapes:
             size = int(np.prod(shape))
-            parts.append(tf.reshape(u[:, start : start + size], (-1, *shape)) * scale)
+            parts.append(ops.reshape(u[:, start : start + size], (-1, *shape)) * scale)
             start += size
         return parts
 
@@ -156,39 +173,44 @@ class _Graph:
             kernel, bias = weights[2 * i], weights[2 * i + 1]
             if self.mode == "finetune_all" or (self.mode == "finetune_last" and i == last):
                 j = 2 * i if self.mode == "finetune_all" else 0
-                pre = tf.einsum("grd,gdh->grh", h, kernel + parts[j])
-                pre = pre + (bias[None, :] + parts[j + 1])[:, None, :]
+                pre = ops.einsum("grd,gdh->grh", h, kernel + parts[j])
+                pre = pre + ops.expand_dims(bias[None, :] + parts[j + 1], 1)
             else:
-                pre = tf.einsum("grd,dh->grh", h, kernel) + bias
+                pre = ops.einsum("grd,dh->grh", h, kernel) + bias
             if i == last:
                 return pre
             h = self.activations[i](pre)
             if self.mode == "lhuc":
-                h = h * 2.0 * tf.sigmoid(parts[i])[:, None, :]
+                h = h * 2.0 * ops.expand_dims(ops.sigmoid(parts[i]), 1)
         return h
 
-    def _value_and_grad(self, u, scale, prior_weight, X, y, mask, weights):
-        with tf.GradientTape() as tape:
-            tape.watch(u)
-            log_p = tf.nn.log_softmax(self._logits(u, scale, X, weights))
-            ce = -tf.gather(log_p, y, axis=2, batch_dims=2) * mask
-            n = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
-            prior = 0.5 * prior_weight * tf.reduce_sum(u * u, axis=1)
-            obj = (tf.reduce_sum(ce, axis=1) + prior) / n
-            total = tf.reduce_sum(obj)
-        return total, tape.gradient(total, u)
+    def _objective(self, u, scale, prior_weight, X, y, mask, weights):
+        """The sum over conditions of the MAP objectives (and each condition's)."""
+        log_p = ops.log_softmax(self._logits(u, scale, X, weights), axis=-1)
+        ce = -ops.take_along_axis(log_p, ops.expand_dims(y, -1), axis=2)[..., 0] * mask
+        n = ops.maximum(ops.sum(mask, axis=1), 1.0)
+        prior = 0.5 * prior_weight * ops.sum(u * u, axis=1)
+        obj = (ops.sum(ce, axis=1) + prior) / n
+        return ops.sum(obj), obj
 
     def _log_proba(self, u, scale, X, weights):
-        return tf.nn.log_softmax(self._logits(u, scale, X, weights))
+        return ops.log_softmax(self._logits(u, scale, X, weights), axis=-1)
 
 
-def _pad(X, y, groups, n_groups):
-    """Rows per condition, padded to (n_groups, max_rows, ...) with a 0/1 mask."""
+def _pad(X, y, groups, n_groups, bucket: bool = False):
+    """Rows per condition, padded to (n_groups, max_rows, ...) with a 0/1 mask.
+
+    With ``bucket`` (backends that compile per shape), groups are padded to the next
+    power of two and rows to the engine's row buckets; padded rows have mask 0.
+    """
     counts = np.bincount(groups, minlength=n_groups)
     width = max(int(counts.max()) if len(counts) else 0, 1)
-    Xp = np.zeros((n_groups, width, X.shape[1]), np.float32)
-    yp = np.zeros((n_groups, width), np.int32)
-    mask = np.zeros((n_groups, width), np.float32)
+    n_out = n_groups
+    if bucket:
+        width, n_out = _bucket(width), _groups_bucket(n_groups)
+    Xp = np.zeros((n_out, width, X.shape[1]), np.float32)
+    yp = np.zeros((n_out, width), np.int32)
+    mask = np.zeros((n_out, width), np.float32)
     for g in range(n_groups):
         rows = np.flatnonzero(groups == g)
         Xp[g, : len(rows)] = X[rows]
