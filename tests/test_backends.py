@@ -205,7 +205,9 @@ def test_ci_runs_the_readme_test_command_on_every_ci_backend():
     demo, tests = _readme_commands()  # exactly two lines
     assert "skdc demo" in demo and "pytest" in tests
     ci = (ROOT / ".ci" / "run").read_text()
-    assert tests in ci.splitlines(), "the test command of the README is not in .ci/run"
+    # the last line: under `set -e` a failing `a && b` list ends the script only as its
+    # last command (a line after it would run and set the exit status instead)
+    assert ci.strip().splitlines()[-1] == tests, "the README's test command must end .ci/run"
     assert "set -euo pipefail" in ci
     passes = tests.split(" && ")
     assert passes[0].startswith("pip install") and passes[1] == "python -m pytest -q"
