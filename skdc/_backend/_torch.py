@@ -29,12 +29,15 @@ def pads_rows(xla: bool) -> bool:
 
 
 def value_and_grad(fn):
+    """``x`` is a tensor or a list of tensors (then the gradient is a list too)."""
+
     def wrapped(x, *args):
+        many = isinstance(x, list | tuple)
+        leaves = [t.detach().requires_grad_(True) for t in (x if many else [x])]
         with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            total, aux = fn(x, *args)
-            (grad,) = torch.autograd.grad(total, x)
-        return total.detach(), _detach(aux), grad
+            total, aux = fn(leaves if many else leaves[0], *args)
+            grads = torch.autograd.grad(total, leaves)
+        return total.detach(), _detach(aux), list(grads) if many else grads[0]
 
     return wrapped
 
