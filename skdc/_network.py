@@ -319,7 +319,8 @@ default="relu"
         (its trainable weights are learned).
     random_state : int, RandomState instance or None, default=None
         Seeds the initial weights and codes, the shuffling and the validation split.
-        With an int, two fits on CPU give identical codes and predictions.
+        With an int, two fits on CPU give identical codes and predictions under the
+        same Keras backend (each backend draws its own initial weights from a seed).
     verbose : int, default=0
         0: silent; 1: one line per epoch; 2: a Keras progress bar.
 """

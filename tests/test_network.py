@@ -101,6 +101,7 @@ def _snapshot(model):
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.backend
 def test_fit_learns_one_code_per_condition(net, train):
     X, y, groups, _ = train
     assert set(net.codes_) == set(range(N_TRAIN))
@@ -145,6 +146,7 @@ def test_predict_uses_prior_mean_for_unseen_or_missing_groups(net, held_out):
     assert not np.allclose(net.predict_proba(X, groups=mixed), proba)
 
 
+@pytest.mark.backend
 def test_adapter_beats_prior_mean_on_unseen_conditions(net, held_out):
     X, y, groups, shot = held_out
     prior_mean = net.score(X[~shot], y[~shot])
@@ -172,6 +174,7 @@ def test_adapter_defaults_and_overrides(net):
     assert net.adapter(code_init="zeros").code_init == "zeros"
 
 
+@pytest.mark.backend
 def test_random_state_reproducible(train):
     """Two fits with the same seed agree exactly; unit sample weights change nothing."""
     X, y, groups, _ = train
@@ -216,6 +219,7 @@ def test_training_validates_on_the_held_out_rows_and_keeps_the_best_epoch(condit
     assert abs(float(on_training_rows) - history.val_loss[best]) > 1e-3
 
 
+@pytest.mark.backend
 def test_early_stopping_restores_the_best_epoch(conditions):
     """A fit that stops right after the best epoch ends with the same weights and codes
     as a fit that ran on and restored that epoch."""
@@ -234,6 +238,58 @@ def test_early_stopping_restores_the_best_epoch(conditions):
     assert set(long.codes_) == set(range(10))  # every condition keeps training rows
     for g in long.codes_:
         np.testing.assert_array_equal(long.codes_[g], short.codes_[g])
+
+
+def _code_trainer(task, seeds, **params):
+    core, _ = joint_network(6, [8], "relu", task, 2, "all", seeds)
+    params = {"alpha": 1e-3, "code_l2": 1e-2, **params}
+    return CodeTrainer(core, 10, 2, seed=seeds.next(), **params)
+
+
+@pytest.mark.backend
+def test_epoch_loss_is_the_row_mean_with_a_short_last_batch(conditions):
+    """With a vanishing step size, an epoch's loss is the penalised weighted mean loss over
+    the rows, whatever the minibatch split: the short last minibatch (filled up with rows of
+    weight zero) counts its own rows only."""
+    X, y, groups, _ = conditions
+    X, task = X.astype("float32"), Classification.from_targets(y)
+    weight = np.random.default_rng(0).uniform(0.5, 2.0, len(X)).astype("float32")
+    rows = Rows(X, groups, task.encode(y), weight)
+    for batch_size in (64, len(X)):  # 600 rows: 9 minibatches of 64 and one of 24; one of 600
+        seeds = Seeds(np.random.RandomState(0))
+        trainer = _code_trainer(task, seeds)
+        schedule = Schedule(learning_rate_init=1e-12, batch_size=batch_size, max_iter=1)
+        history = run_training(trainer, rows, np.zeros(len(X), bool), task.keras_loss(),
+                               schedule, seeds)
+        loss = task.keras_loss()(y, trainer((X, groups)), sample_weight=weight)
+        expected = float(loss) + float(trainer.penalty())
+        np.testing.assert_allclose(history.loss[0], expected, rtol=1e-5)
+
+
+@pytest.mark.backend
+def test_code_dropout_is_seeded_and_redrawn_every_step(conditions):
+    """The dropout's seed state is carried through the compiled steps (one draw per
+    minibatch), the same seed gives the same fit, and dropping changes the fit."""
+    X, y, groups, _ = conditions
+    task = Classification.from_targets(y)
+    rows = Rows(X.astype("float32"), groups, task.encode(y), np.ones(len(X), "float32"))
+
+    def fit(code_dropout):
+        seeds = Seeds(np.random.RandomState(0))
+        trainer = _code_trainer(task, seeds, code_dropout=code_dropout)
+        start = np.asarray(trainer.dropout_seed.state).astype(np.int64)
+        schedule = Schedule(batch_size=64, max_iter=3)
+        history = run_training(trainer, rows, np.zeros(len(X), bool), task.keras_loss(),
+                               schedule, seeds)
+        drawn = np.asarray(trainer.dropout_seed.state).astype(np.int64) - start
+        return history.loss, drawn, trainer.codes()
+
+    loss, drawn, codes = fit(0.5)
+    assert drawn.tolist() == [0, 3 * 10]  # 3 epochs of 10 minibatches (600 rows)
+    again = fit(0.5)
+    assert loss == again[0]
+    np.testing.assert_array_equal(codes, again[2])
+    assert not np.allclose(loss, fit(0.0)[0], rtol=1e-4)
 
 
 def test_early_stopping_split_needs_two_rows_per_condition(conditions):
@@ -285,6 +341,7 @@ def test_regressor(teacher, train):
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.backend
 def test_si_twin_starts_from_the_code_networks_initial_weights(conditions):
     """With a vanishing learning rate both stay at their initial weights: the twin's are
     those of the code network's W_l, b_l and output layer."""
@@ -383,6 +440,7 @@ def test_regression_task():
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.backend
 @pytest.mark.parametrize("centre", [True, False])
 def test_normalising_codes_keeps_the_outputs(centre):
     si = _si_model(seed=11)
@@ -512,6 +570,7 @@ def test_retrofit_errors(build, kwargs, error, match):
         add_condition_codes(build(), **{"code_size": 2, **kwargs})
 
 
+@pytest.mark.backend
 def test_base_model_trains_only_codes_and_b(si_model, train, held_out):
     X, y, groups, _ = train
     before = _snapshot(si_model)
@@ -579,6 +638,7 @@ def test_clone_shares_base_model(si_model):
     assert len(unpickled.base_model.get_weights()) == len(si_model.get_weights())
 
 
+@pytest.mark.backend
 def test_pickle_round_trip(net, held_out):
     X, _, groups, _ = held_out
     loaded = pickle.loads(pickle.dumps(net))
