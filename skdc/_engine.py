@@ -24,7 +24,6 @@ first-order optimizers are row-wise and stopping is per group). A group's code i
 
 from __future__ import annotations
 
-import math
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ import numpy as np
 from keras import ops
 
 from . import _backend
-from ._backend import Spec
+from ._backend import Spec, group_bucket, row_bucket
 from ._graph import CodeGraph
 from ._lbfgs import minimize_lbfgs
 from ._optimizers import OPTIMIZERS, Optimizer
@@ -198,19 +197,6 @@ def _data_terms(loss: str, out, y, w, group, n_groups):
     return data, ops.segment_sum(p * ops.expand_dims(w, 1), group, n_groups)
 
 
-def _bucket(n_rows: int) -> int:
-    """Row count padded for shape-compiled functions: the next of 4 sizes per octave
-    (at most 19% more rows), a multiple of 8 (of 64 from 512 rows)."""
-    size = 2.0 ** (math.ceil(4 * math.log2(max(n_rows, 1))) / 4)
-    step = 64 if size > 512 else 8
-    return int(math.ceil(size / step) * step)
-
-
-def _groups_bucket(n_groups: int) -> int:
-    """Group count padded for backends that compile per shape: the next power of two."""
-    return 1 << max(int(n_groups) - 1, 0).bit_length()
-
-
 class _Compiled:
     """A function compiled by the backend, in a plain and an XLA variant (TensorFlow;
     one variant elsewhere), each compiled on its first call."""
@@ -345,13 +331,13 @@ class Engine:
                                      self._tensor(codes), self._tensor(group, "int32"))
             return self.backend.numpy(out).reshape(len(X), -1)
         if self.pads:
-            codes = np.concatenate([codes, np.zeros((_groups_bucket(len(codes)) - len(codes),
+            codes = np.concatenate([codes, np.zeros((group_bucket(len(codes)) - len(codes),
                                                      codes.shape[1]))])
         table = self._tensor(codes)
         out = None
         for start in range(0, len(X), _CHUNK):
             rows, idx = X[start : start + _CHUNK], group[start : start + _CHUNK]
-            pad = _bucket(len(rows)) - len(rows) if self.pads else 0
+            pad = row_bucket(len(rows)) - len(rows) if self.pads else 0
             if pad:
                 idx = np.concatenate([idx, np.zeros(pad, idx.dtype)])
             chunk = self._predict(False, weights, self._parts(rows, pad), table,
@@ -378,7 +364,7 @@ class Engine:
             data_scale = np.where(in_batch > 0, 1.0 / in_batch, 0.0)
             prior_scale = np.where(total > 0, 0.5 * settings.alpha / total, 0.0)
         xla = settings.xla(len(w))
-        pad = _bucket(len(w)) - len(w) if self.backend.pads_rows(xla) else 0
+        pad = row_bucket(len(w)) - len(w) if self.backend.pads_rows(xla) else 0
         if frontier is None:
             frontier = self.frontier(problem.X[sel], weights)
         if pad:  # padded rows have weight 0 and add nothing
@@ -453,7 +439,7 @@ class Engine:
         optimizer = OPTIMIZERS[settings.optimizer]
         n_real = problem.n_groups
         if self.backend.pads_rows(settings.xla(len(problem.y))):
-            n = _groups_bucket(n_real)
+            n = group_bucket(n_real)
             problem = problem.padded(n)
             validation = None if validation is None else validation.padded(n)
             init = np.concatenate([init, np.zeros((n - n_real, init.shape[1]))])

@@ -12,7 +12,7 @@ from skdc._synthetic import make_conditions, make_teacher  # noqa: E402
 #: backend in CI (``KERAS_BACKEND=jax python -m pytest -m backend``). A test elsewhere
 #: joins with ``@pytest.mark.backend``; ``test_backends.py`` checks that these exist.
 BACKEND_MODULES = ("test_adapter.py", "test_backends.py", "test_defects.py",
-                   "test_network.py", "test_persistence.py")
+                   "test_persistence.py")  # test_network marks its own backend subset
 
 
 def pytest_collection_modifyitems(config, items):

@@ -316,11 +316,11 @@ def test_predict_before_fit(teacher, one_condition):
 
 
 def test_xla_path_with_padded_rows_matches_plain(teacher, conditions):
-    from skdc import _engine
+    from skdc._backend import row_bucket
 
     X, y, groups, _ = conditions
     rows = slice(0, 100)  # padded to a bucket of 112 rows under XLA
-    assert _engine._bucket(100) == 112
+    assert row_bucket(100) == 112
     Xr, yr, gr = X[rows], y[rows], groups[rows]
     kw = dict(tol=0.0, max_iter=15, random_state=0)
     plain = CodeAdapter(teacher, jit_compile=False, **kw).fit(Xr, yr, groups=gr)

@@ -24,10 +24,11 @@ Weights are never baked into compiled code as constants and never written.
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass
 from functools import cache
 
-__all__ = ["SUPPORTED", "Spec", "current"]
+__all__ = ["SUPPORTED", "Spec", "current", "group_bucket", "row_bucket"]
 
 SUPPORTED = ("tensorflow", "jax", "torch")
 
@@ -66,3 +67,16 @@ def current():
             f"The Keras backend {name!r} is selected but cannot be imported ({exc}); install "
             f"it (pip install 'skdc[{'tensorflow' if name == 'tensorflow' else name}]')."
         ) from None
+
+
+def row_bucket(n_rows: int) -> int:
+    """Row count padded for shape-compiled functions: the next of 4 sizes per octave
+    (at most 19% more rows), a multiple of 8 (of 64 from 512 rows)."""
+    size = 2.0 ** (math.ceil(4 * math.log2(max(n_rows, 1))) / 4)
+    step = 64 if size > 512 else 8
+    return int(math.ceil(size / step) * step)
+
+
+def group_bucket(n_groups: int) -> int:
+    """Group count padded for backends that compile per shape: the next power of two."""
+    return 1 << max(int(n_groups) - 1, 0).bit_length()

@@ -23,8 +23,7 @@ import numpy as np
 from keras import ops
 
 from .. import _backend
-from .._backend import Spec
-from .._engine import _bucket, _groups_bucket
+from .._backend import Spec, group_bucket, row_bucket
 from .._lbfgs import minimize_lbfgs
 
 __all__ = ["ParameterAdapter"]
@@ -207,7 +206,7 @@ def _pad(X, y, groups, n_groups, bucket: bool = False):
     width = max(int(counts.max()) if len(counts) else 0, 1)
     n_out = n_groups
     if bucket:
-        width, n_out = _bucket(width), _groups_bucket(n_groups)
+        width, n_out = row_bucket(width), group_bucket(n_groups)
     Xp = np.zeros((n_out, width, X.shape[1]), np.float32)
     yp = np.zeros((n_out, width), np.int32)
     mask = np.zeros((n_out, width), np.float32)
