@@ -7,7 +7,7 @@ the adaptation vowels, all methods, hyperparameters by nested validation inside 
 fold's training speakers. Hillenbrand has one token of each of 12 vowels per speaker
 (9-12 after rows with an unmeasurable formant are dropped), so k stops at 8.
 
-Run (about 11 minutes on 2 CPU cores with the folds in parallel)::
+Run (about 4 minutes on 2 CPU cores with the folds in parallel)::
 
     SKDC_DATA_HOME=../shared/data python examples/vowels_hillenbrand.py --plot h95.png
 
