@@ -245,7 +245,7 @@ def test_parameter_adapter(shifted, mode):
     si = si_twin(Settings(hidden_layer_sizes=(16,), max_epochs=50).network(0), X, y)
     adapter = ParameterAdapter(si, mode)
     g = (groups % 3).astype(int)
-    log_si = np.log(np.asarray(si(X)))
+    log_si = np.log(keras.ops.convert_to_numpy(si(X)))
     u0 = adapter.fit(X, y, g, 3, prior_scale=1e-6, max_iter=20)
     np.testing.assert_allclose(adapter.predict_log_proba(u0, 1e-6, X, g), log_si, atol=1e-4)
     u = adapter.fit(X, y, g, 3, prior_scale=1.0, max_iter=30)

@@ -450,9 +450,9 @@ def test_normalising_codes_keeps_the_outputs(centre):
         b_layer.set_weights([rng.normal(size=b_layer.kernel.shape)])
     codes = rng.normal(loc=2.0, scale=5.0, size=(5, 3))
     X = rng.normal(size=(5, 6)).astype("float32")
-    before = model([X, codes.astype("float32")])
+    before = keras.ops.convert_to_numpy(model([X, codes.astype("float32")]))
     new_codes = normalise_codes(model, codes, pairs if centre else None)
-    after = model([X, new_codes.astype("float32")])
+    after = keras.ops.convert_to_numpy(model([X, new_codes.astype("float32")]))
     np.testing.assert_allclose(after, before, atol=1e-5)
     np.testing.assert_allclose(np.sqrt(np.mean((new_codes - new_codes.mean(0)) ** 2)), 1, 1e-5)
     assert np.allclose(new_codes.mean(0), 0, atol=1e-6) == centre
@@ -586,7 +586,8 @@ def test_base_model_trains_only_codes_and_b(si_model, train, held_out):
             np.testing.assert_array_equal(w_old, w_new)
     X_held = held_out[0].astype("float32")
     np.testing.assert_allclose(
-        model([X_held, np.zeros((len(X_held), 4), "float32")]), si_model(X_held), atol=1e-6
+        keras.ops.convert_to_numpy(model([X_held, np.zeros((len(X_held), 4), "float32")])),
+        keras.ops.convert_to_numpy(si_model(X_held)), atol=1e-6,
     )
     # the codes help on fresh rows of the training conditions
     si_accuracy = np.mean(si_model.predict(X, verbose=0).argmax(axis=1) == y)

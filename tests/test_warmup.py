@@ -23,7 +23,7 @@ def test_warmup_compiles_what_the_first_fit_needs(conditions):
     assert seconds > 0 and not hasattr(adapter, "code_")  # a clone was fitted
     engine = engine_for(teacher, 1, "softmax")
     before = engine.traces()
-    assert before > 0
+    assert before > 0 or keras.backend.backend() == "torch"  # torch runs eagerly
     g = np.arange(30) % 3
     adapter.fit(X[:30], y[:30], groups=g).predict(X[:30], groups=g)
     assert engine.traces() == before  # nothing left to compile
