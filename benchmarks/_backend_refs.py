@@ -25,11 +25,15 @@ def _loss_fn(model, X, y):
     return loss
 
 
+def _setup(model):
+    """The backend's name, the (frozen) model's weights and the code size."""
+    weights = [v.value for v in model.non_trainable_variables]
+    return keras.backend.backend(), weights, model.inputs[1].shape[-1]
+
+
 def bare_value_and_grad(model, X, y):
     """A function that runs one compiled value-and-gradient step and waits for it."""
-    backend = keras.backend.backend()
-    weights = [v.value for v in model.non_trainable_variables]
-    d = model.inputs[1].shape[-1]
+    backend, weights, d = _setup(model)
     if backend == "jax":
         import jax
         import jax.numpy as jnp
@@ -67,9 +71,7 @@ def bare_value_and_grad(model, X, y):
 
 def eager_recipe(model, X, y):
     """``run(n)``: ``n`` eager steps of the original recipe on one tied code."""
-    backend = keras.backend.backend()
-    weights = [v.value for v in model.non_trainable_variables]
-    d = model.inputs[1].shape[-1]
+    backend, weights, d = _setup(model)
     if backend == "jax":
         import jax
         import jax.numpy as jnp
