@@ -217,10 +217,8 @@ class _Compiled:
 
 @dataclass
 class Batch:
-    """Tensors of the objective for some rows of a problem, ready for the engine.
-
-    ``n_groups`` is the padded group count the tensors have (see ``Engine.fit``).
-    """
+    """Tensors of the objective for some rows of a problem, ready for the engine, and
+    whether they run the XLA variant (TensorFlow)."""
 
     xla: bool
     tensors: tuple
