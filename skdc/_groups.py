@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils import column_or_1d
 
-__all__ = ["encode_groups", "validation_split"]
+__all__ = ["distinct", "encode_groups", "validation_split"]
 
 
 def encode_groups(groups, n_rows: int) -> tuple[list, np.ndarray]:
@@ -28,15 +28,20 @@ def encode_groups(groups, n_rows: int) -> tuple[list, np.ndarray]:
         raise ValueError(f"groups has {len(values)} entries but X has {n_rows} rows.")
     if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
         raise ValueError("groups contains NaN or infinity.")
+    keys, index = distinct(values)
+    return keys, np.asarray(index, dtype=np.int32).ravel()
+
+
+def distinct(values) -> tuple[list, np.ndarray]:
+    """Distinct values as Python scalars (sorted when numpy can sort them, else in order
+    of first appearance: mixed types) and each entry's index into them."""
     try:
         keys, index = np.unique(values, return_inverse=True)
     except TypeError:  # mixed types that numpy cannot sort
         lookup: dict = {}
-        index = np.array([lookup.setdefault(v, len(lookup)) for v in values.tolist()])
-        keys = list(lookup)
-    else:
-        keys = keys.tolist()
-    return keys, np.asarray(index, dtype=np.int32).ravel()
+        index = np.array([lookup.setdefault(v, len(lookup)) for v in np.asarray(values).tolist()])
+        return list(lookup), index.ravel()
+    return keys.tolist(), np.asarray(index).ravel()
 
 
 def validation_split(group_index: np.ndarray, fraction: float, rng,

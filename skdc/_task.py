@@ -30,6 +30,8 @@ import numpy as np
 from sklearn.utils import column_or_1d
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 
+from ._groups import distinct
+
 __all__ = ["UNLABELLED", "Classification", "Regression"]
 
 #: Label of a row without a label (scikit-learn's convention, as in SelfTrainingClassifier).
@@ -57,7 +59,7 @@ class Classification:
         classes = np.asarray(classes)
         if classes.ndim != 1:
             raise ValueError(f"classes must be 1-D, got shape {classes.shape}.")
-        if len(_distinct(classes)[0]) != len(classes):
+        if len(distinct(classes)[0]) != len(classes):
             raise ValueError("classes contains duplicate labels.")
         if loss == "sigmoid" and len(classes) != 2:
             raise ValueError(f"One sigmoid unit outputs 2 classes; got {len(classes)} labels.")
@@ -134,7 +136,7 @@ class Classification:
         position = {_scalar(label): i for i, label in enumerate(self.classes)}
         if unlabelled:
             position.setdefault(UNLABELLED, UNLABELLED)
-        labels, index = _distinct(y)
+        labels, index = distinct(y)
         missing = [label for label in labels if label not in position]
         if missing and y.dtype.kind == "f" and type_of_target(y) == "continuous":
             raise ValueError(
@@ -270,18 +272,6 @@ class Regression:
 
     def __repr__(self) -> str:
         return f"Regression({self.n_outputs} outputs)"
-
-
-def _distinct(values) -> tuple[list, np.ndarray]:
-    """Distinct values as Python scalars (sorted when numpy can sort them, else in order of
-    first appearance) and each entry's index into them."""
-    try:
-        keys, index = np.unique(values, return_inverse=True)
-    except TypeError:  # mixed types that numpy cannot sort
-        lookup: dict = {}
-        index = np.array([lookup.setdefault(v, len(lookup)) for v in values.tolist()])
-        return list(lookup), index.ravel()
-    return [_scalar(k) for k in keys], index.ravel()
 
 
 def _scalar(value):
