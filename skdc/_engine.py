@@ -293,14 +293,15 @@ class Engine:
         return self.graph.forward(weights, frontier, codes, group)
 
     # -- numpy-facing API ------------------------------------------------------
-    def _tensor(self, array, dtype="float32"):
+    def tensor(self, array, dtype="float32"):
+        """``array`` as a tensor of the backend."""
         return self.backend.tensor(array, dtype)
 
     def _parts(self, X, pad: int = 0) -> list:
         parts = self.graph.split_features(X)
         if pad:
             parts = [np.concatenate([p, np.zeros((pad, *p.shape[1:]), p.dtype)]) for p in parts]
-        return [self._tensor(p) for p in parts]
+        return [self.tensor(p) for p in parts]
 
     def frontier(self, X: np.ndarray, weights=None) -> list:
         """Feature frontier of all rows of ``X``, evaluated in chunks.
@@ -326,12 +327,12 @@ class Engine:
         if len(X) < _XLA_MIN_ROWS:
             parts = self._parts(X)
             out = self.graph.forward(weights, self.graph.feature_frontier(weights, parts),
-                                     self._tensor(codes), self._tensor(group, "int32"))
+                                     self.tensor(codes), self.tensor(group, "int32"))
             return self.backend.numpy(out).reshape(len(X), -1)
         if self.pads:
             codes = np.concatenate([codes, np.zeros((group_bucket(len(codes)) - len(codes),
                                                      codes.shape[1]))])
-        table = self._tensor(codes)
+        table = self.tensor(codes)
         out = None
         for start in range(0, len(X), _CHUNK):
             rows, idx = X[start : start + _CHUNK], group[start : start + _CHUNK]
@@ -339,7 +340,7 @@ class Engine:
             if pad:
                 idx = np.concatenate([idx, np.zeros(pad, idx.dtype)])
             chunk = self._predict(False, weights, self._parts(rows, pad), table,
-                                  self._tensor(idx, "int32"))
+                                  self.tensor(idx, "int32"))
             chunk = self.backend.numpy(chunk)[: len(rows)].reshape(len(rows), -1)
             if out is None:  # written in place: no list of chunks to concatenate
                 out = np.empty((len(X), chunk.shape[1]), chunk.dtype)
@@ -370,7 +371,7 @@ class Engine:
             y = np.concatenate([y, np.zeros((pad, *y.shape[1:]), y.dtype)])
             w = np.concatenate([w, np.zeros(pad)])
             group = np.concatenate([group, np.zeros(pad, group.dtype)])
-        t = self._tensor
+        t = self.tensor
         return Batch(xla, (
             weights,
             frontier,
@@ -386,12 +387,12 @@ class Engine:
 
     def objective(self, batch: Batch, u) -> np.ndarray:
         """Each group's objective at the whitened codes ``u``."""
-        value = self._value(batch.xla, self._tensor(u), *batch.tensors)
+        value = self._value(batch.xla, self.tensor(u), *batch.tensors)
         return self.backend.numpy(value).astype(np.float64)
 
     def value_and_grad(self, batch: Batch, u) -> tuple[np.ndarray, np.ndarray]:
         """Each group's objective and the gradient of their sum at ``u``."""
-        _, obj, grad = self._value_and_grad(batch.xla, self._tensor(u), *batch.tensors)
+        _, obj, grad = self._value_and_grad(batch.xla, self.tensor(u), *batch.tensors)
         return (self.backend.numpy(obj).astype(np.float64),
                 self.backend.numpy(grad).astype(np.float64))
 
@@ -405,14 +406,10 @@ class Engine:
             fn = lambda u, *args: self._step_impl(optimizer, u, *args)  # noqa: E731
             self._steps[optimizer.name] = self._compile(fn, sig)
         out = self._steps[optimizer.name](
-            batch.xla, u, *slots, t, self._tensor(active), *batch.tensors, learning_rate,
+            batch.xla, u, *slots, t, self.tensor(active), *batch.tensors, learning_rate,
         )
         return (out[0], list(out[1:-2]), out[-2],
                 self.backend.numpy(out[-1]).astype(np.float64))
-
-    def tensor(self, array):
-        """``array`` as a float32 tensor of the backend."""
-        return self._tensor(array)
 
     def numpy(self, tensor) -> np.ndarray:
         """A backend tensor as a float64 numpy array."""
