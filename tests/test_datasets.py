@@ -13,6 +13,7 @@ import pytest
 from skdc.datasets import (
     ChecksumError,
     _base,
+    _audio,
     _digits,
     get_data_home,
     load_hillenbrand,
@@ -270,7 +271,7 @@ def test_spoken_digits_features_match_tf_signal_per_recording(shared_home, recor
         return_utterances=True,
     )  # fmt: skip
     stem = fsdd.utterance[7]
-    signal = _digits._read_wav(recordings / f"{stem}.wav")
+    signal = _audio.read_wav(recordings / f"{stem}.wav", 8000)
     spectra = tf.abs(tf.signal.stft(signal, frame_length=200, frame_step=80, fft_length=256))
     mel = tf.signal.linear_to_mel_weight_matrix(40, 129, 8000, 20.0, 4000.0)
     log_mel = tf.math.log(tf.matmul(spectra, mel) + 1e-6)
@@ -290,7 +291,7 @@ def test_spoken_digits_return_utterances(shared_home, recordings):
 
 def test_stack_context_repeats_edge_frames():
     features = np.arange(5.0)[:, None]  # two recordings: frames 0-2 and 3-4
-    stacked = _digits._stack_context(features, np.array([3, 2]), context=1)
+    stacked = _audio.stack_context(features, np.array([3, 2]), context=1)
     expected = [[0, 0, 1], [0, 1, 2], [1, 2, 2], [3, 3, 4], [3, 4, 4]]
     np.testing.assert_array_equal(stacked, expected)
 

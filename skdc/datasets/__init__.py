@@ -8,6 +8,7 @@ speaker-disjoint splits such as :class:`~sklearn.model_selection.GroupKFold`), p
 against a SHA-256 checksum.
 """
 
+from ._arabic import load_arabic_speech_commands
 from ._base import ChecksumError, get_data_home
 from ._digits import load_spoken_digits
 from ._vowels import load_hillenbrand, load_peterson_barney
@@ -15,6 +16,7 @@ from ._vowels import load_hillenbrand, load_peterson_barney
 __all__ = [
     "ChecksumError",
     "get_data_home",
+    "load_arabic_speech_commands",
     "load_hillenbrand",
     "load_peterson_barney",
     "load_spoken_digits",

@@ -77,6 +77,19 @@ def sha256sum(path: Path) -> str:
     return digest.hexdigest()
 
 
+def folder_digest(paths: Sequence[Path]) -> str:
+    """SHA-256 over the sorted file names and the SHA-256 of each file's bytes.
+
+    Independent of how the files were packed (archives are not byte-stable), and
+    computable from a ``sha256sum`` listing without the files.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(paths, key=lambda p: p.name):
+        digest.update(path.name.encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
 def download(url: str, folder: Path) -> Path:
     """Download ``url`` into a temporary ``*.part`` file in ``folder`` and return its path."""
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})

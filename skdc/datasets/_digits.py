@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
 import tempfile
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 from sklearn.utils import Bunch
 
-from ._base import ChecksumError, download, get_data_home, import_pandas, not_found, try_urls
+from ._audio import check_framing, check_layout, check_max_per, speech_bunch
+from ._base import ChecksumError, download, folder_digest, get_data_home, not_found, try_urls
 
 _COMMIT = "26eb9aaf76e81b692f806f9140c2d2777410d7a1"
 FSDD_URLS = (
@@ -23,13 +22,10 @@ FSDD_URLS = (
     f"https://github.com/Jakobovski/free-spoken-digit-dataset/archive/{_COMMIT}.zip",
 )
 # GitHub does not promise byte-stable archives, so the checksum covers the extracted
-# recordings instead of the zip: see _recordings_digest.
+# recordings instead of the zip: see folder_digest.
 FSDD_RECORDINGS_SHA256 = "a2e8a660492f28d9eed6270b290d26cbc5c81d6077ce87d3c0ad5adf4d4ee696"
 _FOLDER = "fsdd"
 SAMPLE_RATE = 8000
-_FMIN = 20.0  # Hz; the mel filters span _FMIN to the Nyquist frequency
-_LOG_FLOOR = 1e-6
-_CHUNK = 16384  # frames per tf.signal call, bounds memory
 _STEM = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)$")
 
 _DESCR = """\
@@ -62,32 +58,7 @@ Licence: Creative Commons Attribution-ShareAlike 4.0 International (CC BY-SA 4.0
 """
 
 
-@dataclass(frozen=True)
-class _Framing:
-    """Framing and feature parameters, in samples."""
-
-    features: str
-    frame_length: int
-    frame_step: int
-    fft_length: int
-    n_mels: int
-    n_mfcc: int
-
-    @property
-    def n_features(self) -> int:
-        return self.n_mfcc if self.features == "mfcc" else self.n_mels
-
-
 # ---------------------------------------------------------------------------- download
-
-
-def _recordings_digest(paths: Sequence[Path]) -> str:
-    """SHA-256 over the sorted file names and the SHA-256 of each file's bytes."""
-    digest = hashlib.sha256()
-    for path in sorted(paths, key=lambda p: p.name):
-        digest.update(path.name.encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
 
 
 def _extract_recordings(archive: Path, dest: Path) -> None:
@@ -108,7 +79,7 @@ def _download_recordings(url: str, fsdd: Path) -> Path:
             _extract_recordings(archive, staging)
         except zipfile.BadZipFile as exc:
             raise ChecksumError(f"not a valid zip archive ({exc})") from exc
-        digest = _recordings_digest(list(staging.glob("*.wav")))
+        digest = folder_digest(list(staging.glob("*.wav")))
         if digest != FSDD_RECORDINGS_SHA256:
             raise ChecksumError(
                 f"SHA-256 checksum mismatch of the extracted recordings (expected "
@@ -181,131 +152,17 @@ def _first_per_speaker_digit(items: list[tuple], n: int) -> list[tuple]:
     return kept
 
 
-# ---------------------------------------------------------------------------- features
-
-
-def _read_wav(path: Path) -> np.ndarray:
-    from scipy.io import wavfile
-
-    rate, signal = wavfile.read(path)
-    if rate != SAMPLE_RATE:
-        raise ValueError(f"{path}: sample rate {rate} Hz, expected {SAMPLE_RATE} Hz")
-    if signal.ndim > 1:
-        signal = signal.mean(axis=1)
-    if np.issubdtype(signal.dtype, np.integer):
-        return signal.astype(np.float32) / np.float32(np.iinfo(signal.dtype).max + 1)
-    return signal.astype(np.float32)
-
-
-def _frames(signal: np.ndarray, framing: _Framing) -> np.ndarray:
-    """Frames as ``tf.signal.stft`` cuts them (no end padding; short signals padded)."""
-    length, step = framing.frame_length, framing.frame_step
-    if len(signal) < length:
-        signal = np.pad(signal, (0, length - len(signal)))
-    n_frames = 1 + (len(signal) - length) // step
-    return np.lib.stride_tricks.sliding_window_view(signal, length)[::step][:n_frames]
-
-
-def _frame_features(frames: np.ndarray, framing: _Framing) -> np.ndarray:
-    """Log-mel or MFCC features of a stack of frames of shape (n_frames, frame_length).
-
-    Frames of all recordings go through ``tf.signal`` together: one frame per row, so
-    ``tf.signal.stft`` with ``frame_step=frame_length`` gives the same spectra as running
-    it on each recording, in a few large batches instead of 3000 small calls.
-    """
-    import tensorflow as tf
-
-    mel = tf.signal.linear_to_mel_weight_matrix(
-        num_mel_bins=framing.n_mels,
-        num_spectrogram_bins=framing.fft_length // 2 + 1,
-        sample_rate=SAMPLE_RATE,
-        lower_edge_hertz=_FMIN,
-        upper_edge_hertz=SAMPLE_RATE / 2,
-    )
-    out = []
-    for start in range(0, len(frames), _CHUNK):
-        spectra = tf.signal.stft(
-            frames[start : start + _CHUNK],
-            frame_length=framing.frame_length,
-            frame_step=framing.frame_length,
-            fft_length=framing.fft_length,
-        )[:, 0, :]
-        features = tf.math.log(tf.matmul(tf.abs(spectra), mel) + _LOG_FLOOR)
-        if framing.features == "mfcc":
-            features = tf.signal.mfccs_from_log_mel_spectrograms(features)[:, : framing.n_mfcc]
-        out.append(features.numpy())
-    if not out:
-        return np.empty((0, framing.n_features), dtype=np.float32)
-    return np.concatenate(out)
-
-
-def _stack_context(features: np.ndarray, lengths: np.ndarray, context: int) -> np.ndarray:
-    """Stack each frame with its +/- ``context`` neighbours from the same recording.
-
-    ``features`` holds the frames of consecutive recordings with ``lengths`` frames each;
-    neighbours beyond a recording's ends repeat its first or last frame. The result has
-    shape (n_frames, (2 * context + 1) * n_features), ordered offset-major.
-    """
-    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    ends = starts + np.repeat(lengths, lengths) - 1
-    index = np.arange(len(features))[:, None] + np.arange(-context, context + 1)[None, :]
-    index = np.clip(index, starts[:, None], ends[:, None])
-    return features[index].reshape(len(features), -1)
-
-
-def _feature_names(framing: _Framing, context: int) -> list[str]:
-    kind = framing.features
-    return [
-        f"{kind}{j}_t{offset:+d}"
-        for offset in range(-context, context + 1)
-        for j in range(framing.n_features)
-    ]
-
-
 # ------------------------------------------------------------------------------ public
 
 
-def _check_params(
-    features, n_mels, n_mfcc, context, frame_length, frame_step, max_per_speaker_digit
-) -> _Framing:
-    if features not in ("mfcc", "logmel"):
-        raise ValueError(f"features must be 'mfcc' or 'logmel', got {features!r}.")
-    if not (isinstance(n_mels, int | np.integer) and n_mels >= 1):
-        raise ValueError(f"n_mels must be a positive int, got {n_mels!r}.")
-    if not (isinstance(n_mfcc, int | np.integer) and 1 <= n_mfcc <= n_mels):
-        raise ValueError(f"n_mfcc must be an int in [1, n_mels={n_mels}], got {n_mfcc!r}.")
-    if not (isinstance(context, int | np.integer) and context >= 0):
-        raise ValueError(f"context must be a non-negative int, got {context!r}.")
-    if max_per_speaker_digit is not None and not (
-        isinstance(max_per_speaker_digit, int | np.integer) and max_per_speaker_digit >= 1
-    ):
-        raise ValueError(
-            f"max_per_speaker_digit must be a positive int or None, got {max_per_speaker_digit!r}."
-        )
-    length = round(frame_length * SAMPLE_RATE)
-    step = round(frame_step * SAMPLE_RATE)
-    if length < 2 or step < 1:
-        raise ValueError(
-            f"frame_length and frame_step (seconds) are too short at {SAMPLE_RATE} Hz: "
-            f"{frame_length!r}, {frame_step!r}."
-        )
-    fft_length = 1 << (length - 1).bit_length()  # next power of two
-    return _Framing(features, length, step, fft_length, int(n_mels), int(n_mfcc))
-
-
-def _utterance_table(chosen: list[tuple], lengths: np.ndarray, n_samples: np.ndarray):
-    """Per-recording info: a DataFrame if pandas is installed, else a Bunch of arrays."""
+def _utterance_table(chosen: list[tuple]) -> dict[str, np.ndarray]:
     _, stems, speakers, digits, indices = zip(*chosen)
-    table = {
+    return {
         "utterance": np.array(stems, dtype=object),
         "speaker": np.array(speakers, dtype=object),
         "digit": np.array(digits, dtype=np.int64),
         "index": np.array(indices, dtype=np.int64),
-        "n_frames": lengths,
-        "duration": n_samples / SAMPLE_RATE,
     }
-    pd = import_pandas(required=False)
-    return Bunch(**table) if pd is None else pd.DataFrame(table)
 
 
 def load_spoken_digits(
@@ -408,53 +265,15 @@ def load_spoken_digits(
     (143, 120)
     >>> # speaker-disjoint split: sklearn.model_selection.LeaveOneGroupOut with fsdd.groups
     """
-    framing = _check_params(
-        features, n_mels, n_mfcc, context, frame_length, frame_step, max_per_speaker_digit
-    )
-    if as_frame and return_utterances:
-        raise ValueError("as_frame=True is not available with return_utterances=True.")
+    framing = check_framing(features, n_mels, n_mfcc, context, frame_length, frame_step,
+                            SAMPLE_RATE)
+    check_max_per(max_per_speaker_digit, "max_per_speaker_digit")
+    check_layout(return_utterances, as_frame)
     recordings = _recordings_folder(data_home, download_if_missing)
     chosen = _list_utterances(recordings, speakers, max_per_speaker_digit)
-    signals = [_read_wav(item[0]) for item in chosen]
-    frames = [_frames(signal, framing) for signal in signals]
-    lengths = np.array([len(f) for f in frames], dtype=np.int64)
-    per_frame = _frame_features(np.concatenate(frames), framing)
-    data = _stack_context(per_frame, lengths, context)
-    table = _utterance_table(chosen, lengths, np.array([len(s) for s in signals]))
-    bunch = Bunch(
-        feature_names=_feature_names(framing, context),
-        target_names=np.unique(table["digit"]),
-        utterances=table,
-        frame=None,
-        sample_rate=SAMPLE_RATE,
-        DESCR=_DESCR,
+    table = _utterance_table(chosen)
+    return speech_bunch(
+        [item[0] for item in chosen], table, framing, target_column="digit",
+        target_names=np.unique(table["digit"]), descr=_DESCR,
+        return_utterances=return_utterances, as_frame=as_frame,
     )
-    utterance = np.asarray(table["utterance"])
-    speaker = np.asarray(table["speaker"])
-    digit = np.asarray(table["digit"])
-    if return_utterances:
-        bunch.update(
-            data=np.split(data, np.cumsum(lengths)[:-1]),
-            target=digit,
-            groups=speaker,
-            utterance=utterance,
-        )
-        return bunch
-    bunch.update(
-        data=data,
-        target=np.repeat(digit, lengths),
-        groups=np.repeat(speaker, lengths),
-        utterance=np.repeat(utterance, lengths),
-    )
-    if as_frame:
-        bunch.frame = _digits_frame(bunch)
-    return bunch
-
-
-def _digits_frame(bunch: Bunch):
-    pd = import_pandas(required=True)
-    frame = pd.DataFrame(bunch.data, columns=bunch.feature_names)
-    frame["digit"] = bunch.target
-    frame["speaker"] = bunch.groups
-    frame["utterance"] = bunch.utterance
-    return frame

@@ -162,6 +162,7 @@ def evaluate(
     adapt_tol: float = 1e-5,
     tune: bool = True,
     method_params: Mapping | None = None,
+    max_train_conditions: int | None = None,
     random_state: int = 0,
     progress: bool = False,
     n_jobs: int | None = None,
@@ -225,6 +226,11 @@ def evaluate(
         Methods not named use their built-in candidates (``tune=True``) or default.
         ``ValueError`` names the method and the value for an unknown method, a
         method not among ``methods``, one without hyperparameter, or a bad value.
+    max_train_conditions : int, default=None
+        Train every fold's networks on at most this many of its training conditions
+        (a seeded draw per fold; the draws for smaller values are subsets of those for
+        larger ones), with the same folds and held-out conditions: how accuracy grows
+        with the number of training conditions. None uses them all.
     random_state : int, default=0
         Seeds folds, draws and networks.
     progress : bool, default=False
@@ -248,6 +254,10 @@ def evaluate(
     X, y, groups, shots, methods = check_inputs(X, y, groups, shots, folds, repeats, methods,
                                                 units)
     candidates = candidates_of(methods, method_params, bool(tune))
+    if max_train_conditions is not None and not (
+            isinstance(max_train_conditions, int | np.integer) and max_train_conditions >= 2):
+        raise ValueError("max_train_conditions must be an int of at least 2 (codes need "
+                         f"conditions to learn from), or None; got {max_train_conditions!r}.")
     settings = Settings(
         hidden_layer_sizes=tuple(int(h) for h in hidden_layer_sizes),
         code_size=_default_code_size(X.shape[1]) if code_size == "auto" else int(code_size),
@@ -262,7 +272,8 @@ def evaluate(
     layout = Layout(g_idx, units)
     settings.rows_per_unit = len(X) / layout.n_units
     splitter = GroupKFold(n_splits=int(folds), shuffle=True, random_state=random_state)
-    splits = list(splitter.split(X, y_idx, g_idx))
+    splits = [(_draw_conditions(train, g_idx, max_train_conditions, random_state, fold), test)
+              for fold, (train, test) in enumerate(splitter.split(X, y_idx, g_idx))]
     job = dict(X=X, y=y_idx, g=g_idx, layout=layout, settings=settings, methods=methods,
                candidates=candidates, shots=shots, repeats=int(repeats),
                random_state=random_state, folds=len(splits))
@@ -276,9 +287,19 @@ def evaluate(
         "shots": shots,
         "repeats": int(repeats),
         "methods": summarise(per_condition, [get_method(m) for m in methods], shots, chosen),
-        "settings": _settings_entry(settings, bool(tune), candidates, random_state),
+        "settings": {**_settings_entry(settings, bool(tune), candidates, random_state),
+                     "max_train_conditions": max_train_conditions},
         "seconds": round(time.perf_counter() - start, 1),
     }
+
+
+def _draw_conditions(train, g, n, random_state, fold) -> np.ndarray:
+    """The rows of ``train`` from ``n`` of its conditions, drawn with a per-fold seed."""
+    if n is None:
+        return train
+    present = np.unique(g[train])
+    order = np.random.default_rng([random_state, fold, 1]).permutation(present)
+    return train[np.isin(g[train], order[:n])]
 
 
 def _settings_entry(settings: Settings, tune: bool, candidates: dict, random_state) -> dict:

@@ -1,0 +1,195 @@
+"""Frame-level speech features shared by the audio loaders: framing, log-mel / MFCC
+(``tf.signal``), context stacking, and the Bunch layout of a frame-level data set."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.utils import Bunch
+
+from ._base import import_pandas
+
+_FMIN = 20.0  # Hz; the mel filters span _FMIN to the Nyquist frequency
+_LOG_FLOOR = 1e-6
+_CHUNK = 16384  # frames per tf.signal call, bounds memory
+
+
+@dataclass(frozen=True)
+class Framing:
+    """Framing and feature parameters, in samples at ``sample_rate``."""
+
+    features: str
+    sample_rate: int
+    frame_length: int
+    frame_step: int
+    fft_length: int
+    n_mels: int
+    n_mfcc: int
+    context: int
+
+    @property
+    def n_features(self) -> int:
+        """Features per frame, before context stacking."""
+        return self.n_mfcc if self.features == "mfcc" else self.n_mels
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1
+
+
+def check_framing(features, n_mels, n_mfcc, context, frame_length, frame_step,
+                  sample_rate: int) -> Framing:
+    """Validate the feature parameters of a loader; ``ValueError`` naming the bad one."""
+    if features not in ("mfcc", "logmel"):
+        raise ValueError(f"features must be 'mfcc' or 'logmel', got {features!r}.")
+    if not _positive_int(n_mels):
+        raise ValueError(f"n_mels must be a positive int, got {n_mels!r}.")
+    if not (_positive_int(n_mfcc) and n_mfcc <= n_mels):
+        raise ValueError(f"n_mfcc must be an int in [1, n_mels={n_mels}], got {n_mfcc!r}.")
+    if not (isinstance(context, int | np.integer) and context >= 0):
+        raise ValueError(f"context must be a non-negative int, got {context!r}.")
+    length = round(frame_length * sample_rate)
+    step = round(frame_step * sample_rate)
+    if length < 2 or step < 1:
+        raise ValueError(
+            f"frame_length and frame_step (seconds) are too short at {sample_rate} Hz: "
+            f"{frame_length!r}, {frame_step!r}."
+        )
+    fft_length = 1 << (length - 1).bit_length()  # next power of two
+    return Framing(features, sample_rate, length, step, fft_length, int(n_mels), int(n_mfcc),
+                   int(context))
+
+
+def check_max_per(value, name: str) -> None:
+    """``ValueError`` unless ``value`` is None or a positive int."""
+    if value is not None and not _positive_int(value):
+        raise ValueError(f"{name} must be a positive int or None, got {value!r}.")
+
+
+def check_layout(return_utterances: bool, as_frame: bool) -> None:
+    if as_frame and return_utterances:
+        raise ValueError("as_frame=True is not available with return_utterances=True.")
+
+
+def read_wav(path: Path, sample_rate: int) -> np.ndarray:
+    """Mono float32 samples in [-1, 1); ``ValueError`` if the rate is not ``sample_rate``."""
+    from scipy.io import wavfile
+
+    rate, signal = wavfile.read(path)
+    if rate != sample_rate:
+        raise ValueError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz")
+    if signal.ndim > 1:
+        signal = signal.mean(axis=1)
+    if np.issubdtype(signal.dtype, np.integer):
+        return signal.astype(np.float32) / np.float32(np.iinfo(signal.dtype).max + 1)
+    return signal.astype(np.float32)
+
+
+def frames(signal: np.ndarray, framing: Framing) -> np.ndarray:
+    """Frames as ``tf.signal.stft`` cuts them (no end padding; short signals padded)."""
+    length, step = framing.frame_length, framing.frame_step
+    if len(signal) < length:
+        signal = np.pad(signal, (0, length - len(signal)))
+    n_frames = 1 + (len(signal) - length) // step
+    return np.lib.stride_tricks.sliding_window_view(signal, length)[::step][:n_frames]
+
+
+def frame_features(stacked_frames: np.ndarray, framing: Framing) -> np.ndarray:
+    """Log-mel or MFCC features of frames of shape (n_frames, frame_length).
+
+    Frames of all recordings go through ``tf.signal`` together: one frame per row, so
+    ``tf.signal.stft`` with ``frame_step=frame_length`` gives the same spectra as running
+    it on each recording, in a few large batches instead of thousands of small calls.
+    """
+    import tensorflow as tf
+
+    mel = tf.signal.linear_to_mel_weight_matrix(
+        num_mel_bins=framing.n_mels,
+        num_spectrogram_bins=framing.fft_length // 2 + 1,
+        sample_rate=framing.sample_rate,
+        lower_edge_hertz=_FMIN,
+        upper_edge_hertz=framing.sample_rate / 2,
+    )
+    out = []
+    for start in range(0, len(stacked_frames), _CHUNK):
+        spectra = tf.signal.stft(
+            stacked_frames[start : start + _CHUNK],
+            frame_length=framing.frame_length,
+            frame_step=framing.frame_length,
+            fft_length=framing.fft_length,
+        )[:, 0, :]
+        features = tf.math.log(tf.matmul(tf.abs(spectra), mel) + _LOG_FLOOR)
+        if framing.features == "mfcc":
+            features = tf.signal.mfccs_from_log_mel_spectrograms(features)[:, : framing.n_mfcc]
+        out.append(features.numpy())
+    if not out:
+        return np.empty((0, framing.n_features), dtype=np.float32)
+    return np.concatenate(out)
+
+
+def stack_context(features: np.ndarray, lengths: np.ndarray, context: int) -> np.ndarray:
+    """Stack each frame with its +/- ``context`` neighbours from the same recording.
+
+    ``features`` holds the frames of consecutive recordings with ``lengths`` frames each;
+    neighbours beyond a recording's ends repeat its first or last frame. The result has
+    shape (n_frames, (2 * context + 1) * n_features), ordered offset-major.
+    """
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    ends = starts + np.repeat(lengths, lengths) - 1
+    index = np.arange(len(features))[:, None] + np.arange(-context, context + 1)[None, :]
+    index = np.clip(index, starts[:, None], ends[:, None])
+    return features[index].reshape(len(features), -1)
+
+
+def feature_names(framing: Framing) -> list[str]:
+    """``"mfcc3_t-2"``: coefficient 3 of the frame two steps before."""
+    kind, context = framing.features, framing.context
+    return [
+        f"{kind}{j}_t{offset:+d}"
+        for offset in range(-context, context + 1)
+        for j in range(framing.n_features)
+    ]
+
+
+def speech_bunch(paths: Sequence[Path], table: dict[str, np.ndarray], framing: Framing, *,
+                 target_column: str, target_names: np.ndarray, descr: str,
+                 return_utterances: bool, as_frame: bool) -> Bunch:
+    """The Bunch of a frame-level speech data set.
+
+    ``table`` has one entry per recording in ``paths`` and must hold ``utterance``,
+    ``speaker`` and ``target_column``; ``n_frames`` and ``duration`` are added. Rows of
+    ``data`` are frames, labelled with their recording's target, speaker and utterance.
+    """
+    signals = [read_wav(path, framing.sample_rate) for path in paths]
+    cut = [frames(signal, framing) for signal in signals]
+    lengths = np.array([len(f) for f in cut], dtype=np.int64)
+    per_frame = frame_features(np.concatenate(cut), framing)
+    data = stack_context(per_frame, lengths, framing.context)
+    table = {**table, "n_frames": lengths,
+             "duration": np.array([len(s) for s in signals]) / framing.sample_rate}
+    pd = import_pandas(required=False)
+    bunch = Bunch(
+        feature_names=feature_names(framing),
+        target_names=target_names,
+        utterances=Bunch(**table) if pd is None else pd.DataFrame(table),
+        frame=None,
+        sample_rate=framing.sample_rate,
+        DESCR=descr,
+    )
+    utterance, speaker, target = table["utterance"], table["speaker"], table[target_column]
+    if return_utterances:
+        bunch.update(data=np.split(data, np.cumsum(lengths)[:-1]), target=target,
+                     groups=speaker, utterance=utterance)
+        return bunch
+    bunch.update(data=data, target=np.repeat(target, lengths),
+                 groups=np.repeat(speaker, lengths), utterance=np.repeat(utterance, lengths))
+    if as_frame:
+        frame = import_pandas(required=True).DataFrame(data, columns=bunch.feature_names)
+        frame[target_column] = bunch.target
+        frame["speaker"] = bunch.groups
+        frame["utterance"] = bunch.utterance
+        bunch.frame = frame
+    return bunch
