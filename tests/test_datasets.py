@@ -12,10 +12,12 @@ import pytest
 
 from skdc.datasets import (
     ChecksumError,
-    _base,
+    _arabic,
     _audio,
+    _base,
     _digits,
     get_data_home,
+    load_arabic_speech_commands,
     load_hillenbrand,
     load_peterson_barney,
     load_spoken_digits,
@@ -48,6 +50,11 @@ def vowdata(shared_home) -> Path:
 @pytest.fixture(scope="module")
 def recordings(shared_home) -> Path:
     return _require(shared_home / "fsdd" / "recordings")
+
+
+@pytest.fixture(scope="module")
+def asc_dataset(shared_home) -> Path:
+    return _require(shared_home / "arabic_speech_commands" / "dataset")
 
 
 def _serve(payloads: dict, calls: list):
@@ -349,3 +356,134 @@ def test_spoken_digits_download_checksum_mismatch(monkeypatch, tmp_path, recordi
     with pytest.raises(ChecksumError, match="checksum mismatch"):
         load_spoken_digits(tmp_path)
     assert list((tmp_path / "fsdd").iterdir()) == []
+
+
+# ---------------------------------------------------------------- arabic speech commands
+
+
+def test_arabic_subset_shapes_and_labels(shared_home, asc_dataset):
+    asc = load_arabic_speech_commands(
+        shared_home, download_if_missing=False, speakers=[1, "00000002"],
+        max_per_speaker_keyword=2,
+    )  # fmt: skip
+    assert len(asc.utterances) == 2 * 10 * 2
+    assert (asc.utterances["n_frames"] == 98).all() and (asc.utterances["duration"] == 1).all()
+    assert asc.data.shape == (40 * 98, 11 * 13) and asc.data.dtype == np.float32
+    assert np.isfinite(asc.data).all() and asc.sample_rate == 16000
+    assert list(asc.target_names) == list(_arabic.DIGITS)
+    assert set(asc.groups) == {"00000001", "00000002"}
+    rows = asc.utterance == "three/00000002_NO_02"
+    assert rows.sum() == 98
+    assert set(asc.target[rows]) == {"three"} and set(asc.groups[rows]) == {"00000002"}
+    assert asc.feature_names[0] == "mfcc0_t-5" and "CC BY 4.0" in asc.DESCR
+
+
+def test_arabic_features_match_tf_signal_at_16_khz(shared_home, asc_dataset):
+    import tensorflow as tf
+
+    asc = load_arabic_speech_commands(
+        shared_home, keywords=["seven"], speakers=5, max_per_speaker_keyword=1,
+        context=0, features="logmel", return_utterances=True,
+    )  # fmt: skip
+    signal = _audio.read_wav(asc_dataset / "seven" / "00000005_NO_01.wav", 16000)
+    spectra = tf.abs(tf.signal.stft(signal, frame_length=400, frame_step=160, fft_length=512))
+    mel = tf.signal.linear_to_mel_weight_matrix(40, 257, 16000, 20.0, 8000.0)
+    log_mel = tf.math.log(tf.matmul(spectra, mel) + 1e-6).numpy()
+    np.testing.assert_allclose(asc.data[0], log_mel, rtol=1e-4, atol=1e-4)
+    assert list(asc.target) == ["seven"] and list(asc.groups) == ["00000005"]
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"keywords": "colours"}, "Unknown keyword"),
+        ({"keywords": ["zero", "eleven"]}, "Unknown keyword"),
+        ({"keywords": []}, "keywords is empty"),
+        ({"speakers": [31]}, "Unknown speaker"),
+        ({"max_per_speaker_keyword": 0}, "max_per_speaker_keyword"),
+        ({"n_mels": 0}, "n_mels must be"),
+        ({"as_frame": True, "return_utterances": True}, "as_frame=True"),
+    ],
+)
+def test_arabic_bad_parameters(tmp_path, params, message):
+    with pytest.raises(ValueError, match=message):
+        load_arabic_speech_commands(tmp_path, download_if_missing=False, **params)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_arabic_missing_files_without_download(tmp_path):
+    folder = tmp_path / "arabic_speech_commands" / "dataset" / "four"
+    folder.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"'four' \(300 of 300 files missing\)") as info:
+        load_arabic_speech_commands(tmp_path, keywords=["four"], download_if_missing=False)
+    assert "download_if_missing=True" in str(info.value)
+
+
+def _keyword_payloads(asc_dataset: Path, keyword: str, corrupt: str | None = None) -> dict:
+    """The keyword's files as served under the first download URL."""
+    payloads = {}
+    for path in (asc_dataset / keyword).glob("*.wav"):
+        payload = path.read_bytes()
+        if path.name == corrupt:
+            payload = payload[:-1] + bytes([payload[-1] ^ 1])
+        payloads[f"{_arabic.ASC_BASE_URLS[0]}/{keyword}/{path.name}"] = payload
+    return payloads
+
+
+def test_arabic_download_of_a_keyword(monkeypatch, tmp_path, asc_dataset):
+    calls = []
+    monkeypatch.setattr(_base, "_urlopen", _serve(_keyword_payloads(asc_dataset, "two"), calls))
+    asc = load_arabic_speech_commands(tmp_path, keywords=["two"], max_per_speaker_keyword=1)
+    assert len(calls) == 300 and all(c.startswith(_arabic.ASC_BASE_URLS[0]) for c in calls)
+    assert len(asc.utterances) == 30 and set(asc.target) == {"two"}
+    dataset = tmp_path / "arabic_speech_commands" / "dataset"
+    assert [p.name for p in dataset.iterdir()] == ["two"]
+    assert len(list((dataset / "two").glob("*.wav"))) == 300
+
+
+def test_arabic_download_completes_a_partial_folder(monkeypatch, tmp_path, asc_dataset):
+    folder = tmp_path / "arabic_speech_commands" / "dataset" / "two"
+    folder.mkdir(parents=True)
+    for path in sorted((asc_dataset / "two").glob("*.wav"))[1:]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    calls = []
+    monkeypatch.setattr(_base, "_urlopen", _serve(_keyword_payloads(asc_dataset, "two"), calls))
+    load_arabic_speech_commands(tmp_path, keywords="two", max_per_speaker_keyword=1)
+    assert calls == [f"{_arabic.ASC_BASE_URLS[0]}/two/00000001_NO_01.wav"]
+
+
+def test_arabic_download_checksum_failure_installs_nothing(monkeypatch, tmp_path, asc_dataset):
+    payloads = _keyword_payloads(asc_dataset, "nine", corrupt="00000017_NO_04.wav")
+    monkeypatch.setattr(_base, "_urlopen", _serve(payloads, []))
+    with pytest.raises(ChecksumError, match="checksum mismatch of keyword 'nine'"):
+        load_arabic_speech_commands(tmp_path, keywords=["nine"])
+    dataset = tmp_path / "arabic_speech_commands" / "dataset"
+    assert [p.name for p in dataset.iterdir()] == ["nine"]
+    assert list((dataset / "nine").iterdir()) == []
+
+
+def test_arabic_keyword_with_a_space_is_quoted_in_urls(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(_base, "_urlopen", _serve({}, calls))
+    with pytest.raises(OSError, match="Could not download the Arabic Speech Commands keyword"):
+        load_arabic_speech_commands(tmp_path, keywords=["zoom in"])
+    assert f"{_arabic.ASC_BASE_URLS[0]}/zoom%20in/00000001_NO_01.wav" in calls
+
+
+def test_arabic_small_protocol_run(shared_home, asc_dataset):
+    from skdc.evaluation import evaluate
+
+    asc = load_arabic_speech_commands(
+        shared_home, keywords=["zero", "one", "five"], speakers=range(1, 9),
+        max_per_speaker_keyword=3, context=2,
+    )  # fmt: skip
+    results = evaluate(
+        asc.data, asc.target, asc.groups, units=asc.utterance, shots=[0, 1], folds=2,
+        repeats=1, methods=["codes", "si"], hidden_layer_sizes=(32,), max_epochs=5,
+        batch_size=256, adapt_max_iter=10, tune=False, max_train_conditions=3,
+    )  # fmt: skip
+    assert results["n_units"] == 8 * 3 * 3 and results["n_conditions"] == 8
+    assert results["settings"]["max_train_conditions"] == 3
+    for method in ("codes", "si"):
+        for k in ("0", "1"):
+            assert 1 / 3 < results["methods"][method]["k"][k]["accuracy"] <= 1

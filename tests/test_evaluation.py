@@ -17,6 +17,7 @@ from skdc.evaluation import METHODS, evaluate, format_table, plot_results
 from skdc.evaluation._baselines import describe_candidates
 from skdc.evaluation._episodes import HeldOut, Layout
 from skdc.evaluation._finetune import ParameterAdapter
+from skdc.evaluation._protocol import _draw_conditions
 from skdc.evaluation._fold import FoldContext, Settings, lobanov
 from skdc.evaluation._protocol import check_inputs
 from skdc.evaluation._tuning import candidates_of
@@ -331,3 +332,24 @@ def test_code_given_shift_posterior():
     np.testing.assert_array_equal(c0, cov)
     noisy = CodeGivenShift(mu, A, 1e6 * np.eye(p), 1e6 * np.eye(p), mean, cov)
     np.testing.assert_allclose(noisy.posterior(X, y)[0], mean, atol=1e-3)
+
+
+@pytest.mark.parametrize("value", [1, 2.5, "all", True])
+def test_bad_max_train_conditions(shifted, value):
+    X, y, groups = shifted
+    with pytest.raises(ValueError, match="max_train_conditions must be an int of at least 2"):
+        evaluate(X, y, groups, methods=["si"], max_train_conditions=value)
+
+
+def test_training_condition_draws_are_nested_and_keep_whole_conditions():
+    g = np.repeat(np.arange(12), 5)
+    train = np.flatnonzero(g >= 2)  # conditions 2..11 train
+    drawn = {n: _draw_conditions(train, g, n, random_state=0, fold=1) for n in (2, 4, 8)}
+    for n, rows in drawn.items():
+        kept = np.unique(g[rows])
+        assert len(kept) == n and set(kept) <= set(range(2, 12))
+        assert len(rows) == 5 * n  # every row of a kept condition
+    assert set(drawn[2]) <= set(drawn[4]) <= set(drawn[8])
+    other_fold = _draw_conditions(train, g, 4, random_state=0, fold=2)
+    assert not np.array_equal(other_fold, drawn[4])
+    assert _draw_conditions(train, g, None, 0, 1) is train
