@@ -17,9 +17,8 @@ from skdc.evaluation import METHODS, evaluate, format_table, plot_results
 from skdc.evaluation._baselines import describe_candidates
 from skdc.evaluation._episodes import HeldOut, Layout
 from skdc.evaluation._finetune import ParameterAdapter
-from skdc.evaluation._protocol import _draw_conditions
 from skdc.evaluation._fold import FoldContext, Settings, lobanov
-from skdc.evaluation._protocol import check_inputs
+from skdc.evaluation._protocol import _draw_conditions, check_inputs
 from skdc.evaluation._tuning import candidates_of
 
 SHOTS = (0, 2, 8)
