@@ -73,7 +73,9 @@ class Problem:
     """Validated arrays of one fit; ``group`` indexes rows of the code table.
 
     ``prior_mean`` ``(n_groups, d)`` and ``prior_covariance`` ``(n_groups, d, d)``
-    hold each group's Gaussian prior.
+    hold each group's Gaussian prior. ``unit`` (integers, or None: one unit per row)
+    says which rows make one unit, e.g. the frames of an utterance: unlabelled rows are
+    scored by the entropy of their unit's prediction (each unit within one group).
     """
 
     X: np.ndarray
@@ -83,11 +85,17 @@ class Problem:
     n_groups: int
     prior_mean: np.ndarray
     prior_covariance: np.ndarray
+    unit: np.ndarray | None = None
+
+    def _rows(self, rows, group=None) -> Problem:
+        return Problem(self.X[rows], self.y[rows], self.weight[rows],
+                       self.group[rows] if group is None else group, self.n_groups,
+                       self.prior_mean, self.prior_covariance,
+                       None if self.unit is None else self.unit[rows])
 
     def subset(self, rows: np.ndarray) -> Problem:
         """The same groups and priors, with only ``rows`` (a mask or indices)."""
-        return Problem(self.X[rows], self.y[rows], self.weight[rows], self.group[rows],
-                       self.n_groups, self.prior_mean, self.prior_covariance)
+        return self._rows(rows)
 
     def padded(self, n_groups: int) -> Problem:
         """The same rows with ``n_groups`` groups: the extra ones without rows, prior N(0, I)."""
@@ -97,14 +105,17 @@ class Problem:
         d = self.prior_mean.shape[1]
         return Problem(self.X, self.y, self.weight, self.group, n_groups,
                        np.concatenate([self.prior_mean, np.zeros((extra, d))]),
-                       np.concatenate([self.prior_covariance, np.tile(np.eye(d), (extra, 1, 1))]))
+                       np.concatenate([self.prior_covariance, np.tile(np.eye(d), (extra, 1, 1))]),
+                       self.unit)
 
     def groups(self, first: int, stop: int) -> Problem:
         """Groups ``first .. stop-1`` and their rows, re-indexed from zero."""
         rows = (self.group >= first) & (self.group < stop)
-        return Problem(self.X[rows], self.y[rows], self.weight[rows], self.group[rows] - first,
-                       stop - first, self.prior_mean[first:stop],
-                       self.prior_covariance[first:stop])
+        part = self._rows(rows, group=self.group[rows] - first)
+        part.n_groups = stop - first
+        part.prior_mean = self.prior_mean[first:stop]
+        part.prior_covariance = self.prior_covariance[first:stop]
+        return part
 
 
 @dataclass
@@ -178,23 +189,36 @@ def _log_proba(loss: str, out):
     return ops.stack([ops.log(1.0 - p), ops.log(p)], axis=1)
 
 
-def _data_terms(loss: str, out, y, w, group, n_groups):
+def _data_terms(loss: str, out, y, w, group, unit, unit_group, n_groups):
     """Per-group weighted sums of row losses and of row probabilities (classifiers).
 
-    Classifier rows with label -1 are unlabelled: their loss is the entropy of the
-    prediction (unsupervised adaptation).
+    Classifier rows with label -1 are unlabelled: each of their units (``unit``, with
+    the group ``unit_group[unit]``) contributes the entropy of its prediction, the
+    normalised geometric mean of its rows' probabilities (the decision of summed
+    log-probabilities), weighted by its rows' weight. A unit of one row is scored by
+    the entropy of that row's prediction.
     """
     if loss == "mse":
         diff = ops.reshape(out, (ops.shape(out)[0], -1)) - y
         per_row = ops.mean(ops.square(diff), axis=1)
         return ops.segment_sum(per_row * w, group, n_groups), None
     logp = _log_proba(loss, out)
-    p = ops.exp(logp)
+    labelled = ops.cast(y >= 0, logp.dtype)
     ce = -ops.take_along_axis(logp, ops.expand_dims(ops.maximum(y, 0), 1), axis=1)[:, 0]
-    entropy = -ops.sum(p * logp, axis=1)
-    per_row = ops.where(y >= 0, ce, entropy) * w
-    data = ops.segment_sum(per_row, group, n_groups)
-    return data, ops.segment_sum(p * ops.expand_dims(w, 1), group, n_groups)
+    w_known, w_unknown = w * labelled, w * (1.0 - labelled)
+    n_rows = ops.shape(logp)[0]
+    unit_weight = ops.segment_sum(w_unknown, unit, n_rows)
+    unit_logp = ops.log_softmax(
+        ops.segment_sum(logp * ops.expand_dims(w_unknown, 1), unit, n_rows)
+        / ops.expand_dims(ops.maximum(unit_weight, 1e-12), 1), axis=-1)
+    unit_p = ops.exp(unit_logp)
+    entropy = -ops.sum(unit_p * unit_logp, axis=1)
+    data = (ops.segment_sum(ce * w_known, group, n_groups)
+            + ops.segment_sum(entropy * unit_weight, unit_group, n_groups))
+    proba_sum = (ops.segment_sum(ops.exp(logp) * ops.expand_dims(w_known, 1), group, n_groups)
+                 + ops.segment_sum(unit_p * ops.expand_dims(unit_weight, 1), unit_group,
+                                   n_groups))
+    return data, proba_sum
 
 
 class _Compiled:
@@ -243,8 +267,9 @@ class Engine:
         codes, vec, scalar = Spec((None, d)), Spec((None,)), Spec(())
         self._as_args = self.backend.WEIGHTS_AS_ARGUMENTS
         self._weights_sig = graph.weight_specs(self._as_args)
-        self._data_sig = [self._weights_sig, graph.frontier_specs(), y_spec, vec,
-                          Spec((None,), "int32"), vec, vec, Spec((None, d)),
+        index = Spec((None,), "int32")
+        self._data_sig = [self._weights_sig, graph.frontier_specs(), y_spec, vec, index,
+                          index, index, vec, vec, Spec((None, d)),
                           Spec((None, d, d)), scalar]
         self._codes_sig, self._vec_sig, self._scalar_sig = codes, vec, scalar
         self._steps: dict[str, _Compiled] = {}
@@ -260,11 +285,12 @@ class Engine:
         return _Compiled(self.backend, fn, signature)
 
     # -- compiled pieces -------------------------------------------------------
-    def _objective(self, u, weights, frontier, y, w, group, data_scale, prior_scale, mean,
-                   factor, diversity):
+    def _objective(self, u, weights, frontier, y, w, group, unit, unit_group, data_scale,
+                   prior_scale, mean, factor, diversity):
         codes = mean + ops.einsum("gi,gij->gj", u, factor)
         out = self.graph.forward(weights, frontier, codes, group)
-        data, proba_sum = _data_terms(self.loss, out, y, w, group, ops.shape(u)[0])
+        data, proba_sum = _data_terms(self.loss, out, y, w, group, unit, unit_group,
+                                      ops.shape(u)[0])
         obj = data * data_scale + ops.sum(u * u, axis=1) * prior_scale
         if proba_sum is None:
             return obj
@@ -366,11 +392,13 @@ class Engine:
         pad = row_bucket(len(w)) - len(w) if self.backend.pads_rows(xla) else 0
         if frontier is None:
             frontier = self.frontier(problem.X[sel], weights)
+        unit, unit_group = _local_units(problem.unit, sel, group, len(w) + pad)
         if pad:  # padded rows have weight 0 and add nothing
             frontier = [ops.pad(t, [[0, pad]] + [[0, 0]] * (len(t.shape) - 1)) for t in frontier]
             y = np.concatenate([y, np.zeros((pad, *y.shape[1:]), y.dtype)])
             w = np.concatenate([w, np.zeros(pad)])
             group = np.concatenate([group, np.zeros(pad, group.dtype)])
+            unit = np.concatenate([unit, np.zeros(pad, unit.dtype)])
         t = self.tensor
         return Batch(xla, (
             weights,
@@ -378,6 +406,8 @@ class Engine:
             t(y, "float32" if self.loss == "mse" else "int32"),
             t(w),
             t(group, "int32"),
+            t(unit, "int32"),
+            t(unit_group, "int32"),
             t(data_scale),
             t(prior_scale),
             t(problem.prior_mean),
@@ -453,6 +483,17 @@ class Engine:
         result.diverged = result.diverged[:n_real]
         result.state = None if result.state is None else result.state[:n_real]
         return result
+
+
+def _local_units(unit, sel, group, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Units of the selected rows numbered from 0, and each unit's group (``size`` long)."""
+    if unit is None:
+        local = np.arange(len(group))
+    else:
+        local = np.unique(unit[sel], return_inverse=True)[1].ravel()
+    unit_group = np.zeros(size, dtype=np.int64)
+    unit_group[local] = group
+    return local, unit_group
 
 
 class LbfgsLoop:
