@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils import column_or_1d
 
-__all__ = ["distinct", "encode_groups", "validation_split"]
+__all__ = ["distinct", "encode_groups", "encode_units", "validation_split"]
 
 
 def encode_groups(groups, n_rows: int) -> tuple[list, np.ndarray]:
@@ -30,6 +30,25 @@ def encode_groups(groups, n_rows: int) -> tuple[list, np.ndarray]:
         raise ValueError("groups contains NaN or infinity.")
     keys, index = distinct(values)
     return keys, np.asarray(index, dtype=np.int32).ravel()
+
+
+def encode_units(units, group_index: np.ndarray) -> np.ndarray | None:
+    """Each row's unit as an integer, units of different groups kept apart (None: None).
+
+    A unit label shared by two groups names two units, one in each: a unit (e.g. an
+    utterance) lies within one condition.
+    """
+    if units is None:
+        return None
+    try:
+        values = column_or_1d(np.asarray(units), warn=False)
+    except ValueError as exc:
+        raise ValueError(f"units must be 1-D, one label per row: {exc}") from None
+    if len(values) != len(group_index):
+        raise ValueError(f"units has {len(values)} entries but X has {len(group_index)} rows.")
+    _, unit_index = distinct(values)
+    pairs = np.stack([np.asarray(group_index, np.int64), unit_index.astype(np.int64)], axis=1)
+    return np.unique(pairs, axis=0, return_inverse=True)[1].ravel()
 
 
 def distinct(values) -> tuple[list, np.ndarray]:

@@ -30,6 +30,8 @@ class Episode:
     X_score: np.ndarray
     g_score: np.ndarray
     n_groups: int
+    u_adapt: np.ndarray | None = None  # unit of each row (e.g. its utterance)
+    u_score: np.ndarray | None = None
 
 
 class Layout:
@@ -113,13 +115,16 @@ class HeldOut:
         scored = [self.layout.rows(u) for u in scored_units]
         local = np.arange(len(self.held))
         adapt_rows = np.concatenate(adapt)
+        score_rows = np.concatenate(scored)
         ep = Episode(
             X_adapt=self.X[adapt_rows],
             y_adapt=self.y[adapt_rows],
             g_adapt=np.repeat(local, [len(a) for a in adapt]),
-            X_score=self.X[np.concatenate(scored)],
+            X_score=self.X[score_rows],
             g_score=np.repeat(local, [len(s) for s in scored]),
             n_groups=len(self.held),
+            u_adapt=self.layout.unit_of_row[adapt_rows],
+            u_score=self.layout.unit_of_row[score_rows],
         )
         return ep, np.concatenate(scored_units)
 
