@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from numbers import Integral, Real
+from typing import TYPE_CHECKING
 
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
@@ -21,12 +22,16 @@ from sklearn.utils.validation import (
 
 from ._clone import clone_sharing
 from ._engine import EngineSpec, Problem, Result, Settings
+from ._export import with_code, with_code_table
 from ._graph import output_activation, output_units, resolve_code_input
 from ._groups import encode_groups, validation_split
 from ._optimizers import OPTIMIZERS
 from ._persist import pop_models, push_models
 from ._prior import CodePrior, resolve_code_init
 from ._task import Classification, Regression
+
+if TYPE_CHECKING:
+    import keras
 
 __all__ = ["CodeAdapter", "CodeAdapterRegressor"]
 
@@ -302,6 +307,118 @@ class _BaseCodeAdapter(BaseEstimator):
 
     def _report(self, iteration, loss, best):
         print(f"Iteration {iteration}, loss = {loss:.6f}, best = {best:.6f}", flush=True)
+
+    # -- export ----------------------------------------------------------------
+    def to_keras(self, group=None, *, all_groups: bool = False) -> keras.Model:
+        """A plain Keras model with the learned code built in, for serving.
+
+        The new model takes the model's feature inputs only (same names, shapes and
+        dtypes, in order, without the code input) and feeds the code input from a
+        frozen ``Embedding`` holding the code, so its ``predict`` gives what this
+        adapter's ``predict_proba`` (classifier) or ``predict`` (regressor) gives.
+        With ``all_groups=True`` it also takes the condition, as an index into the
+        codes of all groups.
+
+        Parameters
+        ----------
+        group : hashable, default=None
+            The group whose code to build in, after a fit with ``groups``. ``None``:
+            ``code_`` (the tied code; after a fit with groups, the code that
+            ``predict`` uses for groups not seen in fit).
+        all_groups : bool, default=False
+            Build in the codes of all groups. The model then has one more input,
+            ``"group"`` (int32, shape ``(None,)``): row ``i`` of ``list(codes_)`` is
+            the code of index ``i``, and any other index (use -1 for a condition not
+            seen in fit) gets ``code_``, as in ``predict(X, groups=...)``.
+
+        Returns
+        -------
+        model : keras.Model
+            A new model. Its outputs: class probabilities, shape ``(n, n_classes)``,
+            columns in the order of ``classes_`` (a softmax output as it is, logits
+            through a ``Softmax`` layer, one sigmoid unit ``p`` as ``[1 - p, p]``);
+            for a regressor the model's outputs, shape ``(n, n_outputs)`` (also for one
+            target, where ``predict`` returns shape ``(n,)``).
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            For a ``group`` not seen in fit, a ``group`` after a fit without groups,
+            ``all_groups=True`` after a fit without groups, or both arguments.
+
+        Notes
+        -----
+        The model is cloned and its weights *copied*: the export shares no variables
+        with ``model``, which is never modified, and later changes to either do not
+        reach the other. The export is built of built-in Keras layers and
+        ``keras.ops`` only, so ``keras.saving.load_model(path)`` loads its ``.keras``
+        file with the default ``safe_mode=True`` and without importing skdc (custom
+        layers of ``model`` itself need what they always need). On TensorFlow,
+        ``exported.export(path)`` writes a SavedModel for TensorFlow Serving, whose
+        ``serving_default`` signature takes the inputs by name.
+
+        Examples
+        --------
+        >>> import keras, numpy as np
+        >>> from skdc import CodeAdapter
+        >>> x = keras.Input((3,), name="features"); z = keras.Input((2,), name="code")
+        >>> h = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()([x, z]))
+        >>> model = keras.Model([x, z], keras.layers.Dense(2, activation="softmax")(h))
+        >>> X = np.random.default_rng(0).normal(size=(20, 3)); y = (X[:, 0] > 0).astype(int)
+        >>> adapter = CodeAdapter(model, max_iter=20, random_state=0).fit(X, y)
+        >>> exported = adapter.to_keras()
+        >>> [t.name for t in exported.inputs]
+        ['features']
+        >>> bool(np.allclose(exported.predict(X, verbose=0), adapter.predict_proba(X),
+        ...                  atol=1e-6))
+        True
+        >>> exported.save("adapted.keras")  # doctest: +SKIP
+        >>> keras.saving.load_model("adapted.keras")  # safe_mode=True  # doctest: +SKIP
+        """
+        check_is_fitted(self)
+        if not isinstance(all_groups, (bool, np.bool_)):
+            raise TypeError(f"all_groups must be True or False, got {all_groups!r}.")
+        engine = self._get_engine()  # rebuilds the task of an unpickled adapter
+        index, head = engine.graph.code_index, self._task.keras_convert
+        if not all_groups:
+            return with_code(self.model, index, self._code_of(group), head=head)
+        if group is not None:
+            raise ValueError(
+                f"Pass group={group!r} (one group's code) or all_groups=True (every "
+                "group's code and an index input), not both."
+            )
+        if not self.codes_:
+            raise ValueError(
+                "all_groups=True needs a fit with groups, but this adapter was fitted "
+                "without groups: it has one code, code_. Call to_keras() to export it."
+            )
+        return with_code_table(self.model, index, np.stack(list(self.codes_.values())),
+                               self.code_, head=head)
+
+    def _code_of(self, group) -> np.ndarray:
+        if group is None:
+            return self.code_
+        if not self.codes_:
+            raise ValueError(
+                f"group={group!r} was given, but this adapter was fitted without groups: it "
+                "has one code, code_. Call to_keras() without group to export it."
+            )
+        try:
+            return self.codes_[group]
+        except TypeError:
+            raise TypeError(
+                "group must be one group label (a str, int, ...), got "
+                f"{type(group).__name__}."
+            ) from None
+        except KeyError:
+            known = list(self.codes_)
+            more = f" and {len(known) - 5} more" if len(known) > 5 else ""
+            raise ValueError(
+                f"group {group!r} was not seen in fit; the adapter's groups are "
+                f"{known[:5]}{more}."
+            ) from None
 
     # -- validation of inputs --------------------------------------------------
     def _check_X(self, X, reset: bool):

@@ -13,7 +13,9 @@ so that estimators choose a task instead of overriding hooks:
 ``output_activation``  ``"softmax"`` / ``"sigmoid"``   ``"linear"``
                        / ``"linear"``
 ``convert(outputs)``   outputs -> probabilities        outputs -> predictions
+``keras_convert(t)``   the same on a Keras tensor      identity (2-D)
 ``predict(outputs)``   most probable label             same as ``convert``
+``weigh(...)``         sample weight x class weight    (no class weights)
 =====================  ==============================  ===========================
 
 ``loss`` is the name the adaptation engine knows the output by. Build a task from
@@ -25,8 +27,11 @@ does). Tasks hold only labels and sizes: estimators keep their fitted attributes
 
 from __future__ import annotations
 
+from numbers import Real
+
 import keras
 import numpy as np
+from keras import ops
 from sklearn.utils import column_or_1d
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 
@@ -167,9 +172,76 @@ class Classification:
             return e / e.sum(axis=1, keepdims=True)
         return out
 
+    def keras_convert(self, outputs: keras.KerasTensor) -> keras.KerasTensor:
+        """:meth:`convert` on a symbolic output, with built-in Keras layers and ops.
+
+        The result is what :meth:`convert` returns, shape ``(batch, n_classes)``: a
+        softmax output as it is, logits through a softmax, one sigmoid unit ``p`` as the
+        two columns ``[1 - p, p]``.
+        """
+        outputs = _two_d(outputs)
+        if self.loss == "sigmoid":
+            return keras.layers.Concatenate()([ops.subtract(1.0, outputs), outputs])
+        if self.loss == "logits":
+            return keras.layers.Softmax()(outputs)
+        return outputs
+
     def predict(self, outputs) -> np.ndarray:
         """Most probable label of each row."""
         return self.classes[np.argmax(self.convert(outputs), axis=1)]
+
+    def weigh(self, sample_weight: np.ndarray, target: np.ndarray, group: np.ndarray,
+              class_weight) -> np.ndarray:
+        """``sample_weight`` times the class weight of each labelled row.
+
+        ``target`` holds encoded labels (:meth:`encode`; -1 marks an unlabelled row,
+        whose weight is kept). ``class_weight`` is None, a dict from class label to
+        weight (classes not in it weigh 1), or ``"balanced"``: within each group of
+        ``group``, a row of class ``c`` weighs ``W / (k * W_c)``, with ``W_c`` the
+        sample weight of the group's labelled rows of class ``c``, ``W`` their total and
+        ``k`` the number of classes among them (scikit-learn's ``compute_class_weight``
+        with ``sample_weight``, per group). "balanced" leaves each group's labelled
+        weight ``W`` unchanged. ``ValueError`` for a dict key that is not a class or a
+        weight that is negative or not finite.
+        """
+        weight = np.asarray(sample_weight, dtype=np.float64)
+        if class_weight is None:
+            return weight
+        target = np.asarray(target)
+        labelled = target >= 0
+        factor = np.ones(len(target))
+        if isinstance(class_weight, str):  # "balanced" (validated by the estimator)
+            group = np.asarray(group)
+            for g in np.unique(group[labelled]):
+                rows = labelled & (group == g)
+                counts = np.bincount(target[rows], weights=weight[rows],
+                                     minlength=self.n_classes)
+                present = counts > 0
+                per_class = np.zeros(self.n_classes)
+                per_class[present] = counts.sum() / (present.sum() * counts[present])
+                factor[rows] = per_class[target[rows]]
+        else:
+            factor[labelled] = self._class_weight_vector(class_weight)[target[labelled]]
+        return weight * factor
+
+    def _class_weight_vector(self, class_weight: dict) -> np.ndarray:
+        position = {_scalar(label): i for i, label in enumerate(self.classes)}
+        missing = [key for key in class_weight if _scalar(key) not in position]
+        if missing:
+            raise ValueError(
+                f"class_weight has label(s) {missing[:5]} that are not among the classes "
+                f"{self.classes.tolist()}."
+            )
+        vector = np.ones(self.n_classes)
+        for key, value in class_weight.items():
+            if (isinstance(value, bool) or not isinstance(value, Real)
+                    or not np.isfinite(value) or value < 0):
+                raise ValueError(
+                    f"class_weight[{key!r}] must be a finite non-negative number, got "
+                    f"{value!r}."
+                )
+            vector[position[_scalar(key)]] = float(value)
+        return vector
 
     def check_outputs(self, outputs, name: str = "the model") -> None:
         """``ValueError`` unless ``outputs`` look like what ``loss`` says the model outputs."""
@@ -263,6 +335,11 @@ class Regression:
 
     predict = convert
 
+    def keras_convert(self, outputs: keras.KerasTensor) -> keras.KerasTensor:
+        """:meth:`convert` on a symbolic output: the outputs, shape ``(batch, n_outputs)``
+        (also with ``one_d``: a Keras model keeps the column)."""
+        return _two_d(outputs)
+
     def check_outputs(self, outputs, name: str = "the model") -> None:
         """Any real output is a valid prediction: nothing to check."""
 
@@ -272,6 +349,11 @@ class Regression:
 
     def __repr__(self) -> str:
         return f"Regression({self.n_outputs} outputs)"
+
+
+def _two_d(outputs):
+    """``(batch, units)``, as the engine returns outputs (flattened per row)."""
+    return outputs if len(outputs.shape) == 2 else keras.layers.Flatten()(outputs)
 
 
 def _scalar(value):
