@@ -217,10 +217,13 @@ class _BaseCodeAdapter(BaseEstimator):
         weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
         if not np.all(np.isfinite(weight)) or np.any(weight < 0):
             raise ValueError("sample_weight must be finite and non-negative.")
-        if not weight.sum() > 0:
-            raise ValueError("sample_weight is zero for every row: there is nothing to fit.")
         keys, group_idx = self._encode_groups(groups, len(X))
         target = self._encode_targets(y, len(X))
+        weight = self._weigh(weight, target, group_idx)
+        if not weight.sum() > 0:
+            what = "sample_weight" if getattr(self, "class_weight", None) is None else (
+                "sample_weight times class_weight")
+            raise ValueError(f"{what} is zero for every row: there is nothing to fit.")
         if self._has_unlabelled(target):
             settings.diversity = float(self.diversity)
         init, mean, cov, state = self._initial_table(keys)
@@ -258,6 +261,10 @@ class _BaseCodeAdapter(BaseEstimator):
     @staticmethod
     def _has_unlabelled(target) -> bool:
         return False
+
+    def _weigh(self, weight, target, group_idx):
+        """Row weights of the fit: ``sample_weight`` (classifiers add class weights)."""
+        return weight
 
     def _initial_table(self, keys):
         """Start codes, prior means and covariances, and optimizer states of ``keys``."""
@@ -568,6 +575,18 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         Default: ``0 .. n_outputs - 1`` (``[0, 1]`` for one sigmoid unit).
     diversity : float, default=1.0
         Weight of the diversity term in unsupervised adaptation (see Notes).
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes, multiplying ``sample_weight``, as in scikit-learn's
+        classifiers. A dict maps class labels (of ``classes_``) to weights; classes
+        not in it weigh 1. ``"balanced"`` weighs each group's labelled rows inversely
+        to their class frequencies within the group: a row of class ``c`` weighs
+        ``W / (k * W_c)``, ``W_c`` the sample weight of the group's rows of class ``c``,
+        ``W`` their total and ``k`` the number of classes present (scikit-learn's
+        ``compute_class_weight("balanced", ..., sample_weight=...)`` per group). It
+        leaves each group's total weight, and so the strength of the prior, as it is.
+        Unlabelled rows keep their weight. ``partial_fit`` refuses ``"balanced"``
+        (class frequencies of one call are not those of the stream, as in
+        :class:`~sklearn.linear_model.SGDClassifier`); pass a dict.
 
     Attributes
     ----------
@@ -629,6 +648,7 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         **_BaseCodeAdapter._parameter_constraints,
         "classes": ["array-like", None],
         "diversity": [Interval(Real, 0, None, closed="left")],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
     }
 
     def __init__(
@@ -653,6 +673,7 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         verbose=0,
         classes=None,
         diversity=1.0,
+        class_weight=None,
     ):
         super().__init__(
             model, code_input=code_input, code_init=code_init, optimizer=optimizer,
@@ -663,6 +684,7 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         )
         self.classes = classes
         self.diversity = diversity
+        self.class_weight = class_weight
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -682,6 +704,9 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
     def _encode_targets(self, y, n_rows):
         return self._task.encode(y, n_rows, unlabelled=True)
 
+    def _weigh(self, weight, target, group_idx):
+        return self._task.weigh(weight, target, group_idx, self.class_weight)
+
     def partial_fit(self, X, y=None, groups=None, sample_weight=None, classes=None):
         """One optimisation step on ``X, y`` (online adaptation as data arrives).
 
@@ -698,6 +723,13 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         """
         if classes is not None and hasattr(self, "classes_"):
             self._encode_targets(np.asarray(classes), len(classes))
+        if isinstance(self.class_weight, str) and self.class_weight == "balanced":
+            raise ValueError(
+                "class_weight='balanced' is not supported by partial_fit: the class "
+                "frequencies of one call are not those of the whole stream. Pass a dict "
+                "of class weights, e.g. from sklearn.utils.class_weight.compute_class_weight "
+                "on a large enough sample of labels."
+            )
         return super().partial_fit(X, y, groups, sample_weight)
 
     def predict_proba(self, X, groups=None) -> np.ndarray:

@@ -129,7 +129,9 @@ class _BaseCodeNetwork(BaseEstimator):
         task = self._new_task(y)
         keys, group = self._training_groups(groups, len(X))
         weight = _check_sample_weight(sample_weight, X, dtype=np.float32)
-        rows = Rows(X, group, as_training_target(task.encode(y)), weight)
+        target = task.encode(y)
+        weight = self._weigh(task, weight, target, group)
+        rows = Rows(X, group, as_training_target(target), weight)
         schedule = Schedule.from_params(self.get_params(deep=False))
         seeds = Seeds(check_random_state(self.random_state))
 
@@ -149,6 +151,10 @@ class _BaseCodeNetwork(BaseEstimator):
         self._store(core, keys, codes, history)
         warn_unless_stopped(history, type(self).__name__, self.max_iter, stacklevel=4)
         return self
+
+    def _weigh(self, task, weight, target, group) -> np.ndarray:
+        """Row weights of the fit: ``sample_weight`` (the classifier adds class weights)."""
+        return weight
 
     def _training_groups(self, groups, n_rows: int) -> tuple[list, np.ndarray]:
         """The distinct training conditions and each row's index into them (at least 2)."""
@@ -396,6 +402,15 @@ class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
     only its code from a few rows with :meth:`adapter`.
 
 {parameters}
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes, multiplying ``sample_weight``, as in scikit-learn's
+        classifiers. A dict maps class labels to weights; classes not in it weigh 1.
+        ``"balanced"`` weighs each training condition's rows inversely to the class
+        frequencies within that condition: a row of class ``c`` weighs
+        ``W / (k * W_c)``, ``W_c`` the sample weight of the condition's rows of class
+        ``c``, ``W`` their total and ``k`` the number of classes present
+        (scikit-learn's ``compute_class_weight("balanced", ..., sample_weight=...)``
+        per condition).
 
     Attributes
     ----------
@@ -427,10 +442,50 @@ class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
     """
     )
 
+    _parameter_constraints: dict = {
+        **_BaseCodeNetwork._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(256, 256),
+        *,
+        code_size=16,
+        code_layers="all",
+        activation="relu",
+        code_l2=1e-3,
+        code_dropout=0.0,
+        alpha=1e-5,
+        learning_rate_init=1e-3,
+        batch_size="auto",
+        max_iter=200,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        base_model=None,
+        random_state=None,
+        verbose=0,
+        class_weight=None,
+    ):
+        super().__init__(
+            hidden_layer_sizes, code_size=code_size, code_layers=code_layers,
+            activation=activation, code_l2=code_l2, code_dropout=code_dropout, alpha=alpha,
+            learning_rate_init=learning_rate_init, batch_size=batch_size, max_iter=max_iter,
+            early_stopping=early_stopping, validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change, tol=tol, base_model=base_model,
+            random_state=random_state, verbose=verbose,
+        )
+        self.class_weight = class_weight
+
     def _new_task(self, y) -> Classification:
         task = Classification.from_targets(y)
         self.classes_ = task.classes
         return task
+
+    def _weigh(self, task, weight, target, group) -> np.ndarray:
+        return task.weigh(weight, target, group, self.class_weight).astype(np.float32)
 
     def _task(self) -> Classification:
         return Classification(self.classes_)

@@ -11,8 +11,9 @@ from skdc._synthetic import make_conditions, make_teacher  # noqa: E402
 #: Test modules whose every test is marked ``backend``: they run again under each Keras
 #: backend in CI (``KERAS_BACKEND=jax python -m pytest -m backend``). A test elsewhere
 #: joins with ``@pytest.mark.backend``; ``test_backends.py`` checks that these exist.
-BACKEND_MODULES = ("test_adapter.py", "test_backends.py", "test_defects.py",
-                   "test_persistence.py")  # test_network marks its own backend subset
+# (test_network marks its own backend subset)
+BACKEND_MODULES = ("test_adapter.py", "test_backends.py", "test_class_weight.py",
+                   "test_defects.py", "test_export.py", "test_persistence.py")
 
 
 def pytest_collection_modifyitems(config, items):
