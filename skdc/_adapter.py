@@ -359,12 +359,15 @@ class _BaseCodeAdapter(BaseEstimator):
         -----
         The model is cloned and its weights *copied*: the export shares no variables
         with ``model``, which is never modified, and later changes to either do not
-        reach the other. The export is built of built-in Keras layers and
-        ``keras.ops`` only, so ``keras.saving.load_model(path)`` loads its ``.keras``
-        file with the default ``safe_mode=True`` and without importing skdc (custom
-        layers of ``model`` itself need what they always need). On TensorFlow,
-        ``exported.export(path)`` writes a SavedModel for TensorFlow Serving, whose
-        ``serving_default`` signature takes the inputs by name.
+        reach the other. The copied layers keep the model's ``trainable`` flags; the
+        codes sit in a non-trainable ``Embedding`` (``"condition_code"``, or
+        ``"condition_codes"`` with the fallback code as its last row). The export is
+        built of built-in Keras layers and ``keras.ops`` only, so
+        ``keras.saving.load_model(path)`` loads its ``.keras`` file with the default
+        ``safe_mode=True`` and without importing skdc (custom layers of ``model``
+        itself need what they always need). On TensorFlow, ``exported.export(path)``
+        writes a SavedModel for TensorFlow Serving, whose ``serving_default``
+        signature takes the inputs by name.
 
         Examples
         --------
@@ -714,7 +717,7 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         first time starts from ``code_init``. ``tol`` and ``early_stopping`` do
         not apply. ``classes`` is accepted for scikit-learn compatibility: the
         classes always come from the model (see ``classes``), and labels outside
-        them are refused.
+        them are refused. ``class_weight="balanced"`` is refused (a dict applies).
 
         Returns
         -------

@@ -162,4 +162,5 @@ def _assemble(model, code_index, inputs, features, code, head, name) -> keras.Mo
     output = copy(arguments)
     if head is not None:
         output = head(output)
-    return keras.Model(inputs, output, name=name)
+    # one input as a bare tensor: a SavedModel's `serve` then takes a tensor, not a list
+    return keras.Model(inputs[0] if len(inputs) == 1 else inputs, output, name=name)

@@ -503,7 +503,7 @@ class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
         groups : array-like of shape (n_samples,)
             Condition of each row (speaker, device, ...); required, at least 2 distinct.
         sample_weight : array-like of shape (n_samples,), default=None
-            Row weights.
+            Row weights, multiplied by the class weights of ``class_weight``.
 
         Returns
         -------
