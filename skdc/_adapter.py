@@ -692,6 +692,9 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = False  # fit(X) adapts without labels
+        # only the code is learned: a given model scores poorly on an arbitrary dataset
+        # (scikit-learn's checks then skip their accuracy thresholds)
+        tags.classifier_tags.poor_score = True
         return tags
 
     def _make_task(self, model) -> Classification:
