@@ -24,7 +24,7 @@ from ._clone import clone_sharing
 from ._engine import EngineSpec, Problem, Result, Settings
 from ._export import with_code, with_code_table
 from ._graph import output_activation, output_units, resolve_code_input
-from ._groups import encode_groups, validation_split
+from ._groups import encode_groups, encode_units, validation_split
 from ._optimizers import OPTIMIZERS
 from ._persist import pop_models, push_models
 from ._prior import CodePrior, resolve_code_init
@@ -147,11 +147,15 @@ class _BaseCodeAdapter(BaseEstimator):
         self : object
             The fitted adapter.
         """
+        return self._fit_anew(X, y, groups, sample_weight)
+
+    def _fit_anew(self, X, y, groups, sample_weight, units=None):
         self._validate_params()
         self._setup_engine()
         if not (self.warm_start and hasattr(self, "_codes")):
             self._reset()
-        return self._fit(X, y, groups, sample_weight, self._settings(), incremental=False)
+        return self._fit(X, y, groups, sample_weight, self._settings(), incremental=False,
+                         units=units)
 
     def partial_fit(self, X, y=None, groups=None, sample_weight=None):
         """One optimisation step on ``X, y`` (online adaptation as data arrives).
@@ -211,7 +215,7 @@ class _BaseCodeAdapter(BaseEstimator):
         for name in ("code_", "codes_", "loss_curve_", "best_loss_", "n_iter_"):
             self.__dict__.pop(name, None)
 
-    def _fit(self, X, y, groups, sample_weight, settings, incremental):
+    def _fit(self, X, y, groups, sample_weight, settings, incremental, units=None):
         first = not hasattr(self, "n_features_in_")
         X = self._check_X(X, reset=first or not (incremental or self.warm_start))
         weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
@@ -227,7 +231,8 @@ class _BaseCodeAdapter(BaseEstimator):
         if self._has_unlabelled(target):
             settings.diversity = float(self.diversity)
         init, mean, cov, state = self._initial_table(keys)
-        problem = Problem(X, target, weight, group_idx, len(keys), mean, cov)
+        problem = Problem(X, target, weight, group_idx, len(keys), mean, cov,
+                          encode_units(units, group_idx))
         validation = None
         if (self.early_stopping and not incremental
                 and OPTIMIZERS[settings.optimizer].supports_early_stopping):
@@ -619,11 +624,15 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
     rows contribute their cross-entropy, unlabelled rows the entropy of their
     prediction, and each condition subtracts ``diversity`` times the entropy of its
     mean prediction, so the code must make the condition's rows confidently *and*
-    diversely classified, plus the prior. This needs features that carry the
-    condition (a speaker's formants, a room's reverberation): it is what lets a
-    code learn speaker normalisation from unlabelled speech. It helps when each
-    condition covers many classes; lower ``diversity`` when a condition's classes
-    are few or very unbalanced. Plain self-training on first-pass labels is a
+    diversely classified, plus the prior. With ``units`` (the frames of an
+    utterance, say), the prediction made confident is each *unit's*: the
+    normalised geometric mean of its rows' probabilities, whose largest class is
+    the decision of summed log-probabilities; single frames (silence, transitions)
+    may stay uncertain. This needs features that carry the condition (a speaker's
+    formants, a room's reverberation): it is what lets a code learn speaker
+    normalisation from unlabelled speech. It helps when each condition covers many
+    classes; lower ``diversity`` when a condition's classes are few or very
+    unbalanced. Plain self-training on first-pass labels is a
     fixed point of the initial code (the labels are what that code predicts) and
     measured worse on our synthetic benchmark, so it is not used.
 
@@ -712,6 +721,38 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
 
     def _weigh(self, weight, target, group_idx):
         return self._task.weigh(weight, target, group_idx, self.class_weight)
+
+    def fit(self, X, y=None, groups=None, sample_weight=None, units=None):
+        """Learn the code (or one code per group) with every weight frozen.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features of the adaptation rows, columns in the order of the model's
+            feature inputs.
+        y : array-like of shape (n_samples,), default=None
+            Class labels; ``None`` or ``-1`` marks unlabelled rows: unsupervised
+            (semi-supervised) adaptation, see Notes.
+        groups : array-like of shape (n_samples,), default=None
+            Condition of each row. Without it all rows share one tied code
+            (``code_``); with it every group gets its own code (``codes_``),
+            learned in one vectorized fit.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights within each group's mean loss.
+        units : array-like of shape (n_samples,), default=None
+            Unit of each row, e.g. the utterance of a frame: unlabelled rows of one
+            unit are taken to share one class, and the unit's prediction (the
+            normalised geometric mean of its rows' probabilities) is what
+            unsupervised adaptation makes confident (see Notes). Units are kept
+            apart per group. Default: every row is its own unit. Labelled rows are
+            not affected.
+
+        Returns
+        -------
+        self : object
+            The fitted adapter.
+        """
+        return self._fit_anew(X, y, groups, sample_weight, units)
 
     def partial_fit(self, X, y=None, groups=None, sample_weight=None, classes=None):
         """One optimisation step on ``X, y`` (online adaptation as data arrives).

@@ -62,8 +62,9 @@ _FITTING = {
     "check_supervised_y_2d",
 }
 _FITTING_CLASSIFIER = _FITTING | {
-    "check_classifier_data_not_an_array", "check_classifiers_classes",
-    "check_classifiers_one_label_sample_weights", "check_classifiers_train",
+    "check_class_weight_classifiers", "check_classifier_data_not_an_array",
+    "check_classifiers_classes", "check_classifiers_one_label_sample_weights",
+    "check_classifiers_train",
 }
 _FITTING_REGRESSOR = _FITTING | {
     "check_fit2d_1sample", "check_regressor_data_not_an_array", "check_regressor_multioutput",
@@ -105,6 +106,7 @@ SELECTED = {
         "check_supervised_y_2d", "check_sample_weights_not_overwritten",
         "check_estimators_nan_inf", "check_fit_check_is_fitted", "check_classifiers_train",
         "check_classifiers_classes", "check_classifiers_one_label_sample_weights",
+        "check_class_weight_classifiers",
     },
     "CodeNetworkRegressorWithGroups": {
         "check_regressors_train", "check_regressor_multioutput", "check_supervised_y_2d",

@@ -215,9 +215,10 @@ class CodesUnsupervised(Codes):
         X = np.concatenate([ep.X_adapt, ep.X_score])
         y = np.concatenate([np.where(known, ep.y_adapt, -1), np.full(len(ep.X_score), -1)])
         g = np.concatenate([ep.g_adapt, ep.g_score])
+        units = np.concatenate([ep.u_adapt, ep.u_score])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            adapter = self.adapter(ctx, param).fit(X, y, groups=g)
+            adapter = self.adapter(ctx, param).fit(X, y, groups=g, units=units)
         return _log(adapter.predict_proba(ep.X_score, groups=ep.g_score))
 
 
