@@ -18,7 +18,9 @@ Methods
 ``codes_unsup``
     The same, with the condition's other rows added unlabelled (information
     maximisation, ``y = -1``) and the training codes' prior for every condition:
-    transductive. ``k = 0`` is purely unsupervised.
+    transductive. With ``units``, each unlabelled unit (utterance) is one
+    prediction, the normalised geometric mean of its rows' (``CodeAdapter.fit(...,
+    units=)``). ``k = 0`` is purely unsupervised.
 ``si``
     No adaptation: the same network trained without codes.
 ``shift``

@@ -208,7 +208,8 @@ class CodesUnsupervised(Codes):
     transductive = True
     grid = _pairs((0.3, 0.1, 0.03, 0.01))
     default = ("none", 0.01)
-    description = "code from the k labelled rows plus all other rows of the condition unlabelled"
+    description = ("code from the k labelled rows plus all other rows of the condition "
+                   "unlabelled, one prediction per unit")
 
     def log_proba(self, ctx, ep, param):
         _, known = ctx.label_index(ep.y_adapt)
