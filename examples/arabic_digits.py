@@ -8,14 +8,14 @@ from k labelled recordings (all their frames), scored on its other recordings, a
 no adaptation (si), a feature shift, per-speaker normalisation (lobanov, transductive),
 LHUC, output-layer fine-tuning and unsupervised codes (codes_unsup, transductive).
 
-Run (about N minutes on 2 CPU cores with the folds in parallel)::
+Run (about 55 minutes on 2 busy CPU cores with the folds in parallel)::
 
     SKDC_DATA_HOME=../shared/data python examples/arabic_digits.py --json asc.json --plot asc.png
 
 How many training speakers do codes need? ``--train-speakers 4,8,16,24`` trains each
 fold's networks on that many of its training speakers (nested draws, same folds and
 test speakers) and reports the error cut of ``codes`` and ``shift`` against ``si`` at
-the chosen ``--shots``::
+the chosen ``--shots`` (about 9 minutes per number of speakers with these methods)::
 
     python examples/arabic_digits.py --train-speakers 4,8,16,24 --shots 1,5 \\
         --methods codes,shift,si --json curve.json --plot curve.png
