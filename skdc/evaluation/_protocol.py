@@ -288,7 +288,8 @@ def evaluate(
         "repeats": int(repeats),
         "methods": summarise(per_condition, [get_method(m) for m in methods], shots, chosen),
         "settings": {**_settings_entry(settings, bool(tune), candidates, random_state),
-                     "max_train_conditions": max_train_conditions},
+                     "max_train_conditions": None if max_train_conditions is None
+                     else int(max_train_conditions)},
         "seconds": round(time.perf_counter() - start, 1),
     }
 
