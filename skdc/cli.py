@@ -153,6 +153,8 @@ def _evaluate(args) -> int:
     if args.jobs == 0:
         raise InputError("--jobs must be a positive number of processes, or negative "
                          "(-1: all cores)")
+    if args.max_train_conditions is not None and args.max_train_conditions < 2:
+        raise InputError("--max-train-conditions must be at least 2")
     json_path = _check_output(args.json, "--json")
     plot_path = _check_output(args.plot, "--plot")
     X, y, groups, features, dropped = _read_table(args)
@@ -167,7 +169,8 @@ def _evaluate(args) -> int:
         print(f"note: dropped {dropped} rows with a missing value", file=sys.stderr)
     results = evaluate(X, y, groups, shots=shots, folds=args.folds, repeats=args.repeats,
                        methods=methods, hidden_layer_sizes=hidden, max_epochs=args.max_epochs,
-                       tune=not args.no_tune, random_state=args.random_state,
+                       tune=not args.no_tune, max_train_conditions=args.max_train_conditions,
+                       random_state=args.random_state,
                        progress=not args.quiet, n_jobs=args.jobs)
     results["data"] = {"file": str(args.file), "label": args.label, "group": args.group,
                        "features": features, "log_features": bool(args.log_features)}
@@ -276,6 +279,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="training epochs of every network (default: %(default)s)")
     ev.add_argument("--no-tune", action="store_true",
                     help="fixed priors instead of nested validation")
+    ev.add_argument("--max-train-conditions", type=int, default=None, metavar="N",
+                    help="train each fold's networks on N of its training conditions "
+                         "(a nested draw; default: all)")
     ev.add_argument("--json", help="write the results as JSON")
     ev.add_argument("--plot", help="write a PNG plot of accuracy against k")
     ev.add_argument("--random-state", type=int, default=0)

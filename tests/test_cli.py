@@ -49,6 +49,15 @@ def test_evaluate_writes_json_and_plot(table, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "out.png"]
 
 
+def test_evaluate_with_fewer_training_conditions(table, tmp_path, capsys):
+    out_json = tmp_path / "out.json"
+    code = main(["evaluate", str(table), "--label", "label", "--group", "speaker",
+                 "--methods", "si", "--max-train-conditions", "3", "--json", str(out_json),
+                 *FAST])
+    assert code == 0
+    assert json.loads(out_json.read_text())["settings"]["max_train_conditions"] == 3
+
+
 def _write(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)
@@ -76,6 +85,7 @@ def _bad_cases(table, tmp_path):
         "bad folds": [str(table), *ok, "--folds", "many"],
         "too many folds": [str(table), *ok, "--folds", "9"],
         "zero jobs": [str(table), *ok, "--jobs", "0"],
+        "one training condition": [str(table), *ok, "--max-train-conditions", "1"],
         "missing output folder": [str(table), *ok, "--json", str(tmp_path / "no" / "x.json")],
     }
 
@@ -83,7 +93,7 @@ def _bad_cases(table, tmp_path):
 CASES = ["missing file", "malformed csv", "empty csv", "header only", "missing label column",
          "missing feature column", "non-numeric feature", "log of negative",
          "too few rows for k", "unknown method", "bad shots", "bad folds", "too many folds",
-         "zero jobs", "missing output folder"]
+         "zero jobs", "one training condition", "missing output folder"]
 
 
 @pytest.mark.parametrize("case", CASES)
