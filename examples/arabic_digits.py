@@ -80,16 +80,15 @@ def speaker_curve(asc, args) -> dict:
         print(format_table(results))
     print("\nerror cut versus si (%) by training speakers per fold")
     shots = curve[next(iter(curve))]["shots"]
-    methods = [m for m in args.methods.split(",") if m != "si"]
-    print("speakers  " + "  ".join(f"{m}@k={k:<3}" for m in methods for k in shots)
-          + "  si accuracy")
+    columns = [(m, k) for m in args.methods.split(",") if m != "si" for k in shots]
+    labels = [f"{m}@k={k}" for m, k in columns]
+    print("speakers  " + "  ".join(labels) + "  si accuracy")
     for n, results in curve.items():
-        cells = [100 * results["methods"][m]["k"][str(k)]["error_reduction_vs_si"]
-                 for m in methods for k in shots]
-        si = [100 * results["methods"]["si"]["k"][str(k)]["accuracy"] for k in shots]
-        print(f"{n:>8}  " + "  ".join(f"{c:>{len(m) + 6}.1f}" for m, c in
-                                     zip([m for m in methods for _ in shots], cells))
-              + "  " + "/".join(f"{a:.1f}" for a in si))
+        entry = results["methods"]
+        cells = [f"{100 * entry[m]['k'][str(k)]['error_reduction_vs_si']:>{len(label)}.1f}"
+                 for (m, k), label in zip(columns, labels)]
+        si = "/".join(f"{100 * entry['si']['k'][str(k)]['accuracy']:.1f}" for k in shots)
+        print(f"{n:>8}  " + "  ".join(cells) + f"  {si}")
     return curve
 
 
@@ -123,6 +122,8 @@ def plot_curve(curve: dict, path: str) -> None:
 
 def main() -> None:
     args = parse_args()
+    if args.train_speakers and "si" not in args.methods.split(","):
+        raise SystemExit("--train-speakers reports error cuts versus si: include si in --methods")
     keywords = args.keywords if args.keywords in ("digits", "all") else args.keywords.split(",")
     asc = load_arabic_speech_commands(args.data_home, keywords=keywords,
                                       max_per_speaker_keyword=args.per_keyword)

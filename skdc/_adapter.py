@@ -229,7 +229,7 @@ class _BaseCodeAdapter(BaseEstimator):
                 "sample_weight times class_weight")
             raise ValueError(f"{what} is zero for every row: there is nothing to fit.")
         if self._has_unlabelled(target):
-            settings.diversity = float(self.diversity)
+            settings.diversity, settings.unlabelled = float(self.diversity), True
         init, mean, cov, state = self._initial_table(keys)
         problem = Problem(X, target, weight, group_idx, len(keys), mean, cov,
                           encode_units(units, group_idx))

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import threading
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 from keras import ops
@@ -59,6 +60,7 @@ class Settings:
     n_iter_no_change: int = 10
     batch_size: int | None = None
     diversity: float = 0.0
+    unlabelled: bool = False  # the fit has unlabelled rows: the objective scores their units
     jit_compile: bool | str = "auto"
 
     def xla(self, n_rows: int) -> bool:
@@ -87,15 +89,11 @@ class Problem:
     prior_covariance: np.ndarray
     unit: np.ndarray | None = None
 
-    def _rows(self, rows, group=None) -> Problem:
-        return Problem(self.X[rows], self.y[rows], self.weight[rows],
-                       self.group[rows] if group is None else group, self.n_groups,
-                       self.prior_mean, self.prior_covariance,
-                       None if self.unit is None else self.unit[rows])
-
     def subset(self, rows: np.ndarray) -> Problem:
         """The same groups and priors, with only ``rows`` (a mask or indices)."""
-        return self._rows(rows)
+        return replace(self, X=self.X[rows], y=self.y[rows], weight=self.weight[rows],
+                       group=self.group[rows],
+                       unit=None if self.unit is None else self.unit[rows])
 
     def padded(self, n_groups: int) -> Problem:
         """The same rows with ``n_groups`` groups: the extra ones without rows, prior N(0, I)."""
@@ -103,19 +101,17 @@ class Problem:
         if extra <= 0:
             return self
         d = self.prior_mean.shape[1]
-        return Problem(self.X, self.y, self.weight, self.group, n_groups,
-                       np.concatenate([self.prior_mean, np.zeros((extra, d))]),
-                       np.concatenate([self.prior_covariance, np.tile(np.eye(d), (extra, 1, 1))]),
-                       self.unit)
+        return replace(self, n_groups=n_groups,
+                       prior_mean=np.concatenate([self.prior_mean, np.zeros((extra, d))]),
+                       prior_covariance=np.concatenate(
+                           [self.prior_covariance, np.tile(np.eye(d), (extra, 1, 1))]))
 
     def groups(self, first: int, stop: int) -> Problem:
         """Groups ``first .. stop-1`` and their rows, re-indexed from zero."""
-        rows = (self.group >= first) & (self.group < stop)
-        part = self._rows(rows, group=self.group[rows] - first)
-        part.n_groups = stop - first
-        part.prior_mean = self.prior_mean[first:stop]
-        part.prior_covariance = self.prior_covariance[first:stop]
-        return part
+        part = self.subset((self.group >= first) & (self.group < stop))
+        return replace(part, group=part.group - first, n_groups=stop - first,
+                       prior_mean=self.prior_mean[first:stop],
+                       prior_covariance=self.prior_covariance[first:stop])
 
 
 @dataclass
@@ -189,8 +185,9 @@ def _log_proba(loss: str, out):
     return ops.stack([ops.log(1.0 - p), ops.log(p)], axis=1)
 
 
-def _data_terms(loss: str, out, y, w, group, unit, unit_group, n_groups):
-    """Per-group weighted sums of row losses and of row probabilities (classifiers).
+def _data_terms(loss: str, out, y, w, group, unit, unit_group, n_groups, unlabelled: bool):
+    """Per-group weighted sums of row losses, and of row probabilities when some rows
+    are ``unlabelled`` (classifiers; None otherwise: only the diversity term needs them).
 
     Classifier rows with label -1 are unlabelled: each of their units (``unit``, with
     the group ``unit_group[unit]``) contributes the entropy of its prediction, the
@@ -203,8 +200,10 @@ def _data_terms(loss: str, out, y, w, group, unit, unit_group, n_groups):
         per_row = ops.mean(ops.square(diff), axis=1)
         return ops.segment_sum(per_row * w, group, n_groups), None
     logp = _log_proba(loss, out)
-    labelled = ops.cast(y >= 0, logp.dtype)
     ce = -ops.take_along_axis(logp, ops.expand_dims(ops.maximum(y, 0), 1), axis=1)[:, 0]
+    if not unlabelled:  # the common case, kept free of the unit terms
+        return ops.segment_sum(ce * w, group, n_groups), None
+    labelled = ops.cast(y >= 0, logp.dtype)
     w_known, w_unknown = w * labelled, w * (1.0 - labelled)
     n_rows = ops.shape(logp)[0]
     unit_weight = ops.segment_sum(w_unknown, unit, n_rows)
@@ -222,18 +221,21 @@ def _data_terms(loss: str, out, y, w, group, unit, unit_group, n_groups):
 
 
 class _Compiled:
-    """A function compiled by the backend, in a plain and an XLA variant (TensorFlow;
-    one variant elsewhere), each compiled on its first call."""
+    """A function compiled by the backend per variant ``(xla, unlabelled)``, each on its
+    first call: plain or XLA (TensorFlow; one of them elsewhere), and whether the
+    objective scores unlabelled rows. ``make(unlabelled)`` returns the function."""
 
-    def __init__(self, backend, fn, signature):
-        self.backend, self.fn, self.signature = backend, fn, signature
+    def __init__(self, backend, make, signature):
+        self.backend, self.make, self.signature = backend, make, signature
         self._variants: dict = {}
 
-    def __call__(self, xla: bool, *args):
-        xla = bool(xla) and self.backend.NAME == "tensorflow"
-        if xla not in self._variants:
-            self._variants[xla] = self.backend.compile(self.fn, self.signature, xla)
-        return self._variants[xla](*args)
+    def __call__(self, variant: tuple[bool, bool], *args):
+        xla, unlabelled = bool(variant[0]) and self.backend.NAME == "tensorflow", variant[1]
+        key = (xla, unlabelled)
+        if key not in self._variants:
+            self._variants[key] = self.backend.compile(self.make(unlabelled), self.signature,
+                                                       xla)
+        return self._variants[key](*args)
 
     def traces(self) -> int:
         return sum(v.traces() for v in self._variants.values())
@@ -242,9 +244,9 @@ class _Compiled:
 @dataclass
 class Batch:
     """Tensors of the objective for some rows of a problem, ready for the engine, and
-    whether they run the XLA variant (TensorFlow)."""
+    the variant they run: ``(xla, unlabelled)`` (see :class:`_Compiled`)."""
 
-    xla: bool
+    variant: tuple[bool, bool]
     tensors: tuple
 
 
@@ -275,22 +277,25 @@ class Engine:
         self._steps: dict[str, _Compiled] = {}
         self.pads = self.backend.pads_rows(False)
         self._value_and_grad = self._compile(
-            self.backend.value_and_grad(self._total), [codes, *self._data_sig])
-        self._value = self._compile(self._objective, [codes, *self._data_sig])
+            lambda unlabelled: self.backend.value_and_grad(_bind(self._total, unlabelled)),
+            [codes, *self._data_sig])
+        self._value = self._compile(lambda unlabelled: _bind(self._objective, unlabelled),
+                                    [codes, *self._data_sig])
         parts = [Spec((None, *s)) for s in graph.feature_shapes]
         self._predict = self._compile(
-            self._predict_impl, [self._weights_sig, parts, codes, Spec((None,), "int32")])
+            lambda _: self._predict_impl,
+            [self._weights_sig, parts, codes, Spec((None,), "int32")])
 
-    def _compile(self, fn, signature) -> _Compiled:
-        return _Compiled(self.backend, fn, signature)
+    def _compile(self, make, signature) -> _Compiled:
+        return _Compiled(self.backend, make, signature)
 
     # -- compiled pieces -------------------------------------------------------
     def _objective(self, u, weights, frontier, y, w, group, unit, unit_group, data_scale,
-                   prior_scale, mean, factor, diversity):
+                   prior_scale, mean, factor, diversity, unlabelled=False):
         codes = mean + ops.einsum("gi,gij->gj", u, factor)
         out = self.graph.forward(weights, frontier, codes, group)
         data, proba_sum = _data_terms(self.loss, out, y, w, group, unit, unit_group,
-                                      ops.shape(u)[0])
+                                      ops.shape(u)[0], unlabelled)
         obj = data * data_scale + ops.sum(u * u, axis=1) * prior_scale
         if proba_sum is None:
             return obj
@@ -298,15 +303,16 @@ class Engine:
         mean_p = ops.clip(proba_sum * ops.expand_dims(data_scale, 1), 1e-7, 1.0)
         return obj + diversity * ops.sum(mean_p * ops.log(mean_p), axis=1)
 
-    def _total(self, u, *args):
-        obj = self._objective(u, *args)
+    def _total(self, u, *args, unlabelled=False):
+        obj = self._objective(u, *args, unlabelled=unlabelled)
         return ops.sum(obj), obj
 
-    def _step_impl(self, optimizer: Optimizer, u, *args):
+    def _step_impl(self, optimizer: Optimizer, u, *args, unlabelled=False):
         n_slots = len(optimizer.slots)
         slots, (t, active, *args) = args[:n_slots], args[n_slots:]
         *objective_args, lr = args
-        _, obj, g = self.backend.value_and_grad(self._total)(u, *objective_args)
+        total = _bind(self._total, unlabelled)
+        _, obj, g = self.backend.value_and_grad(total)(u, *objective_args)
         on = ops.expand_dims(active, 1) > 0
         t_new = t + active
         delta, new_slots = optimizer.update(g, slots, ops.expand_dims(ops.maximum(t_new, 1.0), 1),
@@ -365,7 +371,7 @@ class Engine:
             pad = row_bucket(len(rows)) - len(rows) if self.pads else 0
             if pad:
                 idx = np.concatenate([idx, np.zeros(pad, idx.dtype)])
-            chunk = self._predict(False, weights, self._parts(rows, pad), table,
+            chunk = self._predict((False, False), weights, self._parts(rows, pad), table,
                                   self.tensor(idx, "int32"))
             chunk = self.backend.numpy(chunk)[: len(rows)].reshape(len(rows), -1)
             if out is None:  # written in place: no list of chunks to concatenate
@@ -392,15 +398,17 @@ class Engine:
         pad = row_bucket(len(w)) - len(w) if self.backend.pads_rows(xla) else 0
         if frontier is None:
             frontier = self.frontier(problem.X[sel], weights)
-        unit, unit_group = _local_units(problem.unit, sel, group, len(w) + pad)
+        unit = unit_group = np.zeros(1, np.int64)  # not read by the labelled variant
+        if settings.unlabelled:
+            unit, unit_group = _local_units(problem.unit, sel, group, len(w) + pad)
+            unit = np.concatenate([unit, np.zeros(pad, unit.dtype)])
         if pad:  # padded rows have weight 0 and add nothing
             frontier = [ops.pad(t, [[0, pad]] + [[0, 0]] * (len(t.shape) - 1)) for t in frontier]
             y = np.concatenate([y, np.zeros((pad, *y.shape[1:]), y.dtype)])
             w = np.concatenate([w, np.zeros(pad)])
             group = np.concatenate([group, np.zeros(pad, group.dtype)])
-            unit = np.concatenate([unit, np.zeros(pad, unit.dtype)])
         t = self.tensor
-        return Batch(xla, (
+        return Batch((xla, settings.unlabelled), (
             weights,
             frontier,
             t(y, "float32" if self.loss == "mse" else "int32"),
@@ -417,12 +425,12 @@ class Engine:
 
     def objective(self, batch: Batch, u) -> np.ndarray:
         """Each group's objective at the whitened codes ``u``."""
-        value = self._value(batch.xla, self.tensor(u), *batch.tensors)
+        value = self._value(batch.variant, self.tensor(u), *batch.tensors)
         return self.backend.numpy(value).astype(np.float64)
 
     def value_and_grad(self, batch: Batch, u) -> tuple[np.ndarray, np.ndarray]:
         """Each group's objective and the gradient of their sum at ``u``."""
-        _, obj, grad = self._value_and_grad(batch.xla, self.tensor(u), *batch.tensors)
+        _, obj, grad = self._value_and_grad(batch.variant, self.tensor(u), *batch.tensors)
         return (self.backend.numpy(obj).astype(np.float64),
                 self.backend.numpy(grad).astype(np.float64))
 
@@ -433,10 +441,10 @@ class Engine:
             n = len(optimizer.slots)
             c, v, s = self._codes_sig, self._vec_sig, self._scalar_sig
             sig = [c, *[c] * n, v, v, *self._data_sig, s]
-            fn = lambda u, *args: self._step_impl(optimizer, u, *args)  # noqa: E731
-            self._steps[optimizer.name] = self._compile(fn, sig)
+            self._steps[optimizer.name] = self._compile(
+                lambda unlabelled: _bind(partial(self._step_impl, optimizer), unlabelled), sig)
         out = self._steps[optimizer.name](
-            batch.xla, u, *slots, t, self.tensor(active), *batch.tensors, learning_rate,
+            batch.variant, u, *slots, t, self.tensor(active), *batch.tensors, learning_rate,
         )
         return (out[0], list(out[1:-2]), out[-2],
                 self.backend.numpy(out[-1]).astype(np.float64))
@@ -483,6 +491,11 @@ class Engine:
         result.diverged = result.diverged[:n_real]
         result.state = None if result.state is None else result.state[:n_real]
         return result
+
+
+def _bind(fn, unlabelled: bool):
+    """``fn`` with its ``unlabelled`` flag fixed, taking positional arguments only."""
+    return lambda *args: fn(*args, unlabelled=unlabelled)
 
 
 def _local_units(unit, sel, group, size: int) -> tuple[np.ndarray, np.ndarray]:
