@@ -334,6 +334,25 @@ def test_xla_path_with_padded_rows_matches_plain(teacher, conditions):
     np.testing.assert_allclose(a.code_, b.code_, atol=1e-3)
 
 
+def test_predictions_do_not_depend_on_the_other_rows(teacher, conditions):
+    # scikit-learn's check_methods_subset_invariance asks 1e-7, which float32 matmul
+    # kernels (a different one for 1 row than for 20) miss by a few ulp on some CPUs;
+    # to float32 precision a row's prediction is its own, on the eager and compiled paths.
+    from skdc._engine import _XLA_MIN_ROWS
+
+    X, y, groups, _ = conditions
+    a = CodeAdapter(teacher, max_iter=20, random_state=0).fit(X, y, groups=groups)
+    X_big = np.tile(X, (_XLA_MIN_ROWS // len(X) + 1, 1))
+    g_big = np.tile(groups, _XLA_MIN_ROWS // len(X) + 1)
+    full = a.predict_proba(X_big, groups=g_big)  # compiled, in padded buckets
+    assert len(X_big) >= _XLA_MIN_ROWS
+    rows = [0, 7, len(X), len(X_big) - 1]
+    one_by_one = np.vstack([a.predict_proba(X_big[[r]], groups=g_big[[r]]) for r in rows])
+    np.testing.assert_allclose(one_by_one, full[rows], rtol=1e-5, atol=1e-6)
+    part = a.predict_proba(X_big[5:37], groups=g_big[5:37])  # eager
+    np.testing.assert_allclose(part, full[5:37], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.backend
 def test_no_retracing_across_fits_clones_and_sizes(teacher, conditions):
     import keras

@@ -36,8 +36,9 @@ _MINIBATCHES = (
     "minibatches, so predictions differ"
 )
 _BATCH_ROUNDING = (
-    "float32 matmul kernels round differently with the number of rows: a prediction on a "
-    "subset differs by ~2e-7, the check asks 1e-7"
+    "float32 matmul kernels round differently with the number of rows: on some CPUs a "
+    "prediction on a subset differs by ~2e-7, the check asks 1e-7 (test_adapter checks "
+    "subsets to float32 precision)"
 )
 _ONE_CONDITION = (
     "one row is one condition: fit says it needs at least 2 conditions, words the check "
@@ -79,12 +80,14 @@ EXPECTED = {
         "check_classifiers_classes": _MODEL_CLASSES,
         "check_dtype_object": _MODEL_CLASSES,
         "check_sample_weight_equivalence_on_dense_data": _FLOAT32,
+        "check_methods_subset_invariance": _BATCH_ROUNDING,
     },
     "CodeAdapterRegressor": {
         "check_estimators_overwrite_params": _UNSTABLE_HASH,
         "check_regressors_train": _FIXED_MODEL,
         "check_regressor_multioutput": "the number of outputs is the model's (here 1)",
         "check_sample_weight_equivalence_on_dense_data": _FLOAT32,
+        "check_methods_subset_invariance": _BATCH_ROUNDING,
     },
     "CodeNetwork": dict.fromkeys(_FITTING_CLASSIFIER, _NEEDS_GROUPS),
     "CodeNetworkRegressor": dict.fromkeys(_FITTING_REGRESSOR, _NEEDS_GROUPS),
@@ -135,12 +138,16 @@ class CodeNetworkRegressorWithGroups(_TwoConditions, CodeNetworkRegressor):
 
 
 def _any_width_model(n_outputs, activation):
+    def dense(units, seed, **kwargs):  # seeded: the checks see the same model every run
+        return keras.layers.Dense(units, kernel_initializer=keras.initializers.GlorotUniform(seed),
+                                  **kwargs)
+
     x = keras.Input((None,), name="features")
     z = keras.Input((2,), name="code")
-    h = keras.layers.Dense(4, activation="tanh")(keras.layers.Reshape((-1, 1))(x))
+    h = dense(4, 0, activation="tanh")(keras.layers.Reshape((-1, 1))(x))
     h = keras.layers.GlobalAveragePooling1D()(h)
-    h = keras.layers.Dense(8, activation="tanh")(keras.layers.Concatenate()([h, z]))
-    return keras.Model([x, z], keras.layers.Dense(n_outputs, activation=activation)(h))
+    h = dense(8, 1, activation="tanh")(keras.layers.Concatenate()([h, z]))
+    return keras.Model([x, z], dense(n_outputs, 2, activation=activation)(h))
 
 
 def _expected(estimator):
