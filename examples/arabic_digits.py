@@ -22,7 +22,8 @@ the chosen ``--shots`` (about 9 minutes per number of speakers with these method
 
 Settings: the fixed defaults of ``skdc.evaluation`` (chosen on Hillenbrand, never on
 these test folds; ``--tune`` runs the nested validation inside each fold's training
-speakers instead); two hidden layers of 256 units, codes of 16, 15 epochs of
+speakers instead; ``--code-sizes 16,32,64 --code-layers all,input`` lets it choose the
+coded network too); two hidden layers of 256 units, codes of 16, 15 epochs of
 minibatches of 512 frames, as in the FSDD example but fewer epochs (ten times the
 training frames). The recordings are downloaded (checksum-verified) into the data home
 if missing.
@@ -32,6 +33,7 @@ import argparse
 import json
 
 from skdc.datasets import load_arabic_speech_commands
+from skdc.evaluation import METHODS as ALL_METHODS
 from skdc.evaluation import evaluate, format_table, plot_results
 
 METHODS = "codes,codes_unsup,si,shift,lobanov,lhuc,finetune_last"
@@ -52,6 +54,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--train-speakers", default=None,
                         help="comma-separated numbers of training speakers per fold")
     parser.add_argument("--tune", action="store_true", help="nested validation of priors")
+    parser.add_argument("--code-sizes", default="16",
+                        help="comma-separated code sizes; more than one (or than one of "
+                             "--code-layers) are chosen per fold by nested validation")
+    parser.add_argument("--code-layers", default="all",
+                        help="comma-separated: all, input, or hidden-layer indices joined "
+                             "by '+' (e.g. 1)")
     parser.add_argument("--jobs", type=int, default=-1,
                         help="folds in parallel processes (default: all cores)")
     parser.add_argument("--json", help="save the results as JSON")
@@ -59,14 +67,43 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def code_networks(args) -> list[tuple]:
+    """(code_size, code_layers) candidates of the coded network, from the arguments."""
+    layers = [value if value in ("all", "input") else tuple(int(i) for i in value.split("+"))
+              for value in args.code_layers.split(",")]
+    return [(int(size), where) for size in args.code_sizes.split(",") for where in layers]
+
+
+def method_params(args) -> tuple[dict | None, bool]:
+    """``evaluate``'s ``method_params`` and ``tune`` for the arguments.
+
+    Several coded networks: ``codes`` chooses among them per fold by nested validation
+    (with its default regularisation and prior; every candidate with ``--tune``), and
+    every other method keeps its fixed default unless ``--tune``.
+    """
+    networks = code_networks(args)
+    methods = args.methods.split(",")
+    if len(networks) == 1 and networks[0] == (16, "all"):
+        return None, args.tune
+    codes = ALL_METHODS["codes"]
+    pairs = codes.grid if args.tune else (codes.default,)
+    params = {"codes": [(*pair, *net) for pair in pairs for net in networks]}
+    if not args.tune:
+        params.update({m: ALL_METHODS[m].default for m in methods
+                       if m != "codes" and ALL_METHODS[m].grid})
+    return ({m: v for m, v in params.items() if m in methods},
+            args.tune or len(networks) > 1)
+
+
 def run(asc, args, max_train_conditions=None) -> dict:
+    params, tune = method_params(args)
     return evaluate(
         asc.data, asc.target, asc.groups, units=asc.utterance,
         shots=[int(k) for k in args.shots.split(",")], folds=args.folds,
         repeats=args.repeats, methods=args.methods.split(","),
         hidden_layer_sizes=(256, 256), max_epochs=args.epochs, batch_size=512,
-        tune=args.tune, max_train_conditions=max_train_conditions, random_state=0,
-        progress=True, n_jobs=args.jobs,
+        tune=tune, method_params=params, max_train_conditions=max_train_conditions,
+        random_state=0, progress=True, n_jobs=args.jobs,
     )
 
 
@@ -138,6 +175,9 @@ def main() -> None:
     else:
         output = run(asc, args)
         print(format_table(output))
+        for name, candidates in output["settings"]["candidates"].items():
+            if len(candidates) > 1:
+                print(f"{name} chose, per fold: {output['methods'][name]['chosen']}")
         print(f"\nk counts labelled recordings of the new speaker; {output['seconds']:.0f} s")
         if args.plot:
             plot_results(output, args.plot,

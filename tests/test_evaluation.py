@@ -160,6 +160,9 @@ def test_method_params_fix_or_list_candidates():
          r"method_params\['codes'\]: candidate 'none' is not valid.*one fixed value is a tuple"),
         ({"codes": ("nothing", 1.0)}, True, r"'codes'\]: value \('nothing', 1.0\).*'dropout'"),
         ({"codes": ("none", -1.0)}, True, "alpha must be a positive"),
+        ({"codes": ("none", 1.0, 0)}, True, "code_size must be a positive int, got 0"),
+        ({"codes": ("none", 1.0, 4, "middle")}, True, "code_layers must be \"all\", \"input\""),
+        ({"codes": ("none", 1.0, 4, "all", 1)}, True, r"\(regularisation, alpha, code_size\)"),
         ({"shift": "magic"}, True, "'shift'.*'magic'.*\"si\" or \"sat\""),
         ({"codes": []}, True, "'codes'.*empty"),
         ({"codes": [("none", 1.0), ("l2", 2.0)]}, False, "'codes'.*needs tune=True"),
@@ -282,6 +285,33 @@ def test_codes_one_grouped_fit_per_episode(shifted):
     hits, hits_prior = (ctx.classes[lp[adapted].argmax(axis=1)] == truth
                         for lp in (log_p, prior_mean))
     assert hits.mean() > hits_prior.mean()  # the shifted conditions' 8 rows help
+
+
+def test_codes_candidates_with_their_own_coded_network(shifted):
+    """A codes candidate ``(regularisation, alpha, code_size, code_layers)`` trains and
+    uses a coded network of its own; nested validation chooses among them per fold."""
+    from skdc.evaluation._episodes import Episode
+
+    X, y, groups = shifted
+    train = groups >= 3
+    ctx = FoldContext(X[train], y[train], groups[train],
+                      Settings(hidden_layer_sizes=(8,), code_size=3, max_epochs=5), seed=0)
+    own = ctx.code_network("none", 5, "input")
+    assert (own.code_size, own.code_layers, own.code_prior_.mean.shape) == (5, "input", (5,))
+    assert ctx.code_network("none", 5, "input") is own  # cached
+    assert ctx.code_network("none").code_size == 3  # the settings' network is another
+    score = np.flatnonzero(~train)
+    ep = Episode(X[:0], y[:0], groups[:0], X[score], groups[score], n_groups=3)
+    log_p = METHODS["codes"].log_proba(ctx, ep, ("none", 1.0, 5, "input"))
+    np.testing.assert_allclose(log_p, np.log(own.predict_proba(X[score])), rtol=1e-5)
+
+    candidates = [("none", 1.0, 2), ("none", 1.0, 6, (0,))]
+    out = evaluate(X, y, groups, shots=(0, 2), folds=3, repeats=1, methods=["codes", "si"],
+                   method_params={"codes": candidates}, random_state=0, **FAST)
+    chosen = out["methods"]["codes"]["chosen"]
+    assert len(chosen) == 3 and all(c in candidates for c in chosen)
+    assert out["settings"]["candidates"]["codes"] == candidates
+    json.dumps(out)
 
 
 def test_report(results, tmp_path):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import textwrap
 import warnings
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -126,6 +126,28 @@ def _pairs(alphas) -> tuple:
     return tuple((r, a) for r in CODE_REGULARISATION for a in alphas)
 
 
+def _code_size(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"code_size must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _code_layers(value):
+    if value in ("all", "input"):
+        return value
+    if (isinstance(value, tuple | list) and value
+            and all(isinstance(i, Integral) and not isinstance(i, bool) and i >= 0
+                    for i in value)):
+        return tuple(int(i) for i in value)
+    raise ValueError(f'code_layers must be "all", "input" or a non-empty tuple of hidden-layer '
+                     f"indices, got {value!r}")
+
+
+def _network(param) -> tuple:
+    """The ``FoldContext.code_network`` arguments of a codes candidate."""
+    return (param[0], *param[2:])
+
+
 class Codes(Method):
     name = "codes"
     grid = _pairs((4.0, 2.0, 1.0, 0.5))
@@ -133,18 +155,26 @@ class Codes(Method):
     description = ("condition code learned from the k labelled rows (MAP; prior: the code's "
                    "posterior given where those rows lie, from the training codes)")
     hyperparameter = ("a pair (how the training codes are regularised, prior strength "
-                      "``alpha``)")
+                      "``alpha``), optionally followed by the coded network's own "
+                      "``code_size`` and ``code_layers`` (default: ``evaluate``'s)")
 
     def check_param(self, value):
         choices = ", ".join(map(repr, CODE_REGULARISATION))
-        if not (isinstance(value, tuple) and len(value) == 2
+        if not (isinstance(value, tuple) and 2 <= len(value) <= 4
                 and isinstance(value[0], str) and value[0] in CODE_REGULARISATION):
-            raise ValueError(f"expected a tuple (regularisation, alpha) with regularisation "
-                             f"one of {choices}")
-        return value[0], _positive(value[1], "alpha")
+            raise ValueError("expected a tuple (regularisation, alpha), (regularisation, "
+                             "alpha, code_size) or (regularisation, alpha, code_size, "
+                             f"code_layers) with regularisation one of {choices}")
+        out = (value[0], _positive(value[1], "alpha"))
+        if len(value) > 2:
+            out += (_code_size(value[2]),)
+        if len(value) > 3:
+            out += (_code_layers(value[3]),)
+        return out
 
     def format_param(self, value) -> str:
-        return f"``({value[0]!r}, {_number(value[1])})``"
+        rest = "".join(f", {v!r}" for v in value[2:])
+        return f"``({value[0]!r}, {_number(value[1])}{rest})``"
 
     def describe_grid(self) -> str:
         regs = list(dict.fromkeys(r for r, _ in self.grid))
@@ -159,8 +189,8 @@ class Codes(Method):
 
     def adapter(self, ctx: FoldContext, param, code_init=None):
         """The fold's ``CodeAdapter`` for ``param``, L-BFGS with the shared settings."""
-        regularisation, alpha = param
-        net = ctx.code_network(regularisation)
+        alpha = param[1]
+        net = ctx.code_network(*_network(param))
         # frames of one utterance are not independent evidence: the prior counts per unit
         return net.adapter(
             code_init=net.code_prior_ if code_init is None else code_init,
@@ -178,7 +208,7 @@ class Codes(Method):
         fitted = np.isin(ep.g_score, adapted)
         out = np.empty((len(ep.X_score), len(ctx.classes)))
         if not fitted.all():  # conditions without labelled rows: the prior mean code
-            net = ctx.code_network(param[0])
+            net = ctx.code_network(*_network(param))
             out[~fitted] = _log(net.predict_proba(ep.X_score[~fitted]))
         if fitted.any():
             rows = known & np.isin(ep.g_adapt, adapted)
@@ -194,7 +224,7 @@ class Codes(Method):
     @staticmethod
     def _priors(ctx, param, ep, index, rows) -> dict[int, CodePrior]:
         """Each condition's prior: its code's posterior given its labelled ``rows``."""
-        link = ctx.code_given_shift(param[0])
+        link = ctx.code_given_shift(*_network(param))
         priors = {}
         for g in np.unique(ep.g_adapt[rows]):
             mine = rows & (ep.g_adapt == g)

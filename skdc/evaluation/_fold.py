@@ -76,17 +76,23 @@ class FoldContext:
             warnings.simplefilter("ignore", ConvergenceWarning)
             return fit()
 
-    def code_network(self, regularisation: str) -> CodeNetwork:
-        """The coded network with one of the ``CODE_REGULARISATION`` settings (cached)."""
+    def code_network(self, regularisation: str, code_size: int | None = None,
+                     code_layers=None) -> CodeNetwork:
+        """The coded network with one of the ``CODE_REGULARISATION`` settings (cached).
+
+        ``code_size`` and ``code_layers`` replace the settings' for this network only
+        (``None``: the settings').
+        """
         cache = self.__dict__.setdefault("_code_networks", {})
-        if regularisation not in cache:
+        key = (regularisation, code_size, code_layers)
+        if key not in cache:
+            own = {name: value for name, value in
+                   (("code_size", code_size), ("code_layers", code_layers)) if value is not None}
             net = self.settings.network(self.seed).set_params(
-                **CODE_REGULARISATION[regularisation]
+                **CODE_REGULARISATION[regularisation], **own
             )
-            cache[regularisation] = self._quiet(
-                lambda: net.fit(self.X, self.y, groups=self.groups)
-            )
-        return cache[regularisation]
+            cache[key] = self._quiet(lambda: net.fit(self.X, self.y, groups=self.groups))
+        return cache[key]
 
     @cached_property
     def si_network(self):
@@ -131,12 +137,13 @@ class FoldContext:
         between = np.maximum(between, 1e-3 * within)
         return mu, within / between
 
-    def code_given_shift(self, regularisation: str) -> CodeGivenShift:
-        """The linear-Gaussian link of the coded network's codes to feature shifts (cached)."""
+    def code_given_shift(self, *network) -> CodeGivenShift:
+        """The linear-Gaussian link of the codes of ``code_network(*network)`` to feature
+        shifts (cached)."""
         cache = self.__dict__.setdefault("_code_given_shift", {})
-        if regularisation not in cache:
-            cache[regularisation] = CodeGivenShift.fit(self, self.code_network(regularisation))
-        return cache[regularisation]
+        if network not in cache:
+            cache[network] = CodeGivenShift.fit(self, self.code_network(*network))
+        return cache[network]
 
     def parameter_adapter(self, mode: str) -> ParameterAdapter:
         """The (compiled once) LHUC / fine-tuning adapter of the SI network."""

@@ -221,7 +221,9 @@ def evaluate(
         form of the built-in candidates (see :mod:`skdc.evaluation`): for ``codes``
         and ``codes_unsup`` a tuple ``(regularisation, alpha)``, e.g.
         ``{"codes": ("none", 1.0)}`` (fixed) or ``{"codes": [("none", 1.0),
-        ("none", 0.5)]}`` (tuned); for ``shift`` ``"si"`` or ``"sat"``; for ``lhuc``,
+        ("none", 0.5)]}`` (tuned), optionally followed by the coded network's own
+        ``code_size`` and ``code_layers`` (e.g. ``("none", 1.0, 32, "input")``: nested
+        validation then also chooses the coded network); for ``shift`` ``"si"`` or ``"sat"``; for ``lhuc``,
         ``finetune_last`` and ``finetune_all`` a positive prior standard deviation.
         Methods not named use their built-in candidates (``tune=True``) or default.
         ``ValueError`` names the method and the value for an unknown method, a
