@@ -60,6 +60,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--code-layers", default="all",
                         help="comma-separated: all, input, or hidden-layer indices joined "
                              "by '+' (e.g. 1)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random_state: folds, draws of speakers and recordings, networks")
     parser.add_argument("--jobs", type=int, default=-1,
                         help="folds in parallel processes (default: all cores)")
     parser.add_argument("--json", help="save the results as JSON")
@@ -103,7 +105,7 @@ def run(asc, args, max_train_conditions=None) -> dict:
         repeats=args.repeats, methods=args.methods.split(","),
         hidden_layer_sizes=(256, 256), max_epochs=args.epochs, batch_size=512,
         tune=tune, method_params=params, max_train_conditions=max_train_conditions,
-        random_state=0, progress=True, n_jobs=args.jobs,
+        random_state=args.seed, progress=True, n_jobs=args.jobs,
     )
 
 
