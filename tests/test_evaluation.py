@@ -300,6 +300,7 @@ def test_codes_candidates_with_their_own_coded_network(shifted):
     assert (own.code_size, own.code_layers, own.code_prior_.mean.shape) == (5, "input", (5,))
     assert ctx.code_network("none", 5, "input") is own  # cached
     assert ctx.code_network("none").code_size == 3  # the settings' network is another
+    assert ctx.code_network("none", 3, "all") is ctx.code_network("none")  # however spelt
     score = np.flatnonzero(~train)
     ep = Episode(X[:0], y[:0], groups[:0], X[score], groups[score], n_groups=3)
     log_p = METHODS["codes"].log_proba(ctx, ep, ("none", 1.0, 5, "input"))

@@ -84,15 +84,21 @@ class FoldContext:
         (``None``: the settings').
         """
         cache = self.__dict__.setdefault("_code_networks", {})
-        key = (regularisation, code_size, code_layers)
+        key = self._network_key(regularisation, code_size, code_layers)
         if key not in cache:
-            own = {name: value for name, value in
-                   (("code_size", code_size), ("code_layers", code_layers)) if value is not None}
+            _, size, layers = key
             net = self.settings.network(self.seed).set_params(
-                **CODE_REGULARISATION[regularisation], **own
+                **CODE_REGULARISATION[regularisation], code_size=size, code_layers=layers
             )
             cache[key] = self._quiet(lambda: net.fit(self.X, self.y, groups=self.groups))
         return cache[key]
+
+    def _network_key(self, regularisation: str, code_size=None, code_layers=None) -> tuple:
+        """``code_network``'s arguments with the settings' values filled in: one network
+        (and one cache entry) however they are spelt."""
+        size = self.settings.code_size if code_size is None else code_size
+        layers = self.settings.code_layers if code_layers is None else code_layers
+        return regularisation, int(size), layers if isinstance(layers, str) else tuple(layers)
 
     @cached_property
     def si_network(self):
@@ -141,9 +147,10 @@ class FoldContext:
         """The linear-Gaussian link of the codes of ``code_network(*network)`` to feature
         shifts (cached)."""
         cache = self.__dict__.setdefault("_code_given_shift", {})
-        if network not in cache:
-            cache[network] = CodeGivenShift.fit(self, self.code_network(*network))
-        return cache[network]
+        key = self._network_key(*network)
+        if key not in cache:
+            cache[key] = CodeGivenShift.fit(self, self.code_network(*network))
+        return cache[key]
 
     def parameter_adapter(self, mode: str) -> ParameterAdapter:
         """The (compiled once) LHUC / fine-tuning adapter of the SI network."""

@@ -223,8 +223,9 @@ def evaluate(
         ``{"codes": ("none", 1.0)}`` (fixed) or ``{"codes": [("none", 1.0),
         ("none", 0.5)]}`` (tuned), optionally followed by the coded network's own
         ``code_size`` and ``code_layers`` (e.g. ``("none", 1.0, 32, "input")``: nested
-        validation then also chooses the coded network); for ``shift`` ``"si"`` or ``"sat"``; for ``lhuc``,
-        ``finetune_last`` and ``finetune_all`` a positive prior standard deviation.
+        validation then also chooses the coded network); for ``shift`` ``"si"`` or
+        ``"sat"``; for ``lhuc``, ``finetune_last`` and ``finetune_all`` a positive prior
+        standard deviation.
         Methods not named use their built-in candidates (``tune=True``) or default.
         ``ValueError`` names the method and the value for an unknown method, a
         method not among ``methods``, one without hyperparameter, or a bad value.
