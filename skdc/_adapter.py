@@ -169,6 +169,9 @@ class _BaseCodeAdapter(BaseEstimator):
         self : object
             The updated adapter.
         """
+        return self._partial_fit(X, y, groups, sample_weight)
+
+    def _partial_fit(self, X, y, groups, sample_weight, units=None):
         if not hasattr(self, "_codes"):
             self._validate_params()
             self._setup_engine()
@@ -181,7 +184,7 @@ class _BaseCodeAdapter(BaseEstimator):
             )
         settings = self._settings()
         settings.max_iter, settings.tol = 1, 0.0
-        return self._fit(X, y, groups, sample_weight, settings, incremental=True)
+        return self._fit(X, y, groups, sample_weight, settings, incremental=True, units=units)
 
     def _settings(self) -> Settings:
         return Settings(
@@ -754,7 +757,8 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         """
         return self._fit_anew(X, y, groups, sample_weight, units)
 
-    def partial_fit(self, X, y=None, groups=None, sample_weight=None, classes=None):
+    def partial_fit(self, X, y=None, groups=None, sample_weight=None, classes=None,
+                    units=None):
         """One optimisation step on ``X, y`` (online adaptation as data arrives).
 
         Codes and optimizer state carry over between calls; a group seen for the
@@ -762,6 +766,8 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         not apply. ``classes`` is accepted for scikit-learn compatibility: the
         classes always come from the model (see ``classes``), and labels outside
         them are refused. ``class_weight="balanced"`` is refused (a dict applies).
+        ``units`` is as in ``fit``, within this call's rows (a unit does not span
+        calls).
 
         Returns
         -------
@@ -777,7 +783,7 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
                 "of class weights, e.g. from sklearn.utils.class_weight.compute_class_weight "
                 "on a large enough sample of labels."
             )
-        return super().partial_fit(X, y, groups, sample_weight)
+        return self._partial_fit(X, y, groups, sample_weight, units)
 
     def predict_proba(self, X, groups=None) -> np.ndarray:
         """Class probabilities, columns in the order of ``classes_``.

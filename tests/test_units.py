@@ -55,3 +55,14 @@ def test_units_of_the_wrong_length_are_refused(teacher, unlabelled):
     X, units = unlabelled
     with pytest.raises(ValueError, match="units has 59 entries but X has 60 rows"):
         _fit(teacher, X, units=units[:-1])
+
+
+def test_partial_fit_takes_units(teacher, unlabelled):
+    """One ``partial_fit`` step with units is the first step of ``fit`` with them."""
+    X, units = unlabelled
+    kw = dict(optimizer="sgd", learning_rate=0.5, diversity=0.7, random_state=0)
+    fitted = CodeAdapter(teacher, max_iter=1, tol=0.0, **kw).fit(X, units=units)
+    online = CodeAdapter(teacher, **kw).partial_fit(X, units=units)
+    np.testing.assert_allclose(online.code_, fitted.code_, rtol=1e-5, atol=1e-7)
+    per_row = CodeAdapter(teacher, **kw).partial_fit(X)
+    assert not np.allclose(per_row.code_, online.code_, atol=1e-6)
