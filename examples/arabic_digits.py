@@ -15,10 +15,12 @@ Run (about 55 minutes on 2 busy CPU cores with the folds in parallel)::
 How many training speakers do codes need? ``--train-speakers 4,8,16,24`` trains each
 fold's networks on that many of its training speakers (nested draws, same folds and
 test speakers) and reports the error cut of ``codes`` and ``shift`` against ``si`` at
-the chosen ``--shots`` (about 9 minutes per number of speakers with these methods)::
+the chosen ``--shots``, for every ``--seed`` (each seed draws other folds, speakers,
+recordings and networks) and their mean (about 4 minutes per number of speakers and
+seed with these methods)::
 
     python examples/arabic_digits.py --train-speakers 4,8,16,24 --shots 1,5 \\
-        --methods codes,shift,si --json curve.json --plot curve.png
+        --methods codes,shift,si --seed 0,1,2 --json curve.json --plot curve.png
 
 Settings: the fixed defaults of ``skdc.evaluation`` (chosen on Hillenbrand, never on
 these test folds; ``--tune`` runs the nested validation inside each fold's training
@@ -31,6 +33,8 @@ if missing.
 
 import argparse
 import json
+
+import numpy as np
 
 from skdc.datasets import load_arabic_speech_commands
 from skdc.evaluation import METHODS as ALL_METHODS
@@ -60,8 +64,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--code-layers", default="all",
                         help="comma-separated: all, input, or hidden-layer indices joined "
                              "by '+' (e.g. 1)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="random_state: folds, draws of speakers and recordings, networks")
+    parser.add_argument("--seed", default="0",
+                        help="random_state: folds, draws of speakers and recordings, "
+                             "networks; with --train-speakers a comma-separated list")
     parser.add_argument("--jobs", type=int, default=-1,
                         help="folds in parallel processes (default: all cores)")
     parser.add_argument("--json", help="save the results as JSON")
@@ -97,7 +102,11 @@ def method_params(args) -> tuple[dict | None, bool]:
             args.tune or len(networks) > 1)
 
 
-def run(asc, args, max_train_conditions=None) -> dict:
+def seeds_of(args) -> list[int]:
+    return [int(seed) for seed in args.seed.split(",")]
+
+
+def run(asc, args, max_train_conditions=None, seed=None) -> dict:
     params, tune = method_params(args)
     return evaluate(
         asc.data, asc.target, asc.groups, units=asc.utterance,
@@ -105,54 +114,70 @@ def run(asc, args, max_train_conditions=None) -> dict:
         repeats=args.repeats, methods=args.methods.split(","),
         hidden_layer_sizes=(256, 256), max_epochs=args.epochs, batch_size=512,
         tune=tune, method_params=params, max_train_conditions=max_train_conditions,
-        random_state=args.seed, progress=True, n_jobs=args.jobs,
+        random_state=seeds_of(args)[0] if seed is None else seed, progress=True,
+        n_jobs=args.jobs,
     )
 
 
+def _cut(results: dict, method: str, k: int) -> float:
+    return 100 * results["methods"][method]["k"][str(k)]["error_reduction_vs_si"]
+
+
 def speaker_curve(asc, args) -> dict:
-    """Error cut versus si of each method at each k, per number of training speakers."""
-    curve = {}
-    for n in (int(n) for n in args.train_speakers.split(",")):
-        results = run(asc, args, max_train_conditions=n)
-        curve[n] = results
-        print(f"\n{n} training speakers per fold ({results['seconds']:.0f} s)")
-        print(format_table(results))
-    print("\nerror cut versus si (%) by training speakers per fold")
-    shots = curve[next(iter(curve))]["shots"]
-    columns = [(m, k) for m in args.methods.split(",") if m != "si" for k in shots]
-    labels = [f"{m}@k={k}" for m, k in columns]
-    print("speakers  " + "  ".join(labels) + "  si accuracy")
-    for n, results in curve.items():
-        entry = results["methods"]
-        cells = [f"{100 * entry[m]['k'][str(k)]['error_reduction_vs_si']:>{len(label)}.1f}"
-                 for (m, k), label in zip(columns, labels)]
-        si = "/".join(f"{100 * entry['si']['k'][str(k)]['accuracy']:.1f}" for k in shots)
-        print(f"{n:>8}  " + "  ".join(cells) + f"  {si}")
-    return curve
+    """``{seed: {n: results}}``: every method at every k, per seed and number of
+    training speakers (a seed draws other folds, speakers and networks)."""
+    curves = {}
+    for seed in seeds_of(args):
+        curves[seed] = {}
+        for n in (int(n) for n in args.train_speakers.split(",")):
+            results = curves[seed][n] = run(asc, args, max_train_conditions=n, seed=seed)
+            print(f"\nseed {seed}, {n} training speakers per fold ({results['seconds']:.0f} s)")
+            print(format_table(results))
+    print("\nerror cut versus si (%) by training speakers per fold: mean over seeds "
+          f"{', '.join(map(str, curves))} (each seed)")
+    first = next(iter(curves.values()))
+    shots = next(iter(first.values()))["shots"]
+    for m in (m for m in args.methods.split(",") if m != "si"):
+        for k in shots:
+            print(f"{m}, k={k}:")
+            for n in first:
+                cuts = [_cut(curve[n], m, k) for curve in curves.values()]
+                each = " / ".join(f"{c:+.1f}" for c in cuts)
+                si = " / ".join(f"{100 * c[n]['methods']['si']['k'][str(k)]['accuracy']:.1f}"
+                                for c in curves.values())
+                print(f"  {n:>3} speakers: {np.mean(cuts):+6.1f}  ({each}; si accuracy {si})")
+    return curves
 
 
-def plot_curve(curve: dict, path: str) -> None:
+def plot_curve(curves: dict, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    speakers = list(curve)
-    first = curve[speakers[0]]
+    first = next(iter(curves.values()))
+    speakers = list(first)
+    some = first[speakers[0]]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for name in first["methods"]:
+    for name in some["methods"]:
         if name == "si":
             continue
-        for k in first["shots"]:
-            cut = [100 * curve[n]["methods"][name]["k"][str(k)]["error_reduction_vs_si"]
-                   for n in speakers]
-            ax.plot(speakers, cut, marker="o", label=f"{name}, k={k}")
+        for k in some["shots"]:
+            cuts = np.array([[_cut(curve[n], name, k) for n in speakers]
+                             for curve in curves.values()])
+            line, = ax.plot(speakers, cuts.mean(axis=0), marker="o",
+                            label=f"{name}, k={k}")
+            for row in cuts:  # each seed
+                ax.scatter(speakers, row, color=line.get_color(), alpha=0.35, s=12)
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_xlabel("training speakers per fold")
     ax.set_ylabel("error cut versus si (%)")
     ax.set_xticks(speakers)
     ax.grid(alpha=0.3)
-    ax.set_title("Arabic digits: how many training speakers codes need", fontsize=10)
+    title = "Arabic digits: how many training speakers codes need"
+    if len(curves) > 1:
+        title += f" (mean of {len(curves)} seeds; dots: each seed)"
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, format="png")
@@ -163,6 +188,8 @@ def main() -> None:
     args = parse_args()
     if args.train_speakers and "si" not in args.methods.split(","):
         raise SystemExit("--train-speakers reports error cuts versus si: include si in --methods")
+    if not args.train_speakers and len(seeds_of(args)) > 1:
+        raise SystemExit("several --seed values need --train-speakers")
     keywords = args.keywords if args.keywords in ("digits", "all") else args.keywords.split(",")
     asc = load_arabic_speech_commands(args.data_home, keywords=keywords,
                                       max_per_speaker_keyword=args.per_keyword)
