@@ -81,17 +81,16 @@ def code_networks(args) -> list[tuple]:
     return [(int(size), where) for size in args.code_sizes.split(",") for where in layers]
 
 
-def method_params(args) -> tuple[dict | None, bool]:
+def method_params(args) -> tuple[dict, bool]:
     """``evaluate``'s ``method_params`` and ``tune`` for the arguments.
 
-    Several coded networks: ``codes`` chooses among them per fold by nested validation
-    (with its default regularisation and prior; every candidate with ``--tune``), and
-    every other method keeps its fixed default unless ``--tune``.
+    ``codes`` gets one candidate per coded network (with its default regularisation and
+    prior; with ``--tune``, every one of its candidates per network); several are chosen
+    among per fold by nested validation. Every other method keeps its fixed default
+    unless ``--tune``.
     """
     networks = code_networks(args)
     methods = args.methods.split(",")
-    if len(networks) == 1 and networks[0] == (16, "all"):
-        return None, args.tune
     codes = ALL_METHODS["codes"]
     pairs = codes.grid if args.tune else (codes.default,)
     params = {"codes": [(*pair, *net) for pair in pairs for net in networks]}
