@@ -38,6 +38,7 @@ from ._graph import CodeGraph
 from ._lbfgs import minimize_lbfgs
 from ._optimizers import OPTIMIZERS, Optimizer
 from ._persist import pop_models, push_models
+from ._stopping import Patience
 
 __all__ = ["Engine", "EngineSpec", "Problem", "Result", "Settings", "engine_for"]
 
@@ -568,8 +569,7 @@ class FirstOrderLoop:
         self.slots, self.t = self._initial_state(state, n_groups, d)
         self.lr = engine.tensor(settings.learning_rate)
         self.best_u = u0.astype(np.float64).copy()
-        self.best = np.full(n_groups, np.inf)
-        self.no_change = np.zeros(n_groups, dtype=int)
+        self.patience = Patience(n_groups, settings.tol, settings.n_iter_no_change)
         self.has_rows = np.bincount(problem.group, problem.weight, n_groups) > 0
         self.active = self.has_rows.copy()
         self.diverged = np.zeros(n_groups, dtype=bool)
@@ -614,7 +614,7 @@ class FirstOrderLoop:
                                                                   loss)
                 curve.append(_mean_finite(loss[: self.n_real]))
                 if self.report is not None:
-                    self.report(n_iter, curve[-1], _mean_finite(self.best[: self.n_real]))
+                    self.report(n_iter, curve[-1], _mean_finite(self.patience.best[: self.n_real]))
                 if not self.active.any():
                     break
         except KeyboardInterrupt:
@@ -623,7 +623,7 @@ class FirstOrderLoop:
             # a step that moves nothing scores it (no second function to compile)
             self._step(train, np.zeros_like(self.active), track=None, record_to=on_training)
         return Result(
-            codes=self.best_u, best_loss=self.best, loss_curve=curve, n_iter=n_iter,
+            codes=self.best_u, best_loss=self.patience.best, loss_curve=curve, n_iter=n_iter,
             converged=not self.active.any() and not self.diverged.all(),
             interrupted=interrupted, diverged=self.diverged, state=self._state(),
         )
@@ -689,14 +689,12 @@ class FirstOrderLoop:
             # restart diverged groups from their best finite code; they stop here
             self.u = self.engine.tensor(
                 np.where(self.diverged[:, None], self.best_u, self.engine.numpy(self.u)))
-        improved = mask & finite & (loss < self.best - s.tol)
-        better = mask & finite & (loss < self.best)
-        self.best_u[better] = u[better]
         if s.tol > 0 and count:
-            self.no_change[improved] = 0
-            self.no_change[mask & finite & ~improved] += 1
-            self.active &= ~(self.no_change >= s.n_iter_no_change)
-        self.best[better] = loss[better]
+            better = self.patience.update(loss, mask)
+            self.active &= ~self.patience.exhausted()
+        else:
+            better = self.patience.record(loss, mask)
+        self.best_u[better] = u[better]
 
 
 def _mean_finite(values) -> float:

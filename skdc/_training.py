@@ -34,6 +34,7 @@ from . import _backend
 from ._backend import Spec
 from ._groups import encode_groups, validation_split
 from ._retrofit import FEATURES, code_consumers, rewire
+from ._stopping import Patience
 from ._task import Classification, Regression
 
 __all__ = [
@@ -521,22 +522,25 @@ def _spec(tree, rows: bool = False):
 
 
 class Stopper:
-    """Keras' ``EarlyStopping`` rule: stop after ``patience`` epochs without a gain of
-    more than ``min_delta``; remember the best weights when asked to."""
+    """Stop after ``patience`` epochs without a gain of more than ``min_delta`` (the rule
+    of :class:`skdc._stopping.Patience`, shared with the adaptation loop); remember the
+    weights of the lowest loss when asked to."""
 
     def __init__(self, min_delta, patience, keep_best):
-        self.min_delta, self.patience, self.keep_best = min_delta, patience, keep_best
-        self.best, self.wait, self.best_weights = np.inf, 0, None
+        self.rule = Patience(1, min_delta, patience)
+        self.keep_best = keep_best
+        self.best_weights = None
+
+    @property
+    def best(self) -> float:
+        return float(self.rule.best[0])
 
     def stop(self, epoch: int, value: float, weights) -> bool:
         """Whether to stop after ``epoch`` with loss ``value``; ``weights()`` gives the
         weights to keep if this epoch is the best so far."""
-        self.wait += 1
-        if value - self.min_delta < self.best:
-            self.best, self.wait = value, 0
-            if self.keep_best:
-                self.best_weights = weights()
-        return self.wait >= self.patience and epoch > 0
+        if self.rule.update([value])[0] and self.keep_best:
+            self.best_weights = weights()
+        return bool(self.rule.exhausted()[0]) and epoch > 0
 
 
 def train(trainer, rows: Rows, held: np.ndarray, loss, schedule: Schedule,
