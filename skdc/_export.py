@@ -27,6 +27,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from ._model_copy import UniqueNames, clone_with_weights
+
 __all__ = ["with_code", "with_code_table"]
 
 Head = Callable[[keras.KerasTensor], keras.KerasTensor]
@@ -58,8 +60,8 @@ def with_code(model: keras.Model, code_index: int, code, head: Head | None = Non
     code_input = _code_input(model, code_index)
     table = _codes(np.asarray(code, dtype=np.float64)[None, :], code_input, "code")
     inputs = _feature_inputs(model, code_index)
-    taken = {t.name for t in inputs} | {model.name}
-    codes = _frozen_table(table, _unique("condition_code", taken), code_input.dtype)
+    names = UniqueNames({t.name for t in inputs} | {model.name})
+    codes = _frozen_table(table, names.new("condition_code"), code_input.dtype)
     return _assemble(model, code_index, inputs, inputs, codes(_zero_index(inputs[0])),
                      head, name or f"{model.name}_adapted")
 
@@ -95,12 +97,11 @@ def with_code_table(model: keras.Model, code_index: int, table, fallback,
     table = _codes(np.asarray(table, dtype=np.float64), code_input, "table")
     fallback = _codes(np.asarray(fallback, dtype=np.float64)[None, :], code_input, "fallback")
     inputs = _feature_inputs(model, code_index)
-    taken = {t.name for t in inputs} | {model.name}
-    index = keras.Input((), dtype="int32", name=_unique(index_name, taken))
-    taken.add(index.name)
+    names = UniqueNames({t.name for t in inputs} | {model.name})
+    index = keras.Input((), dtype="int32", name=names.new(index_name))
     n = len(table)
     codes = _frozen_table(np.concatenate([table, fallback]),
-                          _unique("condition_codes", taken), code_input.dtype)
+                          names.new("condition_codes"), code_input.dtype)
     known = ops.logical_and(ops.greater_equal(index, 0), ops.less(index, n))
     code = codes(ops.where(known, index, n))
     return _assemble(model, code_index, [*inputs, index], inputs, code, head,
@@ -130,14 +131,6 @@ def _feature_inputs(model, code_index) -> list:
             for i, t in enumerate(model.inputs) if i != code_index]
 
 
-def _unique(name: str, taken: set) -> str:
-    candidate, k = name, 0
-    while candidate in taken:
-        k += 1
-        candidate = f"{name}_{k}"
-    return candidate
-
-
 def _frozen_table(rows: np.ndarray, name: str, dtype) -> keras.layers.Embedding:
     layer = keras.layers.Embedding(len(rows), rows.shape[1], trainable=False, name=name,
                                    dtype=dtype)
@@ -155,8 +148,7 @@ def _zero_index(features):
 
 
 def _assemble(model, code_index, inputs, features, code, head, name) -> keras.Model:
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
+    copy = clone_with_weights(model)
     arguments = list(features)
     arguments.insert(code_index, code)
     output = copy(arguments)
