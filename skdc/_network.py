@@ -30,6 +30,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from ._clone import clone_sharing
 from ._groups import encode_groups
+from ._model_copy import clone_with_weights
 from ._persist import pop_models, push_models
 from ._prior import prior_from_codes
 from ._retrofit import CODE, FEATURES, rewire
@@ -41,7 +42,6 @@ from ._training import (
     Schedule,
     Seeds,
     as_training_target,
-    clone_coded,
     hidden_sizes,
     joint_network,
     normalise_codes,
@@ -212,7 +212,7 @@ class _BaseCodeNetwork(BaseEstimator):
         """A trainable copy of ``base_model`` with a code input (retrofitted if needed)."""
         names = _input_names(self.base_model)
         if names == [FEATURES, CODE]:
-            return clone_coded(self.base_model)
+            return clone_with_weights(self.base_model)
         if len(names) == 1:
             return rewire(self.base_model, int(self.code_size), self.code_layers)[0]
         raise ValueError(

@@ -14,6 +14,8 @@ from numbers import Integral
 import keras
 import numpy as np
 
+from ._model_copy import UniqueNames
+
 __all__ = ["CODE", "FEATURES", "add_condition_codes", "code_consumers", "rewire"]
 
 FEATURES = "features"
@@ -119,7 +121,7 @@ def rewire(model, code_size: int, layers) -> tuple[keras.Model, list]:
     if not dense_at:
         raise ValueError("add_condition_codes needs a model with at least one Dense layer.")
     targets = _target_positions(layers, dense_at)
-    names = _Names({layer.name for layer in chain} | {FEATURES, CODE})
+    names = UniqueNames({layer.name for layer in chain} | {FEATURES, CODE})
 
     features = keras.Input((model.inputs[0].shape[-1],), name=FEATURES)
     code = keras.Input((code_size,), name=CODE)
@@ -229,21 +231,7 @@ def _target_positions(layers, dense_at: list[int]) -> set[int]:
     return targets
 
 
-class _Names:
-    """Hands out layer names that do not clash with names already taken."""
-
-    def __init__(self, taken: set[str]):
-        self.taken = set(taken)
-
-    def new(self, name: str) -> str:
-        candidate, k = name, 1
-        while candidate in self.taken:
-            candidate, k = f"{name}_{k}", k + 1
-        self.taken.add(candidate)
-        return candidate
-
-
-def _frozen_copy(layer, names: _Names, **overrides):
+def _frozen_copy(layer, names: UniqueNames, **overrides):
     config = {**layer.get_config(), **overrides}
     if config["name"] in (FEATURES, CODE):
         config["name"] = names.new(f"{config['name']}_layer")
@@ -252,7 +240,7 @@ def _frozen_copy(layer, names: _Names, **overrides):
     return new
 
 
-def _coded_dense(layer, x, code, names: _Names):
+def _coded_dense(layer, x, code, names: UniqueNames):
     """``act(W x + b + B z)`` with W, b copied from ``layer`` and a zero-initialised B."""
     linear = _frozen_copy(layer, names, activation="linear")
     pre = linear(x)

@@ -4,8 +4,8 @@
 inputs and turn the result into fitted attributes; everything in between is here:
 
 * the networks: :func:`build_mlp` (speaker-independent MLP), :func:`joint_network`
-  (the MLP with code inputs), :func:`clone_coded`, and :func:`normalise_codes`, which
-  fixes the scale (and offset) of the codes after training;
+  (the MLP with code inputs) and :func:`normalise_codes`, which fixes the scale (and
+  offset) of the codes after training;
 * the trainers wrapped around a network for training only: :class:`CodeTrainer` (a code
   table indexed by condition feeds the code input) and :class:`PlainTrainer` (no codes);
 * the procedure: :class:`Schedule` (optimizer, minibatches, epochs, stopping rule),
@@ -50,7 +50,6 @@ __all__ = [
     "Stopper",
     "as_training_target",
     "build_mlp",
-    "clone_coded",
     "hidden_sizes",
     "joint_network",
     "kernel_penalty",
@@ -152,15 +151,6 @@ def joint_network(
     for layer in core.layers:
         layer.trainable = True
     return core, pairs
-
-
-def clone_coded(model: keras.Model) -> keras.Model:
-    """A copy of a model that already has a code input (weights and trainable flags)."""
-    new = keras.models.clone_model(model)
-    new.set_weights(model.get_weights())
-    for old_layer, new_layer in zip(model.layers, new.layers, strict=True):
-        new_layer.trainable = old_layer.trainable
-    return new
 
 
 def normalise_codes(core: keras.Model, codes: np.ndarray, pairs: list | None) -> np.ndarray:
