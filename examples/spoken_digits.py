@@ -23,9 +23,10 @@ import argparse
 import json
 
 from skdc.datasets import load_spoken_digits
+from skdc.evaluation import METHODS as ALL_METHODS
 from skdc.evaluation import evaluate, format_table, plot_results
 
-METHODS = "codes,codes_unsup,si,shift,lobanov,lhuc,finetune_last"
+METHODS = ",".join(m for m in ALL_METHODS if m != "finetune_all")  # not every layer fine-tuned
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """Names of the adaptation methods of :mod:`skdc.evaluation`, importable without a backend.
 
 The command line builds its choices from these without importing Keras;
-``tests/test_cli.py`` checks them against ``skdc.evaluation.METHODS``.
+``skdc.evaluation.METHODS`` is built from them, in this order, and refuses to import
+when a name has no implementation or an implementation no name.
 """
 
 METHOD_NAMES = ("codes", "codes_unsup", "si", "shift", "lobanov", "lhuc", "finetune_last",

@@ -122,13 +122,6 @@ def test_demo_falls_back_without_parselmouth(monkeypatch, capsys, tmp_path):
     assert not (tmp_path / "demo.png").exists()
 
 
-def test_method_names_of_the_parser_are_the_evaluation_methods():
-    from skdc._method_names import METHOD_NAMES
-    from skdc.evaluation import METHODS
-
-    assert METHOD_NAMES == tuple(METHODS)
-
-
 def test_help_and_argument_errors_import_no_backend():
     # `skdc --help` stays fast: the parser and its checks never import Keras.
     code = textwrap.dedent("""

@@ -176,6 +176,31 @@ def test_bad_method_params(shifted, params, tune, match):
                  tune=tune)
 
 
+def test_methods_are_built_from_the_names_and_refuse_a_gap():
+    """``METHODS`` follows the command line's Keras-free names; a name without an
+    implementation, or an implementation without a name, stops the import."""
+    from skdc._method_names import METHOD_NAMES
+    from skdc.evaluation._baselines import registry
+
+    implementations = [type(m) for m in METHODS.values()]
+    rebuilt = registry(METHOD_NAMES[::-1], implementations)
+    assert list(rebuilt) == list(METHOD_NAMES[::-1])  # the names' order, not the classes'
+    assert all(type(rebuilt[name]) is type(METHODS[name]) for name in METHOD_NAMES)
+    with pytest.raises(ImportError, match=r"without an implementation: \['lobanov'\]"):
+        registry(METHOD_NAMES, [c for c in implementations if c.name != "lobanov"])
+    with pytest.raises(ImportError, match=r"without a name: \['lobanov'\]"):
+        registry([n for n in METHOD_NAMES if n != "lobanov"], implementations)
+
+
+def test_every_method_is_documented():
+    import skdc.evaluation
+
+    section = skdc.evaluation.__doc__.split("Methods\n-------\n", 1)[1].split("\n\n")[0]
+    entries = {line.strip("` ") for line in section.splitlines() if line.startswith("``")}
+    documented = {name.strip("` ") for entry in entries for name in entry.split(",")}
+    assert documented == set(METHODS)
+
+
 def test_candidates_in_the_docs_come_from_methods():
     import skdc.evaluation
 

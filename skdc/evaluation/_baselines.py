@@ -18,12 +18,13 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
+from .._method_names import METHOD_NAMES
 from .._prior import CodePrior
 from .._training import predict_in_chunks
 from ._episodes import Episode
 from ._fold import CODE_REGULARISATION, FoldContext, lobanov
 
-__all__ = ["METHODS", "Method", "describe_candidates", "get_method"]
+__all__ = ["METHODS", "Method", "describe_candidates", "get_method", "registry"]
 
 
 class Method:
@@ -297,11 +298,25 @@ class FinetuneAll(FinetuneLast):
     description = "every layer of the SI network, Gaussian prior around the SI weights"
 
 
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (Codes(), CodesUnsupervised(), SI(), Shift(), Lobanov(), LHUC(), FinetuneLast(),
-              FinetuneAll())
-}
+def registry(names, implementations) -> dict[str, Method]:
+    """One instance of every implementation, keyed and ordered by ``names``.
+
+    ``ImportError`` when a name has no implementation or an implementation no name:
+    the names are the Keras-free list the command line offers, so the two cannot drift.
+    """
+    by_name = {cls.name: cls for cls in implementations}
+    missing = [name for name in names if name not in by_name]
+    unnamed = [name for name in by_name if name not in names]
+    if missing or unnamed:
+        raise ImportError(f"method names without an implementation: {missing}; "
+                          f"implementations without a name: {unnamed}.")
+    return {name: by_name[name]() for name in names}
+
+
+METHODS: dict[str, Method] = registry(
+    METHOD_NAMES,
+    (Codes, CodesUnsupervised, SI, Shift, Lobanov, LHUC, FinetuneLast, FinetuneAll),
+)
 
 
 def get_method(name: str) -> Method:

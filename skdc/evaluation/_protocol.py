@@ -188,8 +188,7 @@ def evaluate(
     repeats : int, default=5
         Draws of adaptation units per condition and ``k >= 1``.
     methods : iterable of str, default=None
-        Methods to compare (default: all): ``codes``, ``codes_unsup``, ``si``,
-        ``shift``, ``lobanov``, ``lhuc``, ``finetune_last``, ``finetune_all``.
+        Methods to compare (default: all): {method_names}.
     units : array-like of shape (n_samples,), default=None
         Unit of each row (e.g. the utterance of a frame): units are drawn, adapted on
         and scored whole, a unit's decision summing its rows' log-probabilities.
@@ -295,6 +294,10 @@ def evaluate(
                      else int(max_train_conditions)},
         "seconds": round(time.perf_counter() - start, 1),
     }
+
+
+evaluate.__doc__ = evaluate.__doc__.replace("{method_names}",
+                                            ", ".join(f"``{name}``" for name in METHODS))
 
 
 def _draw_conditions(train, g, n, random_state, fold) -> np.ndarray:
