@@ -18,6 +18,7 @@ _startup.prepare()
 SKOPS_TRUSTED_TYPES = [
     "skdc._adapter.CodeAdapter",
     "skdc._adapter.CodeAdapterRegressor",
+    "skdc._codetable.CodeTable",
     "skdc._network.CodeNetwork",
     "skdc._network.CodeNetworkRegressor",
     "skdc._prior.CodePrior",

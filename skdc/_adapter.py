@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from numbers import Integral, Real
 from typing import TYPE_CHECKING
 
 import numpy as np
-from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
@@ -21,21 +19,57 @@ from sklearn.utils.validation import (
 )
 
 from ._clone import clone_sharing
-from ._engine import EngineSpec, Problem, Result, Settings
-from ._export import with_code, with_code_table
+from ._codetable import CodeTable
+from ._engine import EngineSpec, Problem, Settings
+from ._export import export_codes
 from ._graph import output_activation, output_units, resolve_code_input
 from ._groups import encode_groups, encode_units, validation_split
 from ._optimizers import OPTIMIZERS
 from ._persist import pop_models, push_models
 from ._prior import CodePrior, resolve_code_init
+from ._sharding import fit_sharded
 from ._task import Classification, Regression
+from ._warn import warn_caller
 
 if TYPE_CHECKING:
     import keras
 
 __all__ = ["CodeAdapter", "CodeAdapterRegressor"]
 
-_TIED = "__tied__"  # key of the single code of a fit without groups
+_LEGACY_TIED = "__tied__"  # the tied code's key in pickles of skdc 0.1
+
+_FIT_DOC = """Learn the code (or one code per group) with every weight frozen.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features of the adaptation rows, columns in the order of the model's
+            feature inputs.
+        y : {y}
+        groups : array-like of shape (n_samples,), default=None
+            Condition of each row. Without it all rows share one tied code
+            (``code_``); with it every group gets its own code (``codes_``),
+            learned in one vectorized fit.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights within each group's mean loss.{units}
+
+        Returns
+        -------
+        self : object
+            The fitted adapter.
+        """
+
+_PARTIAL_FIT_DOC = """One optimisation step on ``X, y`` (online adaptation as data arrives).
+
+        Codes and optimizer state carry over between calls; a group seen for the
+        first time starts from ``code_init``. ``tol`` and ``early_stopping`` do
+        not apply. ``optimizer="lbfgs"`` has no single step and is refused.{more}
+
+        Returns
+        -------
+        self : object
+            The updated adapter.
+        """
 
 
 class _BaseCodeAdapter(BaseEstimator):
@@ -45,7 +79,7 @@ class _BaseCodeAdapter(BaseEstimator):
         "model": [object],
         "code_input": [str, Interval(Integral, None, None, closed="neither")],
         "code_init": [StrOptions({"zeros"}), "array-like", CodePrior, Mapping],
-        "optimizer": [StrOptions({"adam", "sgd", "rms_sgd", "lbfgs"})],
+        "optimizer": [StrOptions(set(OPTIMIZERS))],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "alpha": [Interval(Real, 0, None, closed="left")],
@@ -115,6 +149,9 @@ class _BaseCodeAdapter(BaseEstimator):
 
     def __setstate__(self, state):
         state.setdefault("jit_compile", "auto")  # pickled before the parameter existed
+        if "_codes" in state:  # skdc 0.1: plain dicts, the tied code under a string key
+            state["_table"] = CodeTable.from_dicts(state.pop("_codes"),
+                                                   state.pop("_opt_state", {}), _LEGACY_TIED)
         super().__setstate__(push_models(state))
 
     def __sklearn_tags__(self):
@@ -125,54 +162,27 @@ class _BaseCodeAdapter(BaseEstimator):
 
     # -- fitting ---------------------------------------------------------------
     def fit(self, X, y=None, groups=None, sample_weight=None):
-        """Learn the code (or one code per group) with every weight frozen.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Features of the adaptation rows, columns in the order of the model's
-            feature inputs.
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Targets. :class:`CodeAdapter` also accepts ``y=None`` or ``-1`` for
-            unlabelled rows: unsupervised (semi-supervised) adaptation, see Notes.
-        groups : array-like of shape (n_samples,), default=None
-            Condition of each row. Without it all rows share one tied code
-            (``code_``); with it every group gets its own code (``codes_``),
-            learned in one vectorized fit.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Row weights within each group's mean loss.
-
-        Returns
-        -------
-        self : object
-            The fitted adapter.
-        """
         return self._fit_anew(X, y, groups, sample_weight)
+
+    fit.__doc__ = _FIT_DOC.format(
+        y="array-like of shape (n_samples,) or (n_samples, n_outputs)\n            Targets.",
+        units="")
 
     def _fit_anew(self, X, y, groups, sample_weight, units=None):
         self._validate_params()
         self._setup_engine()
-        if not (self.warm_start and hasattr(self, "_codes")):
+        if not (self.warm_start and hasattr(self, "_table")):
             self._reset()
         return self._fit(X, y, groups, sample_weight, self._settings(), incremental=False,
                          units=units)
 
     def partial_fit(self, X, y=None, groups=None, sample_weight=None):
-        """One optimisation step on ``X, y`` (online adaptation as data arrives).
-
-        Codes and optimizer state carry over between calls; a group seen for the
-        first time starts from ``code_init``. ``tol`` and ``early_stopping`` do
-        not apply. ``optimizer="lbfgs"`` has no single step and is refused.
-
-        Returns
-        -------
-        self : object
-            The updated adapter.
-        """
         return self._partial_fit(X, y, groups, sample_weight)
 
+    partial_fit.__doc__ = _PARTIAL_FIT_DOC.format(more="")
+
     def _partial_fit(self, X, y, groups, sample_weight, units=None):
-        if not hasattr(self, "_codes"):
+        if not hasattr(self, "_table"):
             self._validate_params()
             self._setup_engine()
             self._reset()
@@ -213,8 +223,7 @@ class _BaseCodeAdapter(BaseEstimator):
         return self._engine
 
     def _reset(self):
-        self._codes = {}
-        self._opt_state = {}
+        self._table = CodeTable()
         for name in ("code_", "codes_", "loss_curve_", "best_loss_", "n_iter_"):
             self.__dict__.pop(name, None)
 
@@ -233,8 +242,8 @@ class _BaseCodeAdapter(BaseEstimator):
             raise ValueError(f"{what} is zero for every row: there is nothing to fit.")
         if self._has_unlabelled(target):
             settings.diversity, settings.unlabelled = float(self.diversity), True
-        init, mean, cov, state = self._initial_table(keys)
-        problem = Problem(X, target, weight, group_idx, len(keys), mean, cov,
+        init, mean, cov, state = self._table.start(keys, self._prior, self._group_priors)
+        problem = Problem(X, target, weight, group_idx, len(mean), mean, cov,
                           encode_units(units, group_idx))
         validation = None
         if (self.early_stopping and not incremental
@@ -249,22 +258,9 @@ class _BaseCodeAdapter(BaseEstimator):
 
     def _run(self, problem, init, settings, *, validation=None, state=None):
         """Fit the code table, in shards over ``n_jobs`` workers when there are many groups."""
-        seed = check_random_state(self.random_state).randint(2**31)
-        report = self._report if self.verbose else None
-        n_shards = min(problem.n_groups, effective_n_jobs(self.n_jobs))
-        if n_shards <= 1:
-            return _fit_shard(self._spec, problem, init, settings, validation, state, seed,
-                              report)
-        bounds = np.linspace(0, problem.n_groups, n_shards + 1).astype(int)
-        results = Parallel(n_jobs=self.n_jobs)(
-            delayed(_fit_shard)(
-                self._spec, problem.groups(a, b), init[a:b], settings,
-                None if validation is None else validation.groups(a, b),
-                None if state is None else state[a:b], seed, None,
-            )
-            for a, b in zip(bounds[:-1], bounds[1:])
-        )
-        return _merge(results)
+        return fit_sharded(self._spec, problem, init, settings, validation=validation,
+                           state=state, seed=check_random_state(self.random_state).randint(2**31),
+                           report=self._report if self.verbose else None, n_jobs=self.n_jobs)
 
     @staticmethod
     def _has_unlabelled(target) -> bool:
@@ -274,26 +270,10 @@ class _BaseCodeAdapter(BaseEstimator):
         """Row weights of the fit: ``sample_weight`` (classifiers add class weights)."""
         return weight
 
-    def _initial_table(self, keys):
-        """Start codes, prior means and covariances, and optimizer states of ``keys``."""
-        if self._group_priors and keys == [_TIED]:
-            raise ValueError(
-                "code_init maps groups to priors, but fit was called without groups; pass "
-                "groups=..., or give code_init as one code or CodePrior."
-            )
-        priors = [self._group_priors.get(key, self._prior) for key in keys]
-        mean = np.stack([p.mean for p in priors])
-        cov = np.stack([p.covariance for p in priors])
-        init = np.stack([self._codes.get(key, m) for key, m in zip(keys, mean)])
-        return init, mean, cov, [self._opt_state.get(key) for key in keys]
-
     def _store(self, keys, result, incremental):
-        for i, key in enumerate(keys):
-            self._codes[key] = result.codes[i].copy()
-            if result.state is not None:
-                self._opt_state[key] = result.state[i]
-        self.codes_ = {k: v for k, v in self._codes.items() if k != _TIED}
-        self.code_ = self._codes.get(_TIED, self._prior.mean).copy()
+        self._table.store(keys, result.codes, result.state)
+        self.codes_ = dict(self._table.groups)
+        self.code_ = self._table.tied(self._prior.mean)
         best = result.best_loss[np.isfinite(result.best_loss)]
         self.best_loss_ = float(best.mean()) if best.size else float("nan")
         if incremental:
@@ -306,19 +286,17 @@ class _BaseCodeAdapter(BaseEstimator):
 
     def _warn(self, result, incremental):
         if result.diverged is not None and result.diverged.any():
-            warnings.warn(
+            warn_caller(
                 f"The objective became NaN or infinite for {int(result.diverged.sum())} "
                 "code(s) (learning_rate too large?); kept the best finite code.",
-                RuntimeWarning, stacklevel=4,
+                RuntimeWarning,
             )
         if result.interrupted:
-            warnings.warn("Adaptation interrupted by user; kept the best code so far.",
-                          UserWarning, stacklevel=4)
+            warn_caller("Adaptation interrupted by user; kept the best code so far.",
+                        UserWarning)
         elif not incremental and not result.converged and self.tol > 0:
-            warnings.warn(
-                f"Stochastic optimizer: maximum iterations ({self.max_iter}) reached and the "
-                "adaptation hasn't converged yet.", ConvergenceWarning, stacklevel=4,
-            )
+            warn_caller(_not_converged(self.optimizer, self.max_iter, self.tol),
+                        ConvergenceWarning)
 
     def _report(self, iteration, loss, best):
         print(f"Iteration {iteration}, loss = {loss:.6f}, best = {best:.6f}", flush=True)
@@ -396,47 +374,9 @@ class _BaseCodeAdapter(BaseEstimator):
         >>> keras.saving.load_model("adapted.keras")  # safe_mode=True  # doctest: +SKIP
         """
         check_is_fitted(self)
-        if not isinstance(all_groups, (bool, np.bool_)):
-            raise TypeError(f"all_groups must be True or False, got {all_groups!r}.")
         engine = self._get_engine()  # rebuilds the task of an unpickled adapter
-        index, head = engine.graph.code_index, self._task.keras_convert
-        if not all_groups:
-            return with_code(self.model, index, self._code_of(group), head=head)
-        if group is not None:
-            raise ValueError(
-                f"Pass group={group!r} (one group's code) or all_groups=True (every "
-                "group's code and an index input), not both."
-            )
-        if not self.codes_:
-            raise ValueError(
-                "all_groups=True needs a fit with groups, but this adapter was fitted "
-                "without groups: it has one code, code_. Call to_keras() to export it."
-            )
-        return with_code_table(self.model, index, np.stack(list(self.codes_.values())),
-                               self.code_, head=head)
-
-    def _code_of(self, group) -> np.ndarray:
-        if group is None:
-            return self.code_
-        if not self.codes_:
-            raise ValueError(
-                f"group={group!r} was given, but this adapter was fitted without groups: it "
-                "has one code, code_. Call to_keras() without group to export it."
-            )
-        try:
-            return self.codes_[group]
-        except TypeError:
-            raise TypeError(
-                "group must be one group label (a str, int, ...), got "
-                f"{type(group).__name__}."
-            ) from None
-        except KeyError:
-            known = list(self.codes_)
-            more = f" and {len(known) - 5} more" if len(known) > 5 else ""
-            raise ValueError(
-                f"group {group!r} was not seen in fit; the adapter's groups are "
-                f"{known[:5]}{more}."
-            ) from None
+        return export_codes(self.model, engine.graph.code_index, self.code_, self.codes_,
+                            group, all_groups, head=self._task.keras_convert)
 
     # -- validation of inputs --------------------------------------------------
     def _check_X(self, X, reset: bool):
@@ -450,13 +390,15 @@ class _BaseCodeAdapter(BaseEstimator):
 
     @staticmethod
     def _encode_groups(groups, n_rows):
-        if groups is None:
-            return [_TIED], np.zeros(n_rows, dtype=np.int32)
+        if groups is None:  # the tied code
+            return None, np.zeros(n_rows, dtype=np.int32)
         return encode_groups(groups, n_rows)
 
     def _code_rows(self, groups, n_rows):
         """Code table and row indices for prediction."""
         keys, idx = self._encode_groups(groups, n_rows)
+        if keys is None:
+            return self.code_[None], idx
         table = np.stack([self.codes_.get(k, self.code_) for k in keys])
         return table, idx
 
@@ -468,30 +410,15 @@ class _BaseCodeAdapter(BaseEstimator):
         return engine.predict(X, table, idx)
 
 
-def _fit_shard(spec: EngineSpec, problem, init, settings, validation, state, seed, report):
-    return spec.engine().fit(problem, init, settings, validation=validation, state=state,
-                             rng=np.random.default_rng(seed), report=report)
-
-
-def _merge(results: list[Result]) -> Result:
-    """One result from the results of consecutive group shards."""
-    sizes = np.array([len(r.codes) for r in results], dtype=float)
-    n_iter = max(r.n_iter for r in results)
-    curve = []
-    for i in range(n_iter):
-        live = [(r.loss_curve[i], n) for r, n in zip(results, sizes) if i < len(r.loss_curve)]
-        curve.append(float(np.average([v for v, _ in live], weights=[n for _, n in live])))
-    states = [r.state for r in results]
-    return Result(
-        codes=np.concatenate([r.codes for r in results]),
-        best_loss=np.concatenate([r.best_loss for r in results]),
-        loss_curve=curve,
-        n_iter=n_iter,
-        converged=all(r.converged for r in results),
-        interrupted=any(r.interrupted for r in results),
-        diverged=np.concatenate([r.diverged for r in results]),
-        state=None if any(s is None for s in states) else [s for r in states for s in r],
-    )
+def _not_converged(optimizer: str, max_iter: int, tol: float) -> str:
+    """The convergence warning, worded for the optimizer that ran."""
+    if optimizer == "lbfgs":
+        return (f"L-BFGS reached max_iter={max_iter} iterations before converging "
+                f"(tol={tol}); kept the best code so far. Increase max_iter, or set tol=0 "
+                "to run exactly max_iter iterations.")
+    return (f"The {optimizer} optimizer reached max_iter={max_iter} iterations before the "
+            f"objective stopped improving by tol={tol}; kept the best code so far. Increase "
+            "max_iter or learning_rate, or set tol=0 to run exactly max_iter iterations.")
 
 
 class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
@@ -726,54 +653,23 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         return self._task.weigh(weight, target, group_idx, self.class_weight)
 
     def fit(self, X, y=None, groups=None, sample_weight=None, units=None):
-        """Learn the code (or one code per group) with every weight frozen.
+        return self._fit_anew(X, y, groups, sample_weight, units)
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Features of the adaptation rows, columns in the order of the model's
-            feature inputs.
-        y : array-like of shape (n_samples,), default=None
-            Class labels; ``None`` or ``-1`` marks unlabelled rows: unsupervised
-            (semi-supervised) adaptation, see Notes.
-        groups : array-like of shape (n_samples,), default=None
-            Condition of each row. Without it all rows share one tied code
-            (``code_``); with it every group gets its own code (``codes_``),
-            learned in one vectorized fit.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Row weights within each group's mean loss.
+    fit.__doc__ = _FIT_DOC.format(
+        y="array-like of shape (n_samples,), default=None\n            Class labels; "
+          "``None`` or ``-1`` marks unlabelled rows: unsupervised\n            "
+          "(semi-supervised) adaptation, see Notes.",
+        units="""
         units : array-like of shape (n_samples,), default=None
             Unit of each row, e.g. the utterance of a frame: unlabelled rows of one
             unit are taken to share one class, and the unit's prediction (the
             normalised geometric mean of its rows' probabilities) is what
             unsupervised adaptation makes confident (see Notes). Units are kept
             apart per group. Default: every row is its own unit. Labelled rows are
-            not affected.
-
-        Returns
-        -------
-        self : object
-            The fitted adapter.
-        """
-        return self._fit_anew(X, y, groups, sample_weight, units)
+            not affected.""")
 
     def partial_fit(self, X, y=None, groups=None, sample_weight=None, classes=None,
                     units=None):
-        """One optimisation step on ``X, y`` (online adaptation as data arrives).
-
-        Codes and optimizer state carry over between calls; a group seen for the
-        first time starts from ``code_init``. ``tol`` and ``early_stopping`` do
-        not apply. ``classes`` is accepted for scikit-learn compatibility: the
-        classes always come from the model (see ``classes``), and labels outside
-        them are refused. ``class_weight="balanced"`` is refused (a dict applies).
-        ``units`` is as in ``fit``, within this call's rows (a unit does not span
-        calls).
-
-        Returns
-        -------
-        self : object
-            The updated adapter.
-        """
         if classes is not None and hasattr(self, "classes_"):
             self._encode_targets(np.asarray(classes), len(classes))
         if isinstance(self.class_weight, str) and self.class_weight == "balanced":
@@ -784,6 +680,12 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
                 "on a large enough sample of labels."
             )
         return self._partial_fit(X, y, groups, sample_weight, units)
+
+    partial_fit.__doc__ = _PARTIAL_FIT_DOC.format(more="""
+        ``classes`` is accepted for scikit-learn compatibility: the classes always
+        come from the model (see ``classes``), and labels outside them are refused.
+        ``class_weight="balanced"`` is refused (a dict applies). ``units`` is as in
+        ``fit``, within this call's rows (a unit does not span calls).""")
 
     def predict_proba(self, X, groups=None) -> np.ndarray:
         """Class probabilities, columns in the order of ``classes_``.

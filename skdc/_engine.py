@@ -28,6 +28,7 @@ import threading
 import weakref
 from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Any, NamedTuple
 
 import numpy as np
 from keras import ops
@@ -186,16 +187,17 @@ def _log_proba(loss: str, out):
     return ops.stack([ops.log(1.0 - p), ops.log(p)], axis=1)
 
 
-def _data_terms(loss: str, out, y, w, group, unit, unit_group, n_groups, unlabelled: bool):
+def _data_terms(loss: str, out, data: Data, n_groups, unlabelled: bool):
     """Per-group weighted sums of row losses, and of row probabilities when some rows
     are ``unlabelled`` (classifiers; None otherwise: only the diversity term needs them).
 
-    Classifier rows with label -1 are unlabelled: each of their units (``unit``, with
-    the group ``unit_group[unit]``) contributes the entropy of its prediction, the
+    Classifier rows with label -1 are unlabelled: each of their units (``data.unit``,
+    with the group ``data.unit_group[unit]``) contributes the entropy of its prediction, the
     normalised geometric mean of its rows' probabilities (the decision of summed
     log-probabilities), weighted by its rows' weight. A unit of one row is scored by
     the entropy of that row's prediction.
     """
+    y, w, group, unit, unit_group = data.y, data.w, data.group, data.unit, data.unit_group
     if loss == "mse":
         diff = ops.reshape(out, (ops.shape(out)[0], -1)) - y
         per_row = ops.mean(ops.square(diff), axis=1)
@@ -221,21 +223,56 @@ def _data_terms(loss: str, out, y, w, group, unit, unit_group, n_groups, unlabel
     return data, proba_sum
 
 
+class Variant(NamedTuple):
+    """Which compiled variant a call runs: XLA or not (where the backend has the choice),
+    and whether the objective scores unlabelled rows (see :class:`_Compiled`)."""
+
+    xla: bool
+    unlabelled: bool
+
+
+class Data(NamedTuple):
+    """The objective's tensors for some rows of a problem (see :meth:`Engine.batch`).
+
+    The one place that orders them: compiled functions take them as trailing positional
+    arguments in this order and rebuild the tuple with ``Data(*args)``.
+    """
+
+    weights: Any  # the model's weights (JAX, PyTorch) or an empty list (TensorFlow)
+    frontier: list  # the feature part's outputs, one tensor per frontier node
+    y: Any
+    w: Any  # row weights
+    group: Any  # each row's code
+    unit: Any  # each row's unit (unlabelled fits only)
+    unit_group: Any  # each unit's group
+    data_scale: Any  # per group: 1 / the weight of its rows in the batch
+    prior_scale: Any  # per group: alpha / (2 * the weight of all its rows)
+    mean: Any  # per group: the prior mean
+    factor: Any  # per group: U_g with U_g^T U_g the prior covariance
+    diversity: Any  # weight of the diversity term (scalar)
+
+
+class StepState(NamedTuple):
+    """What a first-order step carries from one step to the next, per group."""
+
+    u: Any  # whitened codes
+    slots: list  # the optimizer's state, one tensor per slot
+    t: Any  # steps taken
+
+
 class _Compiled:
-    """A function compiled by the backend per variant ``(xla, unlabelled)``, each on its
-    first call: plain or XLA (TensorFlow; one of them elsewhere), and whether the
-    objective scores unlabelled rows. ``make(unlabelled)`` returns the function."""
+    """A function compiled by the backend per :class:`Variant`, each on its first call.
+    ``make(unlabelled)`` returns the function."""
 
     def __init__(self, backend, make, signature):
         self.backend, self.make, self.signature = backend, make, signature
         self._variants: dict = {}
 
-    def __call__(self, variant: tuple[bool, bool], *args):
-        xla, unlabelled = bool(variant[0]) and self.backend.NAME == "tensorflow", variant[1]
-        key = (xla, unlabelled)
+    def __call__(self, variant: Variant, *args):
+        key = Variant(self.backend.uses_xla(variant.xla), variant.unlabelled)
         if key not in self._variants:
-            self._variants[key] = self.backend.compile(self.make(unlabelled), self.signature,
-                                                       xla)
+            self._variants[key] = self.backend.compile(self.make(key.unlabelled),
+                                                       self.signature, key.xla)
         return self._variants[key](*args)
 
     def traces(self) -> int:
@@ -244,11 +281,10 @@ class _Compiled:
 
 @dataclass
 class Batch:
-    """Tensors of the objective for some rows of a problem, ready for the engine, and
-    the variant they run: ``(xla, unlabelled)`` (see :class:`_Compiled`)."""
+    """The objective's tensors for some rows of a problem, and the variant they run."""
 
-    variant: tuple[bool, bool]
-    tensors: tuple
+    variant: Variant
+    data: Data
 
 
 class Engine:
@@ -268,19 +304,20 @@ class Engine:
         d = graph.code_dim
         y_spec = Spec((None, graph.n_outputs)) if loss == "mse" else Spec((None,), "int32")
         codes, vec, scalar = Spec((None, d)), Spec((None,)), Spec(())
+        index = Spec((None,), "int32")
         self._as_args = self.backend.WEIGHTS_AS_ARGUMENTS
         self._weights_sig = graph.weight_specs(self._as_args)
-        index = Spec((None,), "int32")
-        self._data_sig = [self._weights_sig, graph.frontier_specs(), y_spec, vec, index,
-                          index, index, vec, vec, Spec((None, d)),
-                          Spec((None, d, d)), scalar]
+        self._data_sig = Data(
+            weights=self._weights_sig, frontier=graph.frontier_specs(), y=y_spec, w=vec,
+            group=index, unit=index, unit_group=index, data_scale=vec, prior_scale=vec,
+            mean=Spec((None, d)), factor=Spec((None, d, d)), diversity=scalar)
         self._codes_sig, self._vec_sig, self._scalar_sig = codes, vec, scalar
         self._steps: dict[str, _Compiled] = {}
         self.pads = self.backend.pads_rows(False)
         self._value_and_grad = self._compile(
-            lambda unlabelled: self.backend.value_and_grad(_bind(self._total, unlabelled)),
+            lambda unlabelled: self.backend.value_and_grad(_on_data(self._total, unlabelled)),
             [codes, *self._data_sig])
-        self._value = self._compile(lambda unlabelled: _bind(self._objective, unlabelled),
+        self._value = self._compile(lambda unlabelled: _on_data(self._objective, unlabelled),
                                     [codes, *self._data_sig])
         parts = [Spec((None, *s)) for s in graph.feature_shapes]
         self._predict = self._compile(
@@ -291,35 +328,31 @@ class Engine:
         return _Compiled(self.backend, make, signature)
 
     # -- compiled pieces -------------------------------------------------------
-    def _objective(self, u, weights, frontier, y, w, group, unit, unit_group, data_scale,
-                   prior_scale, mean, factor, diversity, unlabelled=False):
-        codes = mean + ops.einsum("gi,gij->gj", u, factor)
-        out = self.graph.forward(weights, frontier, codes, group)
-        data, proba_sum = _data_terms(self.loss, out, y, w, group, unit, unit_group,
-                                      ops.shape(u)[0], unlabelled)
-        obj = data * data_scale + ops.sum(u * u, axis=1) * prior_scale
+    def _objective(self, u, data: Data, unlabelled: bool = False):
+        codes = data.mean + ops.einsum("gi,gij->gj", u, data.factor)
+        out = self.graph.forward(data.weights, data.frontier, codes, data.group)
+        terms, proba_sum = _data_terms(self.loss, out, data, ops.shape(u)[0], unlabelled)
+        obj = terms * data.data_scale + ops.sum(u * u, axis=1) * data.prior_scale
         if proba_sum is None:
             return obj
         # information maximisation: reward a diverse mean prediction over each group's rows
-        mean_p = ops.clip(proba_sum * ops.expand_dims(data_scale, 1), 1e-7, 1.0)
-        return obj + diversity * ops.sum(mean_p * ops.log(mean_p), axis=1)
+        mean_p = ops.clip(proba_sum * ops.expand_dims(data.data_scale, 1), 1e-7, 1.0)
+        return obj + data.diversity * ops.sum(mean_p * ops.log(mean_p), axis=1)
 
-    def _total(self, u, *args, unlabelled=False):
-        obj = self._objective(u, *args, unlabelled=unlabelled)
+    def _total(self, u, data: Data, unlabelled: bool = False):
+        obj = self._objective(u, data, unlabelled)
         return ops.sum(obj), obj
 
-    def _step_impl(self, optimizer: Optimizer, u, *args, unlabelled=False):
-        n_slots = len(optimizer.slots)
-        slots, (t, active, *args) = args[:n_slots], args[n_slots:]
-        *objective_args, lr = args
-        total = _bind(self._total, unlabelled)
-        _, obj, g = self.backend.value_and_grad(total)(u, *objective_args)
+    def _step_impl(self, optimizer: Optimizer, unlabelled: bool, u, slots, t, active, lr,
+                   *data):
+        total = _on_data(self._total, unlabelled)
+        _, obj, g = self.backend.value_and_grad(total)(u, *data)
         on = ops.expand_dims(active, 1) > 0
         t_new = t + active
         delta, new_slots = optimizer.update(g, slots, ops.expand_dims(ops.maximum(t_new, 1.0), 1),
                                             lr)
         kept = [ops.where(on, new, old) for new, old in zip(new_slots, slots)]
-        return (u + ops.where(on, delta, 0.0), *kept, t_new, obj)
+        return StepState(u + ops.where(on, delta, 0.0), kept, t_new), obj
 
     def _predict_impl(self, weights, parts, codes, group):
         frontier = self.graph.feature_frontier(weights, parts)
@@ -352,12 +385,13 @@ class Engine:
     def predict(self, X: np.ndarray, codes: np.ndarray, group: np.ndarray) -> np.ndarray:
         """Model outputs for rows of ``X`` with codes ``codes[group]``.
 
-        Fewer than ``_XLA_MIN_ROWS`` rows run eagerly (no compilation: an app's
-        first prediction after its first fit costs no second compile); more rows run
-        a compiled forward, in chunks.
+        Runs a compiled forward, in chunks, rows padded to a bucket where the backend
+        compiles per shape. On TensorFlow, fewer than 1,024 rows run eagerly (its eager
+        ops are fast, and an app's first prediction after its first fit then compiles
+        nothing); JAX compiles once per row bucket, as fitting does.
         """
         weights = self.graph.weights(self._as_args)
-        if len(X) < _XLA_MIN_ROWS:
+        if len(X) < self.backend.EAGER_PREDICT_BELOW:
             parts = self._parts(X)
             out = self.graph.forward(weights, self.graph.feature_frontier(weights, parts),
                                      self.tensor(codes), self.tensor(group, "int32"))
@@ -372,7 +406,7 @@ class Engine:
             pad = row_bucket(len(rows)) - len(rows) if self.pads else 0
             if pad:
                 idx = np.concatenate([idx, np.zeros(pad, idx.dtype)])
-            chunk = self._predict((False, False), weights, self._parts(rows, pad), table,
+            chunk = self._predict(Variant(False, False), weights, self._parts(rows, pad), table,
                                   self.tensor(idx, "int32"))
             chunk = self.backend.numpy(chunk)[: len(rows)].reshape(len(rows), -1)
             if out is None:  # written in place: no list of chunks to concatenate
@@ -409,46 +443,44 @@ class Engine:
             w = np.concatenate([w, np.zeros(pad)])
             group = np.concatenate([group, np.zeros(pad, group.dtype)])
         t = self.tensor
-        return Batch((xla, settings.unlabelled), (
-            weights,
-            frontier,
-            t(y, "float32" if self.loss == "mse" else "int32"),
-            t(w),
-            t(group, "int32"),
-            t(unit, "int32"),
-            t(unit_group, "int32"),
-            t(data_scale),
-            t(prior_scale),
-            t(problem.prior_mean),
-            t(whitening(problem.prior_mean, problem.prior_covariance)),
-            t(settings.diversity),
+        return Batch(Variant(xla, settings.unlabelled), Data(
+            weights=weights,
+            frontier=frontier,
+            y=t(y, "float32" if self.loss == "mse" else "int32"),
+            w=t(w),
+            group=t(group, "int32"),
+            unit=t(unit, "int32"),
+            unit_group=t(unit_group, "int32"),
+            data_scale=t(data_scale),
+            prior_scale=t(prior_scale),
+            mean=t(problem.prior_mean),
+            factor=t(whitening(problem.prior_mean, problem.prior_covariance)),
+            diversity=t(settings.diversity),
         ))
 
     def objective(self, batch: Batch, u) -> np.ndarray:
         """Each group's objective at the whitened codes ``u``."""
-        value = self._value(batch.variant, self.tensor(u), *batch.tensors)
-        return self.backend.numpy(value).astype(np.float64)
+        value = self._value(batch.variant, self.tensor(u), *batch.data)
+        return self.numpy(value)
 
     def value_and_grad(self, batch: Batch, u) -> tuple[np.ndarray, np.ndarray]:
         """Each group's objective and the gradient of their sum at ``u``."""
-        _, obj, grad = self._value_and_grad(batch.variant, self.tensor(u), *batch.tensors)
-        return (self.backend.numpy(obj).astype(np.float64),
-                self.backend.numpy(grad).astype(np.float64))
+        _, obj, grad = self._value_and_grad(batch.variant, self.tensor(u), *batch.data)
+        return self.numpy(obj), self.numpy(grad)
 
-    def step(self, optimizer: Optimizer, batch: Batch, u, slots, t, active, learning_rate):
-        """One update of the active groups: new ``u``, slots, counts, and the objective
-        at the old ``u`` (tensors, except the objective: numpy)."""
+    def step(self, optimizer: Optimizer, batch: Batch, state: StepState, active,
+             learning_rate) -> tuple[StepState, np.ndarray]:
+        """One update of the ``active`` groups: the new state (tensors) and each group's
+        objective at the old ``u`` (numpy)."""
         if optimizer.name not in self._steps:
-            n = len(optimizer.slots)
             c, v, s = self._codes_sig, self._vec_sig, self._scalar_sig
-            sig = [c, *[c] * n, v, v, *self._data_sig, s]
+            sig = [c, [c] * len(optimizer.slots), v, v, s, *self._data_sig]
             self._steps[optimizer.name] = self._compile(
-                lambda unlabelled: _bind(partial(self._step_impl, optimizer), unlabelled), sig)
-        out = self._steps[optimizer.name](
-            batch.variant, u, *slots, t, self.tensor(active), *batch.tensors, learning_rate,
-        )
-        return (out[0], list(out[1:-2]), out[-2],
-                self.backend.numpy(out[-1]).astype(np.float64))
+                lambda unlabelled: partial(self._step_impl, optimizer, unlabelled), sig)
+        new_state, obj = self._steps[optimizer.name](
+            batch.variant, state.u, list(state.slots), state.t, self.tensor(active),
+            learning_rate, *batch.data)
+        return StepState(*new_state), self.numpy(obj)
 
     def numpy(self, tensor) -> np.ndarray:
         """A backend tensor as a float64 numpy array."""
@@ -494,9 +526,9 @@ class Engine:
         return result
 
 
-def _bind(fn, unlabelled: bool):
-    """``fn`` with its ``unlabelled`` flag fixed, taking positional arguments only."""
-    return lambda *args: fn(*args, unlabelled=unlabelled)
+def _on_data(fn, unlabelled: bool):
+    """``fn(u, data, unlabelled)`` as a function of ``(u, *data)``, positional only."""
+    return lambda u, *data: fn(u, Data(*data), unlabelled)
 
 
 def _local_units(unit, sel, group, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -564,9 +596,8 @@ class FirstOrderLoop:
         self.engine, self.optimizer, self.problem, self.n_real = engine, optimizer, problem, n_real
         self.settings, self.validation, self.report = settings, validation, report
         self.rng = rng if rng is not None else np.random.default_rng(0)
-        n_groups, d = u0.shape
-        self.u = engine.tensor(u0)
-        self.slots, self.t = self._initial_state(state, n_groups, d)
+        n_groups = len(u0)
+        self.state = self._initial_state(u0, state)
         self.lr = engine.tensor(settings.learning_rate)
         self.best_u = u0.astype(np.float64).copy()
         self.patience = Patience(n_groups, settings.tol, settings.n_iter_no_change)
@@ -578,7 +609,9 @@ class FirstOrderLoop:
         if validation is not None:
             self.on_validation = np.bincount(validation.group, validation.weight, n_groups) > 0
 
-    def _initial_state(self, state, n_groups, d):
+    def _initial_state(self, u0, state) -> StepState:
+        """The step state from ``u0`` and each group's saved optimizer state (or None)."""
+        n_groups, d = u0.shape
         n = len(self.optimizer.slots)
         slots = [np.zeros((n_groups, d)) for _ in range(n)]
         t = np.zeros(n_groups)
@@ -587,7 +620,13 @@ class FirstOrderLoop:
                 for slot, value in zip(slots, group_state[:n]):
                     slot[i] = value
                 t[i] = group_state[n]
-        return [self.engine.tensor(s) for s in slots], self.engine.tensor(t)
+        tensor = self.engine.tensor
+        return StepState(tensor(u0), [tensor(slot) for slot in slots], tensor(t))
+
+    @property
+    def u(self) -> np.ndarray:
+        """The current whitened codes."""
+        return self.engine.numpy(self.state.u)
 
     def run(self) -> Result:
         s, p = self.settings, self.problem
@@ -605,9 +644,9 @@ class FirstOrderLoop:
                     self._epoch()
                     if on_training.any():
                         loss = self._score_training()
-                        self._track(loss, self.engine.numpy(self.u), self.active & on_training)
+                        self._track(loss, self.u, self.active & on_training)
                 if val is not None:
-                    u = self.engine.numpy(self.u)
+                    u = self.u
                     val_loss = self.engine.objective(val, u)
                     self._track(val_loss, u, self.active & self.on_validation)
                     loss = val_loss if loss is None else np.where(self.on_validation, val_loss,
@@ -629,16 +668,15 @@ class FirstOrderLoop:
         )
 
     def _state(self) -> list:
-        parts = [self.engine.numpy(s) for s in self.slots]
-        t = self.engine.numpy(self.t)
+        parts = [self.engine.numpy(s) for s in self.state.slots]
+        t = self.engine.numpy(self.state.t)
         return [(*(part[i] for part in parts), t[i]) for i in range(len(t))]
 
     def _step(self, batch, active, track, record_to=None) -> np.ndarray:
         """One step of the ``active`` groups; the objective at the codes before it is
         tracked for ``active & track`` (or, without counting, for ``record_to``)."""
-        before = self.engine.numpy(self.u)
-        self.u, self.slots, self.t, loss = self.engine.step(
-            self.optimizer, batch, self.u, self.slots, self.t, active, self.lr)
+        before = self.u
+        self.state, loss = self.engine.step(self.optimizer, batch, self.state, active, self.lr)
         if track is not None:
             self._track(loss, before, active & track)
         if record_to is not None:
@@ -661,7 +699,7 @@ class FirstOrderLoop:
         unsupervised rows is then the chunks' weighted mean.
         """
         p, s = self.problem, self.settings
-        u = self.engine.numpy(self.u)
+        u = self.u
         if len(p.y) <= _CHUNK:
             return self.engine.objective(self.engine.batch(p, s), u)
         total_weight = np.bincount(p.group, p.weight, p.n_groups)
@@ -687,8 +725,8 @@ class FirstOrderLoop:
             self.diverged |= newly_diverged
             self.active &= ~newly_diverged
             # restart diverged groups from their best finite code; they stop here
-            self.u = self.engine.tensor(
-                np.where(self.diverged[:, None], self.best_u, self.engine.numpy(self.u)))
+            u = np.where(self.diverged[:, None], self.best_u, self.u)
+            self.state = self.state._replace(u=self.engine.tensor(u))
         if s.tol > 0 and count:
             better = self.patience.update(loss, mask)
             self.active &= ~self.patience.exhausted()

@@ -29,7 +29,7 @@ from keras import ops
 
 from ._model_copy import UniqueNames, clone_with_weights
 
-__all__ = ["with_code", "with_code_table"]
+__all__ = ["code_of", "export_codes", "with_code", "with_code_table"]
 
 Head = Callable[[keras.KerasTensor], keras.KerasTensor]
 
@@ -124,6 +124,52 @@ def _codes(values: np.ndarray, code_input, what: str) -> np.ndarray:
     if not np.all(np.isfinite(values)):
         raise ValueError(f"The {what} contains NaN or infinity.")
     return values
+
+
+def export_codes(model: keras.Model, code_index: int, code: np.ndarray, codes: dict,
+                 group=None, all_groups: bool = False, head: Head | None = None) -> keras.Model:
+    """What an adapter's ``to_keras(group, all_groups=...)`` returns: ``model`` with the
+    tied ``code`` or one group's code built in, or with all ``codes`` (a dict by group
+    label, ``code`` the fallback) and an index input."""
+    if not isinstance(all_groups, (bool, np.bool_)):
+        raise TypeError(f"all_groups must be True or False, got {all_groups!r}.")
+    if not all_groups:
+        return with_code(model, code_index, code_of(codes, code, group), head=head)
+    if group is not None:
+        raise ValueError(
+            f"Pass group={group!r} (one group's code) or all_groups=True (every "
+            "group's code and an index input), not both."
+        )
+    if not codes:
+        raise ValueError(
+            "all_groups=True needs a fit with groups, but this adapter was fitted "
+            "without groups: it has one code, code_. Call to_keras() to export it."
+        )
+    return with_code_table(model, code_index, np.stack(list(codes.values())), code, head=head)
+
+
+def code_of(codes: dict, code: np.ndarray, group=None) -> np.ndarray:
+    """The code of ``group`` in ``codes`` (``code`` for ``None``), or a clear error."""
+    if group is None:
+        return code
+    if not codes:
+        raise ValueError(
+            f"group={group!r} was given, but this adapter was fitted without groups: it "
+            "has one code, code_. Call to_keras() without group to export it."
+        )
+    try:
+        return codes[group]
+    except TypeError:
+        raise TypeError(
+            f"group must be one group label (a str, int, ...), got {type(group).__name__}."
+        ) from None
+    except KeyError:
+        known = list(codes)
+        more = f" and {len(known) - 5} more" if len(known) > 5 else ""
+        raise ValueError(
+            f"group {group!r} was not seen in fit; the adapter's groups are "
+            f"{known[:5]}{more}."
+        ) from None
 
 
 def _feature_inputs(model, code_index) -> list:

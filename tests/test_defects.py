@@ -129,3 +129,76 @@ def test_partial_fit_refuses_lbfgs(teacher, one_condition):
     Xa, ya, *_ = one_condition
     with pytest.raises(ValueError, match="lbfgs.*partial_fit"):
         CodeAdapter(teacher, optimizer="lbfgs").partial_fit(Xa, ya)
+
+
+@pytest.mark.parametrize("optimizer, wording", [("adam", "adam"), ("sgd", "sgd"),
+                                                ("lbfgs", "L-BFGS")])
+def test_the_convergence_warning_names_the_optimizer_and_points_at_the_call(
+        teacher, one_condition, optimizer, wording):
+    Xa, ya, *_ = one_condition
+    adapter = CodeAdapter(teacher, optimizer=optimizer, max_iter=2, tol=1e-12,
+                          random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        adapter.fit(Xa, ya)
+    convergence = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert len(convergence) == 1
+    message = str(convergence[0].message)
+    assert wording in message and "max_iter=2" in message
+    if optimizer == "lbfgs":
+        assert "Stochastic" not in message
+    assert convergence[0].filename == __file__  # the user's line, not one inside skdc
+
+
+def test_the_convergence_warning_points_at_the_user_through_grid_search(teacher,
+                                                                        one_condition):
+    # a meta-estimator's own frame is outside skdc: the warning points there, not inside
+    Xa, ya, *_ = one_condition
+    search = GridSearchCV(CodeAdapter(teacher, max_iter=2, tol=1e-12),
+                          {"alpha": [1.0]}, cv=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        search.fit(Xa, ya)
+    files = {w.filename for w in caught if issubclass(w.category, ConvergenceWarning)}
+    assert files and not any("/skdc/" in f for f in files)
+
+
+def test_a_group_named_like_the_tied_code_is_kept(teacher, conditions):
+    X, y, groups, _ = conditions
+    rows = np.flatnonzero(groups < 2)
+    labels = np.where(groups[rows] == 0, "__tied__", "b")
+    adapter = CodeAdapter(teacher, optimizer="lbfgs", max_iter=10, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        adapter.fit(X[rows], y[rows], groups=labels)
+    assert sorted(adapter.codes_) == ["__tied__", "b"]
+    np.testing.assert_array_equal(adapter.code_, np.zeros(3))  # unseen groups: prior mean
+    assert np.any(adapter.codes_["__tied__"] != 0)
+    np.testing.assert_allclose(adapter.to_keras("__tied__").predict(X[rows[:3]], verbose=0),
+                               adapter.predict_proba(X[rows[:3]], groups=labels[:3]),
+                               atol=1e-6)
+
+
+def test_small_predictions_compile_once_per_row_bucket():
+    # JAX ran predictions below 1,024 rows op by op: an LSTM paid that per time step
+    x = keras.Input((12,), name="features")
+    z = keras.Input((2,), name="code")
+    seq = keras.layers.Reshape((4, 3))(x)
+    h = keras.layers.LSTM(5)(seq)
+    h = keras.layers.Concatenate()([h, z])
+    model = keras.Model([x, z], keras.layers.Dense(3, activation="softmax")(h))
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 12)).astype(np.float32), rng.integers(0, 3, 40)
+    adapter = CodeAdapter(model, max_iter=2, tol=0.0).fit(X[:20], y[:20])
+    engine = adapter._get_engine()
+    before = engine.traces()
+    first = adapter.predict_proba(X[:20])
+    after_first = engine.traces()
+    again = [adapter.predict_proba(X[:n]) for n in (20, 21, 22)]
+    assert engine.traces() == after_first  # reused for every row count of its bucket
+    if keras.backend.backend() == "jax":
+        assert after_first == before + 1
+    np.testing.assert_allclose(again[0], first, rtol=1e-6, atol=1e-7)
+    code = np.tile(adapter.code_, (22, 1)).astype(np.float32)
+    expected = keras.ops.convert_to_numpy(model([X[:22], code]))
+    np.testing.assert_allclose(again[2], expected, rtol=1e-5, atol=1e-6)

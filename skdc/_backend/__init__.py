@@ -9,9 +9,15 @@ Everything else (the objective, the graph walk, the optimizers) is written with
     the arguments (:class:`Spec` leaves in lists), with ``None`` for sizes that vary.
 ``value_and_grad(fn)``
     ``fn(x, *args) -> (total, aux)`` becomes ``g(x, *args) -> (total, aux, d total/dx)``.
+``uses_xla(requested)``
+    Whether a function compiled with ``xla=requested`` runs XLA: the request on
+    TensorFlow, always on JAX, never on PyTorch (so that one variant is kept where
+    there is no choice).
 ``pads_rows(xla)``
     Whether compiled functions specialise on shapes (JAX; TensorFlow with XLA), so
     that row and group counts are padded to a few buckets.
+``EAGER_PREDICT_BELOW``
+    Predictions of fewer rows run eagerly instead of compiled (TensorFlow: 1,024).
 ``tensor(array, dtype)`` and ``numpy(tensor)``.
 ``WEIGHTS_AS_ARGUMENTS``
     Whether compiled functions take the model's weights as arguments (JAX, PyTorch:

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._warmup import cache_from_environment
+from .compilation_cache import cache_from_environment
 
 NAME = "jax"
 WEIGHTS_AS_ARGUMENTS = True
@@ -50,3 +50,13 @@ def tensor(array, dtype: str = "float32"):
 
 def numpy(value) -> np.ndarray:
     return np.asarray(value)
+
+
+def uses_xla(requested: bool) -> bool:
+    """``jax.jit`` always compiles with XLA: one variant, whatever was asked."""
+    return True
+
+
+#: Every prediction runs compiled (per row bucket): eager JAX dispatches op by op, which
+#: a recurrent layer pays at every time step.
+EAGER_PREDICT_BELOW = 0

@@ -85,3 +85,13 @@ def tensor(array, dtype: str = "float32"):
 
 def numpy(value) -> np.ndarray:
     return value.numpy()
+
+
+def uses_xla(requested: bool) -> bool:
+    """XLA is a choice on TensorFlow (``tf.function(jit_compile=...)``)."""
+    return bool(requested)
+
+
+#: Predictions of fewer rows run eagerly: TensorFlow's eager ops are fast enough, and a
+#: first prediction after a fit then compiles nothing.
+EAGER_PREDICT_BELOW = 1024

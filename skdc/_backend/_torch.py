@@ -56,3 +56,12 @@ def tensor(array, dtype: str = "float32"):
 
 def numpy(value) -> np.ndarray:
     return value.detach().cpu().numpy()
+
+
+def uses_xla(requested: bool) -> bool:
+    """PyTorch runs eagerly: no XLA."""
+    return False
+
+
+#: Everything runs eagerly on PyTorch.
+EAGER_PREDICT_BELOW = 0
