@@ -24,7 +24,6 @@ import keras
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.metrics import accuracy_score, r2_score
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
@@ -36,13 +35,12 @@ from ._prior import prior_from_codes
 from ._retrofit import CODE, FEATURES, rewire
 from ._task import Classification, Regression
 from ._training import (
-    ACTIVATIONS,
+    Architecture,
     CodeTrainer,
     Rows,
     Schedule,
     Seeds,
     as_training_target,
-    hidden_sizes,
     joint_network,
     normalise_codes,
     predict_in_chunks,
@@ -62,23 +60,14 @@ class _BaseCodeNetwork(BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        **Architecture.constraints,
+        **Schedule.constraints,
         "code_size": [Interval(Integral, 1, None, closed="left")],
         "code_layers": [StrOptions({"all", "input"}), "array-like"],
-        "activation": [StrOptions(set(ACTIVATIONS))],
         "code_l2": [Interval(Real, 0, None, closed="left")],
         "code_dropout": [Interval(Real, 0, 1, closed="left")],
-        "alpha": [Interval(Real, 0, None, closed="left")],
-        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
-        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, 0, None, closed="left")],
         "base_model": [keras.Model, None],
         "random_state": ["random_state"],
-        "verbose": ["verbose"],
     }
     _y_checks: dict = {}
 
@@ -133,9 +122,9 @@ class _BaseCodeNetwork(BaseEstimator):
         weight = self._weigh(task, weight, target, group)
         rows = Rows(X, group, as_training_target(target), weight)
         schedule = Schedule.from_params(self.get_params(deep=False))
-        seeds = Seeds(check_random_state(self.random_state))
+        seeds = Seeds(self.random_state)
 
-        core, pairs = self._initial_model(X, task, seeds)
+        core, pairs = self._initial_model(X, task, seeds.generator("weights"))
         trainer = CodeTrainer(
             core,
             len(keys),
@@ -143,10 +132,11 @@ class _BaseCodeNetwork(BaseEstimator):
             alpha=self.alpha,
             code_l2=self.code_l2,
             code_dropout=self.code_dropout,
-            seed=seeds.next(),
+            seed=seeds.seed("codes"),
         )
-        held = schedule.held_out(group, weight, seeds.rng)
-        history = train(trainer, rows, held, task.keras_loss(), schedule, seeds)
+        held = schedule.held_out(group, weight, seeds.generator("split"))
+        history = train(trainer, rows, held, task.keras_loss(), schedule,
+                        seeds.generator("shuffle"))
         codes = normalise_codes(core, trainer.codes(), pairs)
         self._store(core, keys, codes, history)
         warn_unless_stopped(history, type(self).__name__, self.max_iter, stacklevel=4)
@@ -182,13 +172,13 @@ class _BaseCodeNetwork(BaseEstimator):
             self.best_validation_loss_ = float(np.min(history.val_loss))
         self.n_iter_ = len(self.loss_curve_)
 
-    def _initial_model(self, X, task, seeds) -> tuple[keras.Model, list | None]:
-        """The code network to train and, for joint training, its (Dense, B) pairs."""
+    def _initial_model(self, X, task, rng) -> tuple[keras.Model, list | None]:
+        """The code network to train (initial weights drawn with ``rng``) and, for joint
+        training, its (Dense, B) pairs."""
         if self.base_model is None:
-            hidden = hidden_sizes(self.hidden_layer_sizes)
-            activation = ACTIVATIONS[self.activation]
+            architecture = Architecture.from_params(self.get_params(deep=False))
             return joint_network(
-                X.shape[1], hidden, activation, task, self.code_size, self.code_layers, seeds
+                X.shape[1], architecture, task, self.code_size, self.code_layers, rng
             )
         core = self._coded_base_model()
         if core.inputs[0].shape[-1] != X.shape[1]:

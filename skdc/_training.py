@@ -3,15 +3,16 @@
 :class:`~skdc.CodeNetwork` and :class:`~skdc.CodeNetworkRegressor` validate their
 inputs and turn the result into fitted attributes; everything in between is here:
 
-* the networks: :func:`build_mlp` (speaker-independent MLP), :func:`joint_network`
-  (the MLP with code inputs) and :func:`normalise_codes`, which fixes the scale (and
-  offset) of the codes after training;
+* the networks: :class:`Architecture` (the MLP without codes: hidden layers,
+  activation, kernel penalty), :func:`joint_network` (the MLP with code inputs) and
+  :func:`normalise_codes`, which fixes the scale (and offset) of the codes after
+  training;
 * the trainers wrapped around a network for training only: :class:`CodeTrainer` (a code
   table indexed by condition feeds the code input) and :class:`PlainTrainer` (no codes);
 * the procedure: :class:`Schedule` (optimizer, minibatches, epochs, stopping rule),
   :func:`train` (minibatch :class:`Adam` epochs through :class:`EpochRunner`, one
   compiled, stateless ``keras.ops`` function per fit that runs on every Keras backend,
-  stopped by :class:`Stopper`), :class:`Seeds`;
+  stopped by :class:`Stopper`), :class:`Seeds` (independent random streams by name);
 * :func:`si_twin`: the same network trained by the same procedure without codes, the
   speaker-independent baseline that adaptation methods are compared against;
 * :func:`predict_in_chunks`: the forward pass used for every prediction.
@@ -20,15 +21,15 @@ inputs and turn the result into fitted attributes; everything in between is here
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
-from numbers import Integral
-from typing import NamedTuple
+from dataclasses import asdict, dataclass, field, fields
+from numbers import Integral, Real
+from typing import ClassVar, NamedTuple
 
 import keras
 import numpy as np
-from sklearn.base import is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state, check_X_y
+from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 
 from . import _backend
 from ._backend import Spec
@@ -40,6 +41,7 @@ from ._task import Classification, Regression
 __all__ = [
     "ACTIVATIONS",
     "Adam",
+    "Architecture",
     "CodeTrainer",
     "EpochRunner",
     "History",
@@ -49,7 +51,6 @@ __all__ = [
     "Seeds",
     "Stopper",
     "as_training_target",
-    "build_mlp",
     "hidden_sizes",
     "joint_network",
     "kernel_penalty",
@@ -82,17 +83,33 @@ _AUTO_BATCH = 200
 
 
 class Seeds:
-    """Integer seeds for Keras initialisers and row shuffling, drawn from a RandomState.
+    """Independent random streams of one training run, one per purpose, by name.
 
-    ``rng`` is shared with whoever else draws from it (the validation split), so the
-    order of the draws is part of the training procedure.
+    ``"weights"`` (the initial kernels), ``"codes"`` (the code table and its dropout),
+    ``"split"`` (the validation rows) and ``"shuffle"`` (the row order of the epochs).
+    Every stream is seeded by one draw from ``random_state`` and its own name, so that
+    drawing from one never moves another: a network trained without codes gets the
+    same initial weights, split and shuffling as the code network of the same
+    ``random_state``.
     """
 
-    def __init__(self, rng: np.random.RandomState):
-        self.rng = rng
+    STREAMS = ("weights", "codes", "split", "shuffle")
 
-    def next(self) -> int:
-        return int(self.rng.randint(0, 2**31 - 1))
+    def __init__(self, random_state=None):
+        self.entropy = int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+    def generator(self, name: str) -> np.random.Generator:
+        """A fresh generator of stream ``name`` (the same draws every time it is asked)."""
+        return np.random.default_rng([self.entropy, self.STREAMS.index(name)])
+
+    def seed(self, name: str) -> int:
+        """An int seed (for a Keras initialiser or seed generator) from stream ``name``."""
+        return _draw_seed(self.generator(name))
+
+
+def _draw_seed(rng: np.random.Generator) -> int:
+    """An int seed in ``[0, 2**31 - 1)`` for Keras, drawn from ``rng``."""
+    return int(rng.integers(0, 2**31 - 1))
 
 
 def hidden_sizes(value) -> list[int]:
@@ -106,47 +123,78 @@ def hidden_sizes(value) -> list[int]:
     return [int(s) for s in sizes]
 
 
-def build_mlp(
-    n_features: int,
-    hidden: list[int],
-    activation: str,
-    n_out: int,
-    out_activation: str,
-    seeds: Seeds,
-) -> keras.Model:
-    """An MLP with input ``"features"``, Dense layers ``hidden_0, ...`` and ``output``.
+class _Parameters:
+    """Base of frozen dataclasses whose fields are code-network parameters: checked
+    against ``constraints`` (scikit-learn's ``_parameter_constraints`` form, which the
+    estimators include) when made."""
 
-    Glorot-uniform kernels (one seed per layer, in order), zero biases.
-    """
-    x = inputs = keras.Input((n_features,), name=FEATURES)
-    for i, units in enumerate(hidden):
-        x = keras.layers.Dense(
-            units,
-            activation=activation,
-            kernel_initializer=keras.initializers.GlorotUniform(seed=seeds.next()),
-            name=f"hidden_{i}",
+    constraints: ClassVar[dict] = {}
+
+    def __post_init__(self):
+        validate_parameter_constraints(self.constraints, asdict(self), type(self).__name__)
+
+    @classmethod
+    def from_params(cls, params: dict):
+        """The value set by an estimator's ``get_params()`` (other keys are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{name: value for name, value in params.items() if name in names})
+
+
+@dataclass(frozen=True)
+class Architecture(_Parameters):
+    """The network without codes: hidden Dense layers, their activation (scikit-learn's
+    names, :data:`ACTIVATIONS`) and the L2 penalty ``alpha`` on the kernels."""
+
+    hidden_layer_sizes: tuple = (256, 256)
+    activation: str = "relu"
+    alpha: float = 1e-5
+
+    constraints: ClassVar[dict] = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+    }
+
+    def __post_init__(self):
+        super().__post_init__()
+        sizes = tuple(hidden_sizes(self.hidden_layer_sizes))
+        object.__setattr__(self, "hidden_layer_sizes", sizes)  # frozen: set once, here
+
+    def build(self, n_features: int, task: Classification | Regression,
+              rng: np.random.Generator) -> keras.Model:
+        """The MLP: input ``"features"``, Dense layers ``hidden_0, ...`` and ``output``.
+
+        Glorot-uniform kernels (one seed per layer from ``rng``, in order), zero biases.
+        """
+        x = inputs = keras.Input((n_features,), name=FEATURES)
+        for i, units in enumerate(self.hidden_layer_sizes):
+            x = keras.layers.Dense(
+                units,
+                activation=ACTIVATIONS[self.activation],
+                kernel_initializer=keras.initializers.GlorotUniform(seed=_draw_seed(rng)),
+                name=f"hidden_{i}",
+            )(x)
+        out = keras.layers.Dense(
+            task.n_outputs,
+            activation=task.output_activation,
+            kernel_initializer=keras.initializers.GlorotUniform(seed=_draw_seed(rng)),
+            name="output",
         )(x)
-    out = keras.layers.Dense(
-        n_out,
-        activation=out_activation,
-        kernel_initializer=keras.initializers.GlorotUniform(seed=seeds.next()),
-        name="output",
-    )(x)
-    return keras.Model(inputs, out, name="si_network")
+        return keras.Model(inputs, out, name="si_network")
 
 
 def joint_network(
     n_features: int,
-    hidden: list[int],
-    activation: str,
+    architecture: Architecture,
     task: Classification | Regression,
     code_size: int,
     code_layers,
-    seeds: Seeds,
+    rng: np.random.Generator,
 ) -> tuple[keras.Model, list]:
-    """The MLP of :func:`build_mlp` with a ``"code"`` input into ``code_layers``, every
-    weight trainable, and its (Dense, B) layer pairs (the B start at zero)."""
-    si = build_mlp(n_features, hidden, activation, task.n_outputs, task.output_activation, seeds)
+    """The MLP of :meth:`Architecture.build` with a ``"code"`` input into
+    ``code_layers``, every weight trainable, and its (Dense, B) layer pairs (the B
+    start at zero)."""
+    si = architecture.build(n_features, task, rng)
     core, pairs = rewire(si, int(code_size), code_layers)
     for layer in core.layers:
         layer.trainable = True
@@ -300,7 +348,7 @@ class Rows(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Schedule:
+class Schedule(_Parameters):
     """How a network is trained: Adam, minibatches, epochs and the stopping rule.
 
     The field names are the code networks' parameter names (``batch_size`` may be
@@ -316,16 +364,22 @@ class Schedule:
     tol: float = 1e-4
     verbose: int = 0
 
-    @classmethod
-    def from_params(cls, params: dict) -> Schedule:
-        """The schedule set by an estimator's ``get_params()`` (other keys are ignored)."""
-        names = cls.__dataclass_fields__
-        return cls(**{name: value for name, value in params.items() if name in names})
+    constraints: ClassVar[dict] = {
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+    }
 
-    def held_out(self, group: np.ndarray, weight: np.ndarray, rng) -> np.ndarray:
+    def held_out(self, group: np.ndarray, weight: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
         """Mask of the validation rows: with ``early_stopping``, ``validation_fraction``
-        of each condition's rows of positive weight (:func:`skdc._groups.validation_split`);
-        otherwise none."""
+        of each condition's rows of positive weight, drawn with ``rng``
+        (:func:`skdc._groups.validation_split`); otherwise none."""
         if not self.early_stopping:
             return np.zeros(len(group), dtype=bool)
         return validation_split(group, self.validation_fraction, rng, weight=weight)
@@ -534,16 +588,15 @@ class Stopper:
 
 
 def train(trainer, rows: Rows, held: np.ndarray, loss, schedule: Schedule,
-          seeds: Seeds) -> History:
+          shuffle: np.random.Generator) -> History:
     """Train ``trainer`` on the rows not ``held`` by minibatch Adam epochs.
 
-    Each epoch shuffles the training rows (the generator is seeded from ``seeds``).
+    Each epoch shuffles the training rows with ``shuffle``.
     With held-out rows, the stopping rule watches their loss after each epoch and the
     trainer ends with the weights of the best epoch; without, it watches the training
     loss and the trainer keeps the last weights.
     """
     fit_rows, validation = rows.take(~held), rows.take(held)
-    rng = np.random.default_rng(seeds.next())
     validate = bool(held.any())
     runner = EpochRunner(
         trainer,
@@ -557,7 +610,7 @@ def train(trainer, rows: Rows, held: np.ndarray, loss, schedule: Schedule,
     report = progress(schedule.verbose, schedule.max_iter)
     history = History(val_loss=[] if validate else None)
     for epoch in range(schedule.max_iter):
-        logs = {"loss": runner.epoch(rng)}
+        logs = {"loss": runner.epoch(shuffle)}
         if validate:
             logs["val_loss"] = runner.val_loss
             history.val_loss.append(logs["val_loss"])
@@ -603,57 +656,62 @@ def warn_unless_stopped(history: History, who: str, max_iter: int, stacklevel: i
 # --------------------------------------------------------------------------------------
 
 
-def si_twin(network, X, y, groups=None) -> keras.Model:
-    """Train the network of ``network`` *without* codes, by the same procedure.
+def si_twin(
+    X,
+    y,
+    groups=None,
+    *,
+    architecture: Architecture,
+    schedule: Schedule,
+    random_state=None,
+    regression: bool = False,
+) -> keras.Model:
+    """Train the network of ``architecture`` *without* codes, by ``schedule``.
 
-    Same architecture minus the ``B_l``, same initial weights, penalty, optimizer,
-    minibatches, epochs and stopping rule as ``network.fit`` with the same
-    ``random_state``: the speaker-independent twin that adaptation methods are compared
-    against. Rows are unweighted.
+    With the same ``architecture``, ``schedule`` and ``random_state`` (an int) as a
+    code network without ``base_model``, the twin has the code network's layers minus
+    the ``B_l``, starts from the same initial weights, and is trained with the same
+    penalty, optimizer, validation split, row order of the epochs and stopping rule
+    (see :class:`Seeds`): the speaker-independent baseline that adaptation methods are
+    compared against. Rows are unweighted.
 
     Parameters
     ----------
-    network : CodeNetwork or CodeNetworkRegressor
-        An estimator whose parameters set the network and the procedure; only its
-        parameters are read (it is neither fitted nor changed). ``base_model`` must be
-        None.
     X : array-like of shape (n_samples, n_features)
         Features.
     y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-        Class labels (classifier) or targets (regressor).
+        Class labels, or targets with ``regression=True``.
     groups : array-like of shape (n_samples,), default=None
         Condition of each row; it only shapes the validation split of
         ``early_stopping`` (None: one condition).
+    architecture : Architecture
+        Hidden layers, activation and kernel penalty.
+    schedule : Schedule
+        Optimizer, minibatches, epochs and stopping rule.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initial weights, the validation split and the shuffling.
+    regression : bool, default=False
+        Linear outputs and squared error instead of a softmax classifier.
 
     Returns
     -------
     model : keras.Model
-        The trained network: input ``"features"``, the same output as the
-        ``model_`` of ``network.fit`` (for a classifier, one unit per class in sorted
-        order of the labels).
+        The trained network: input ``"features"``, the same output as the code
+        network's (for a classifier, one unit per class in sorted order of the labels).
     """
-    network._validate_params()  # scikit-learn's check of _parameter_constraints
-    params = network.get_params(deep=False)
-    if params["base_model"] is not None:
-        raise ValueError("si_twin builds its own network; the network's base_model must be None.")
-    classifier = is_classifier(network)
     X, y = check_X_y(
-        X, y, dtype=(np.float64, np.float32), multi_output=not classifier, y_numeric=not classifier
+        X, y, dtype=(np.float64, np.float32), multi_output=regression, y_numeric=regression
     )
-    task = Classification.from_targets(y) if classifier else Regression.from_targets(y)
+    task = Regression.from_targets(y) if regression else Classification.from_targets(y)
     X = np.asarray(X, dtype=np.float32)
     group = np.zeros(len(X), np.int32) if groups is None else encode_groups(groups, len(X))[1]
     rows = Rows(X, group, as_training_target(task.encode(y)), np.ones(len(X), np.float32))
-    schedule = Schedule.from_params(params)
-    seeds = Seeds(check_random_state(params["random_state"]))
-    hidden = hidden_sizes(params["hidden_layer_sizes"])
-    activation = ACTIVATIONS[params["activation"]]
-    core = build_mlp(X.shape[1], hidden, activation, task.n_outputs, task.output_activation, seeds)
-    seeds.next()  # the code table's seed in fit: keeps the split and the shuffling the same
-    trainer = PlainTrainer(core, alpha=params["alpha"])
-    held = schedule.held_out(group, rows.weight, seeds.rng)
-    history = train(trainer, rows, held, task.keras_loss(), schedule, seeds)
-    warn_unless_stopped(history, f"si_twin({type(network).__name__})", schedule.max_iter, 2)
+    seeds = Seeds(random_state)
+    core = architecture.build(X.shape[1], task, seeds.generator("weights"))
+    trainer = PlainTrainer(core, alpha=architecture.alpha)
+    held = schedule.held_out(group, rows.weight, seeds.generator("split"))
+    history = train(trainer, rows, held, task.keras_loss(), schedule, seeds.generator("shuffle"))
+    warn_unless_stopped(history, "si_twin", schedule.max_iter, 2)
     return core
 
 

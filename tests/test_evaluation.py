@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from skdc._synthetic import make_conditions, make_teacher
-from skdc._training import si_twin
 from skdc.evaluation import METHODS, evaluate, format_table, plot_results
 from skdc.evaluation._baselines import describe_candidates
 from skdc.evaluation._episodes import HeldOut, Layout
@@ -270,7 +269,7 @@ def test_parameter_adapter(shifted, mode):
     """A tiny prior keeps the SI network; adaptation lowers the training loss."""
     X, y, groups = shifted
     X = X.astype("float32")
-    si = si_twin(Settings(hidden_layer_sizes=(16,), max_epochs=50).network(0), X, y)
+    si = Settings(hidden_layer_sizes=(16,), max_epochs=50).twin(X, y, None, random_state=0)
     adapter = ParameterAdapter(si, mode)
     g = (groups % 3).astype(int)
     log_si = np.log(keras.ops.convert_to_numpy(si(X)))

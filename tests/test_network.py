@@ -5,6 +5,7 @@ network labels rows of conditions with known true codes. 40 training conditions 
 50 rows train a small network; 10 held-out conditions check adaptation.
 """
 
+import copy
 import pickle
 import subprocess
 import sys
@@ -23,13 +24,16 @@ from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from skdc import _training as training
 from skdc._network import CodeNetwork, CodeNetworkRegressor
 from skdc._persist import model_from_bytes, model_to_bytes
 from skdc._retrofit import add_condition_codes, rewire
 from skdc._synthetic import make_conditions
 from skdc._task import Classification, Regression
 from skdc._training import (
+    Architecture,
     CodeTrainer,
+    EpochRunner,
     Rows,
     Schedule,
     Seeds,
@@ -204,13 +208,14 @@ def test_training_validates_on_the_held_out_rows_and_keeps_the_best_epoch(condit
     rows_of = np.flatnonzero(groups < 4)
     X, y, groups = X[rows_of].astype("float32"), y[rows_of], groups[rows_of]
     task = Classification.from_targets(y)
-    seeds = Seeds(np.random.RandomState(0))
-    core, _ = joint_network(6, [32], "relu", task, 2, "all", seeds)
-    trainer = CodeTrainer(core, 4, 2, alpha=0.0, code_l2=0.0, seed=seeds.next())
+    seeds = Seeds(0)
+    core, _ = joint_network(6, Architecture((32,)), task, 2, "all", seeds.generator("weights"))
+    trainer = CodeTrainer(core, 4, 2, alpha=0.0, code_l2=0.0, seed=seeds.seed("codes"))
     held = np.arange(len(X)) % 3 == 0
     rows = Rows(X, groups, task.encode(y), np.ones(len(X), "float32"))
     schedule = Schedule.from_params(_overfitting(max_iter=25))
-    history = run_training(trainer, rows, held, task.keras_loss(), schedule, seeds)
+    history = run_training(trainer, rows, held, task.keras_loss(), schedule,
+                           seeds.generator("shuffle"))
     best = int(np.argmin(history.val_loss))
     assert 0 < best < len(history.val_loss) - 1  # the loss rose after the best epoch
     recomputed = task.keras_loss()(y[held], trainer((X[held], groups[held])))
@@ -241,9 +246,9 @@ def test_early_stopping_restores_the_best_epoch(conditions):
 
 
 def _code_trainer(task, seeds, **params):
-    core, _ = joint_network(6, [8], "relu", task, 2, "all", seeds)
+    core, _ = joint_network(6, Architecture((8,)), task, 2, "all", seeds.generator("weights"))
     params = {"alpha": 1e-3, "code_l2": 1e-2, **params}
-    return CodeTrainer(core, 10, 2, seed=seeds.next(), **params)
+    return CodeTrainer(core, 10, 2, seed=seeds.seed("codes"), **params)
 
 
 @pytest.mark.backend
@@ -256,11 +261,11 @@ def test_epoch_loss_is_the_row_mean_with_a_short_last_batch(conditions):
     weight = np.random.default_rng(0).uniform(0.5, 2.0, len(X)).astype("float32")
     rows = Rows(X, groups, task.encode(y), weight)
     for batch_size in (64, len(X)):  # 600 rows: 9 minibatches of 64 and one of 24; one of 600
-        seeds = Seeds(np.random.RandomState(0))
+        seeds = Seeds(0)
         trainer = _code_trainer(task, seeds)
         schedule = Schedule(learning_rate_init=1e-12, batch_size=batch_size, max_iter=1)
         history = run_training(trainer, rows, np.zeros(len(X), bool), task.keras_loss(),
-                               schedule, seeds)
+                               schedule, seeds.generator("shuffle"))
         loss = task.keras_loss()(y, trainer((X, groups)), sample_weight=weight)
         expected = float(loss) + float(trainer.penalty())
         np.testing.assert_allclose(history.loss[0], expected, rtol=1e-5)
@@ -275,12 +280,12 @@ def test_code_dropout_is_seeded_and_redrawn_every_step(conditions):
     rows = Rows(X.astype("float32"), groups, task.encode(y), np.ones(len(X), "float32"))
 
     def fit(code_dropout):
-        seeds = Seeds(np.random.RandomState(0))
+        seeds = Seeds(0)
         trainer = _code_trainer(task, seeds, code_dropout=code_dropout)
         start = np.asarray(trainer.dropout_seed.state).astype(np.int64)
         schedule = Schedule(batch_size=64, max_iter=3)
         history = run_training(trainer, rows, np.zeros(len(X), bool), task.keras_loss(),
-                               schedule, seeds)
+                               schedule, seeds.generator("shuffle"))
         drawn = np.asarray(trainer.dropout_seed.state).astype(np.int64) - start
         return history.loss, drawn, trainer.codes()
 
@@ -341,38 +346,94 @@ def test_regressor(teacher, train):
 # --------------------------------------------------------------------------------------
 
 
+def _spy_on_split_and_row_order(monkeypatch) -> dict:
+    """Record every validation split and every epoch's row order of the training runs."""
+    seen = {"split": [], "order": []}
+    split, epoch = training.validation_split, EpochRunner.epoch
+
+    def spy_split(*args, **kwargs):
+        seen["split"].append(split(*args, **kwargs))
+        return seen["split"][-1]
+
+    def spy_epoch(runner, rng):
+        seen["order"].append(copy.deepcopy(rng).permutation(runner.n_rows))
+        return epoch(runner, rng)
+
+    monkeypatch.setattr(training, "validation_split", spy_split)
+    monkeypatch.setattr(EpochRunner, "epoch", spy_epoch)
+    return seen
+
+
 @pytest.mark.backend
-def test_si_twin_starts_from_the_code_networks_initial_weights(conditions):
+def test_si_twin_starts_from_the_code_networks_weights_split_and_row_order(conditions,
+                                                                          monkeypatch):
     """With a vanishing learning rate both stay at their initial weights: the twin's are
-    those of the code network's W_l, b_l and output layer."""
+    those of the code network's W_l, b_l and output layer. Both hold out the same
+    validation rows and visit the rows in the same order every epoch, although the code
+    network also draws its code table."""
     X, y, groups, _ = conditions
     params = dict(hidden_layer_sizes=(8, 6), code_size=2, learning_rate_init=1e-12,
-                  max_iter=1, random_state=3)
-    twin = si_twin(CodeNetwork(**params), X, y, groups)
+                  max_iter=2, early_stopping=True, random_state=3)
+    seen = _spy_on_split_and_row_order(monkeypatch)
+    twin = si_twin(X, y, groups, architecture=Architecture.from_params(params),
+                   schedule=Schedule.from_params(params), random_state=3)
+    twin_seen = {name: list(values) for name, values in seen.items()}
+    for values in seen.values():
+        values.clear()
     coded = CodeNetwork(**params).fit(X, y, groups=groups).model_
     assert [t.name for t in twin.inputs] == ["features"]
     for name in ("hidden_0", "hidden_1", "output"):
         for a, b in zip(twin.get_layer(name).get_weights(), coded.get_layer(name).get_weights(),
                         strict=True):
             np.testing.assert_allclose(a, b, atol=1e-6)
+    (twin_held,), (coded_held,) = twin_seen["split"], seen["split"]
+    assert 0 < twin_held.sum() < len(X)
+    np.testing.assert_array_equal(twin_held, coded_held)
+    assert len(twin_seen["order"]) == len(seen["order"]) == 2
+    assert not np.array_equal(*twin_seen["order"])  # every epoch is shuffled anew
+    for a, b in zip(twin_seen["order"], seen["order"], strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("cls", [CodeNetwork, CodeNetworkRegressor])
-def test_si_twin_is_reproducible_and_reads_only_parameters(cls, conditions):
+def test_other_random_states_draw_other_weights_split_and_row_order(conditions, monkeypatch):
+    """The guarantee above is not one fixed draw: another random_state changes all three."""
     X, y, groups, _ = conditions
-    target = y if cls is CodeNetwork else X[:, :2] + y[:, None]
-    net = cls((8,), code_size=2, max_iter=3, early_stopping=True, random_state=1)
-    first = si_twin(net, X, target, groups)
-    again = si_twin(net, X, target, groups)
+    schedule = Schedule(max_iter=1, early_stopping=True, learning_rate_init=1e-12)
+    seen = _spy_on_split_and_row_order(monkeypatch)
+    first, second = (si_twin(X, y, groups, architecture=Architecture((8,)), schedule=schedule,
+                             random_state=seed) for seed in (3, 4))
+    assert not np.array_equal(*seen["split"]) and not np.array_equal(*seen["order"])
+    assert not np.allclose(first.get_weights()[0], second.get_weights()[0])
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_si_twin_is_reproducible(regression, conditions):
+    X, y, groups, _ = conditions
+    target = X[:, :2] + y[:, None] if regression else y
+    kw = dict(architecture=Architecture((8,)), random_state=1, regression=regression,
+              schedule=Schedule(max_iter=3, early_stopping=True))
+    first = si_twin(X, target, groups, **kw)
+    again = si_twin(X, target, groups, **kw)
     for a, b in zip(first.get_weights(), again.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert not hasattr(net, "n_features_in_") and not hasattr(net, "model_")
     out = predict_in_chunks(first, X[:5])
-    assert out.shape == (5, 4 if cls is CodeNetwork else 2)
-    if cls is CodeNetwork:
+    assert out.shape == (5, 2 if regression else 4)
+    if not regression:
         np.testing.assert_allclose(out.sum(axis=1), 1, atol=1e-5)
-    with pytest.raises(ValueError, match="base_model must be None"):
-        si_twin(cls(base_model=first), X, target)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: Schedule(max_iter=0), "'max_iter' parameter of Schedule"),
+        (lambda: Schedule(batch_size="big"), "'batch_size' parameter of Schedule"),
+        (lambda: Architecture(activation="softplus"), "'activation' parameter of Architecture"),
+        (lambda: Architecture((8, 0)), "hidden_layer_sizes must hold positive ints"),
+    ],
+)
+def test_schedule_and_architecture_refuse_bad_values(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
 
 
 # --------------------------------------------------------------------------------------

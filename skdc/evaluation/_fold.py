@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from .._network import CodeNetwork
-from .._training import si_twin
+from .._training import Architecture, Schedule, si_twin
 from ._finetune import ParameterAdapter
 
 __all__ = ["CODE_REGULARISATION", "CodeGivenShift", "FoldContext", "Settings", "lobanov"]
@@ -44,17 +44,24 @@ class Settings:
     adapt_tol: float = 1e-5  # L-BFGS' ftol and gtol, the same for every adaptive method
     rows_per_unit: float = 1.0  # rows of one independent unit: the weight of a prior
 
+    def architecture(self) -> Architecture:
+        return Architecture(hidden_layer_sizes=self.hidden_layer_sizes, alpha=self.alpha)
+
+    def schedule(self) -> Schedule:
+        return Schedule(learning_rate_init=self.learning_rate_init,
+                        batch_size=self.batch_size, max_iter=self.max_epochs)
+
     def network(self, random_state: int) -> CodeNetwork:
-        return CodeNetwork(
-            hidden_layer_sizes=self.hidden_layer_sizes,
-            code_size=self.code_size,
-            code_layers=self.code_layers,
-            alpha=self.alpha,
-            learning_rate_init=self.learning_rate_init,
-            batch_size=self.batch_size,
-            max_iter=self.max_epochs,
-            random_state=random_state,
-        )
+        """The coded network: :meth:`architecture` and :meth:`schedule` with codes."""
+        return CodeNetwork(**asdict(self.architecture()), **asdict(self.schedule()),
+                           code_size=self.code_size, code_layers=self.code_layers,
+                           random_state=random_state)
+
+    def twin(self, X, y, groups, random_state: int):
+        """The twin of ``network(random_state)`` without codes (same initial weights,
+        split and shuffling), trained on ``X, y``."""
+        return si_twin(X, y, groups, architecture=self.architecture(),
+                       schedule=self.schedule(), random_state=random_state)
 
 
 class FoldContext:
@@ -100,16 +107,16 @@ class FoldContext:
         layers = self.settings.code_layers if code_layers is None else code_layers
         return regularisation, int(size), layers if isinstance(layers, str) else tuple(layers)
 
+    def _twin(self, X):
+        return self._quiet(lambda: self.settings.twin(X, self.y, self.groups, self.seed))
+
     @cached_property
     def si_network(self):
-        net = self.settings.network(self.seed)
-        return self._quiet(lambda: si_twin(net, self.X, self.y, self.groups))
+        return self._twin(self.X)
 
     @cached_property
     def lobanov_network(self):
-        net = self.settings.network(self.seed)
-        Xn = lobanov(self.X, self.groups)
-        return self._quiet(lambda: si_twin(net, Xn, self.y, self.groups))
+        return self._twin(lobanov(self.X, self.groups))
 
     @cached_property
     def shift_network(self):
@@ -120,9 +127,7 @@ class FoldContext:
         resid = np.zeros((len(keys), self.X.shape[1]))
         np.add.at(resid, idx, self.X - mu[index])
         shift = resid / (np.bincount(idx)[:, None] + ratio)
-        net = self.settings.network(self.seed)
-        Xn = self.X - shift[idx]
-        return self._quiet(lambda: si_twin(net, Xn, self.y, self.groups))
+        return self._twin(self.X - shift[idx])
 
     @cached_property
     def shift_prior(self) -> tuple[np.ndarray, np.ndarray]:
