@@ -16,7 +16,13 @@ from skdc.evaluation import METHODS, evaluate, format_table, plot_results
 from skdc.evaluation._baselines import describe_candidates
 from skdc.evaluation._episodes import HeldOut, Layout
 from skdc.evaluation._finetune import ParameterAdapter
-from skdc.evaluation._fold import FoldContext, Settings, lobanov
+from skdc.evaluation._fold import (
+    FoldContext,
+    Settings,
+    class_residuals,
+    condition_shifts,
+    lobanov,
+)
 from skdc.evaluation._protocol import _draw_conditions, check_inputs
 from skdc.evaluation._tuning import candidates_of
 
@@ -260,6 +266,18 @@ def test_shift_prior_recovers_the_variances():
     ctx = FoldContext(X, y, groups, Settings(), seed=0)
     _, ratio = ctx.shift_prior
     np.testing.assert_allclose(ratio, 0.25, rtol=0.3)
+
+
+def test_condition_shifts_shrink_few_rows_towards_zero():
+    """Residuals s_g + noise: many rows give s_g; one row is shrunk by 1 / (1 + ratio);
+    a condition without rows has no shift; ratio 0 is the plain mean."""
+    X = np.array([[0.0], [10.0]])[[0, 1] * 200] + 3.0  # both classes shifted by +3
+    y = np.tile([0, 1], 200)
+    resid = class_residuals(X, y, np.array([[0.0], [10.0]]))
+    groups = np.r_[np.zeros(399, int), 1]
+    shifts = condition_shifts(resid, groups, 3, ratio=0.25)
+    np.testing.assert_allclose(shifts[:, 0], [3 * 399 / 399.25, 3 / 1.25, 0.0])
+    np.testing.assert_allclose(condition_shifts(resid, groups, 2)[:, 0], [3.0, 3.0])
 
 
 @pytest.mark.backend

@@ -22,7 +22,13 @@ from .._method_names import METHOD_NAMES
 from .._prior import CodePrior
 from .._training import predict_in_chunks
 from ._episodes import Episode
-from ._fold import CODE_REGULARISATION, FoldContext, lobanov
+from ._fold import (
+    CODE_REGULARISATION,
+    FoldContext,
+    class_residuals,
+    condition_shifts,
+    lobanov,
+)
 
 __all__ = ["METHODS", "Method", "describe_candidates", "get_method", "registry"]
 
@@ -102,10 +108,8 @@ class Shift(Method):
         index, known = ctx.label_index(ep.y_adapt)
         if not known.any():
             return SI().log_proba(ctx, ep, param)
-        resid = np.zeros((ep.n_groups, ep.X_score.shape[1]))
-        np.add.at(resid, ep.g_adapt[known], ep.X_adapt[known] - mu[index[known]])
-        counts = np.bincount(ep.g_adapt[known], minlength=ep.n_groups)[:, None]
-        shift = resid / (counts + ratio)
+        resid = class_residuals(ep.X_adapt[known], index[known], mu)
+        shift = condition_shifts(resid, ep.g_adapt[known], ep.n_groups, ratio)
         network = ctx.shift_network if param == "sat" else ctx.si_network
         return _network_log_proba(network, ep.X_score - shift[ep.g_score])
 

@@ -13,7 +13,15 @@ from .._network import CodeNetwork
 from .._training import Architecture, Schedule, si_twin
 from ._finetune import ParameterAdapter
 
-__all__ = ["CODE_REGULARISATION", "CodeGivenShift", "FoldContext", "Settings", "lobanov"]
+__all__ = [
+    "CODE_REGULARISATION",
+    "CodeGivenShift",
+    "FoldContext",
+    "Settings",
+    "class_residuals",
+    "condition_shifts",
+    "lobanov",
+]
 
 _MIN_STD = 1e-3  # floor of a condition's per-feature spread in Lobanov normalisation
 
@@ -121,13 +129,25 @@ class FoldContext:
     @cached_property
     def shift_network(self):
         """The twin trained on training conditions with their own shifts removed."""
-        mu, ratio = self.shift_prior
-        index = np.searchsorted(self.classes, self.y)
-        keys, idx = np.unique(self.groups, return_inverse=True)
-        resid = np.zeros((len(keys), self.X.shape[1]))
-        np.add.at(resid, idx, self.X - mu[index])
-        shift = resid / (np.bincount(idx)[:, None] + ratio)
-        return self._twin(self.X - shift[idx])
+        _, ratio = self.shift_prior
+        keys, index = self.conditions
+        shift = condition_shifts(self.residuals, index, len(keys), ratio)
+        return self._twin(self.X - shift[index])
+
+    @cached_property
+    def conditions(self) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct training conditions, and each training row's index into them."""
+        return np.unique(self.groups, return_inverse=True)
+
+    @cached_property
+    def class_means(self) -> np.ndarray:
+        """Mean training row of every class of ``classes``."""
+        return np.stack([self.X[self.y == c].mean(axis=0) for c in self.classes])
+
+    @cached_property
+    def residuals(self) -> np.ndarray:
+        """Every training row's :func:`class_residuals`."""
+        return class_residuals(self.X, np.searchsorted(self.classes, self.y), self.class_means)
 
     @cached_property
     def shift_prior(self) -> tuple[np.ndarray, np.ndarray]:
@@ -136,17 +156,17 @@ class FoldContext:
         Model: a row of class ``c`` in condition ``g`` is ``mu_c + s_g + e``, with
         ``s_g ~ N(0, tau^2)`` and ``e ~ N(0, sigma^2)`` per feature; both variances are
         method-of-moments estimates over the training conditions. The posterior mean
-        of ``s_g`` from ``n`` labelled rows is ``sum(x - mu_y) / (n + sigma^2/tau^2)``.
+        of ``s_g`` from ``n`` labelled rows is ``sum(x - mu_y) / (n + sigma^2/tau^2)``
+        (:func:`condition_shifts`).
         """
-        mu = np.stack([self.X[self.y == c].mean(axis=0) for c in self.classes])
-        resid = self.X - mu[np.searchsorted(self.classes, self.y)]
-        keys, idx = np.unique(self.groups, return_inverse=True)
-        counts = np.bincount(idx).astype(float)
-        means = np.stack([resid[idx == g].mean(axis=0) for g in range(len(keys))])
-        within = ((resid - means[idx]) ** 2).sum(axis=0) / max(len(resid) - len(keys), 1)
+        keys, index = self.conditions
+        counts = np.bincount(index).astype(float)
+        means = condition_shifts(self.residuals, index, len(keys))
+        spread = ((self.residuals - means[index]) ** 2).sum(axis=0)
+        within = spread / max(len(index) - len(keys), 1)
         between = means.var(axis=0, ddof=1) - within * np.mean(1.0 / counts)
         between = np.maximum(between, 1e-3 * within)
-        return mu, within / between
+        return self.class_means, within / between
 
     def code_given_shift(self, *network) -> CodeGivenShift:
         """The linear-Gaussian link of the codes of ``code_network(*network)`` to feature
@@ -176,13 +196,13 @@ class CodeGivenShift:
     The likelihood ``p(y | x, z)`` of a few (mostly well classified) rows says little
     about a condition; where its rows lie says more (speaker variation of vowels is
     mostly a shift of log formants). Model, fitted on the training conditions: a row
-    of class ``c`` has residual ``r = x - mu_c`` (``FoldContext.shift_prior``'s class
-    means), and a condition's mean residual over ``n`` rows is
-    ``N(A (z - m), S_b + S_w / n)`` with ``z ~ N(m, C)`` its code (``code_prior_``),
-    ``A`` the least-squares map of the training conditions' codes to their mean
-    residuals, ``S_w`` the within-condition and ``S_b`` the unexplained
-    between-condition covariance of residuals. The posterior of ``z`` given ``n``
-    labelled rows is Gaussian, in closed form (``posterior``).
+    of class ``c`` has residual ``r = x - mu_c`` (``FoldContext.class_means``), and a
+    condition's mean residual over ``n`` rows is ``N(A (z - m), S_b + S_w / n)`` with
+    ``z ~ N(m, C)`` its code (``code_prior_``), ``A`` the least-squares map of the
+    training conditions' codes to their mean residuals, ``S_w`` the within-condition
+    and ``S_b`` the unexplained between-condition covariance of residuals. The
+    posterior of ``z`` given ``n`` labelled rows is Gaussian, in closed form
+    (``posterior``).
     """
 
     def __init__(self, mu, A, S_w, S_b, mean, cov):
@@ -190,11 +210,10 @@ class CodeGivenShift:
 
     @classmethod
     def fit(cls, ctx: FoldContext, net: CodeNetwork) -> CodeGivenShift:
-        mu, _ = ctx.shift_prior
-        resid = ctx.X - mu[np.searchsorted(ctx.classes, ctx.y)]
-        keys, idx = np.unique(ctx.groups, return_inverse=True)
+        resid = ctx.residuals
+        keys, idx = ctx.conditions
         counts = np.bincount(idx).astype(float)
-        means = np.stack([resid[idx == g].mean(axis=0) for g in range(len(keys))])
+        means = condition_shifts(resid, idx, len(keys))
         mean = np.asarray(net.code_prior_.mean, np.float64)
         cov = np.asarray(net.code_prior_.covariance, np.float64)
         codes = np.stack([net.codes_[key] for key in keys.tolist()]) - mean
@@ -207,7 +226,7 @@ class CodeGivenShift:
             S_b = S_b + np.atleast_2d(np.cov(unexplained, rowvar=False))
         w, V = np.linalg.eigh(S_b)  # keep it positive definite
         S_b = (V * np.maximum(w, 1e-3 * np.trace(S_w) / len(S_w))) @ V.T
-        return cls(mu, A, S_w, S_b, mean, cov)
+        return cls(ctx.class_means, A, S_w, S_b, mean, cov)
 
     def posterior(self, X, y_index, n_units=None) -> tuple[np.ndarray, np.ndarray]:
         """Mean and covariance of a condition's code given its labelled rows.
@@ -216,13 +235,32 @@ class CodeGivenShift:
         """
         if len(X) == 0:
             return self.mean, self.cov
-        resid = X - self.mu[y_index]
+        resid = class_residuals(X, y_index, self.mu)
         n = len(X) if n_units is None else max(float(n_units), 1.0)
         noise = np.linalg.inv(self.S_b + self.S_w / n)
         precision = np.linalg.inv(self.cov) + self.A.T @ noise @ self.A
         cov = np.linalg.inv(precision)
         cov = (cov + cov.T) / 2
         return self.mean + cov @ self.A.T @ noise @ resid.mean(axis=0), cov
+
+
+def class_residuals(X: np.ndarray, y_index: np.ndarray, class_means: np.ndarray) -> np.ndarray:
+    """Every row minus the mean of its class, ``x - mu_y``: where the row lies, the
+    evidence about its condition's feature shift."""
+    return X - class_means[y_index]
+
+
+def condition_shifts(residuals: np.ndarray, group_index: np.ndarray, n_groups: int,
+                     ratio=0.0) -> np.ndarray:
+    """Each condition's shift: the sum of its rows' residuals over ``n + ratio``.
+
+    With ``ratio = sigma^2 / tau^2`` (``FoldContext.shift_prior``) it is the posterior
+    mean of the shift (zero for a condition without rows); with ``ratio=0``, the
+    condition's mean residual (NaN without rows).
+    """
+    sums = np.zeros((n_groups, residuals.shape[1]))
+    np.add.at(sums, group_index, residuals)
+    return sums / (np.bincount(group_index, minlength=n_groups)[:, None] + ratio)
 
 
 def lobanov(X: np.ndarray, groups: np.ndarray) -> np.ndarray:
