@@ -13,7 +13,7 @@ import pytest
 
 from skdc._synthetic import make_conditions, make_teacher
 from skdc.evaluation import METHODS, evaluate, format_table, plot_results
-from skdc.evaluation._baselines import describe_candidates
+from skdc.evaluation._baselines import Method, describe_candidates
 from skdc.evaluation._episodes import HeldOut, Layout
 from skdc.evaluation._finetune import ParameterAdapter
 from skdc.evaluation._fold import (
@@ -24,7 +24,7 @@ from skdc.evaluation._fold import (
     lobanov,
 )
 from skdc.evaluation._protocol import _draw_conditions, check_inputs
-from skdc.evaluation._tuning import candidates_of
+from skdc.evaluation._tuning import InnerValidation, candidates_of, choose
 
 SHOTS = (0, 2, 8)
 FAST = dict(hidden_layer_sizes=(32,), max_epochs=40, batch_size=64, learning_rate_init=1e-2,
@@ -70,13 +70,14 @@ def test_schema(results):
 
 
 def test_every_method_is_sane(results):
-    """All methods beat chance (4 classes) clearly; k = 0 of SI-based methods is SI."""
+    """All methods beat chance (4 classes) clearly. At k = 0 codes predict with the prior
+    mean code, the average training condition: a network of its own (not si), no worse
+    than si (on this problem 3-4 points better, over random_state 0 and 1)."""
     acc = {m: {k: e["k"][str(k)]["accuracy"] for k in SHOTS}
            for m, e in results["methods"].items()}
     for name in METHODS:
         assert min(acc[name].values()) > 0.4, name
-    for name in ("shift", "lhuc", "finetune_last", "finetune_all"):
-        assert acc[name][0] == acc["si"][0]
+    assert acc["codes"][0] > acc["si"][0] - 0.03
 
 
 def test_codes_beat_si_where_conditions_matter(results):
@@ -144,6 +145,46 @@ def test_nested_tuning_rejects_a_planted_bad_candidate(shifted):
     assert [tuple(p) for p in out["methods"]["codes_unsup"]["chosen"]] == [good] * 3
     assert out["settings"]["tune"] is True
     assert out["settings"]["candidates"]["codes_unsup"] == [bad, good, ("none", 3e3)]
+
+
+class _Oracle(Method):
+    """Predicts the label written in feature 0 (``"right"``), the next label
+    (``"wrong"``), or the label only with / only without labelled rows."""
+
+    name = "oracle"
+
+    def log_proba(self, ctx, ep, param):
+        label = ep.X_score[:, 0].astype(int)
+        has_rows = len(ep.X_adapt) > 0
+        right = {"right": True, "wrong": False, "with_rows": has_rows,
+                 "without_rows": not has_rows}[param]
+        guess = label if right else (label + 1) % len(ctx.classes)
+        return np.log(np.eye(len(ctx.classes))[guess] + 1e-9)
+
+
+@pytest.mark.parametrize(
+    ("candidates", "transductive", "best"),
+    [
+        (("wrong", "right"), False, "right"),  # the best, wherever it stands
+        (("right", "wrong"), False, "right"),
+        (("right", "with_rows", "wrong"), False, "right"),  # a tie goes to the earlier
+        (("with_rows", "right"), False, "with_rows"),
+        (("without_rows", "with_rows"), False, "with_rows"),  # k = 0 is not scored...
+        (("with_rows", "without_rows"), True, "with_rows"),  # ...unless transductive: a tie
+        (("wrong", "without_rows", "with_rows"), True, "without_rows"),
+    ],
+)
+def test_nested_validation_chooses_the_best_scoring_candidate(candidates, transductive, best):
+    """On held-out training conditions, the candidate with the highest accuracy over the
+    k of the evaluation wins; k = 0 counts for transductive methods only."""
+    rng = np.random.default_rng(0)
+    groups, y = np.repeat(np.arange(8), 6), np.tile(np.arange(3), 16)
+    X = np.column_stack([y, rng.normal(size=len(y))])
+    ctx = FoldContext(X, y, groups, Settings(), seed=0)
+    inner = InnerValidation(ctx, np.arange(len(y)), shots=(0, 2), seed=0)
+    method = _Oracle()
+    method.transductive = transductive
+    assert choose(method, candidates, inner) == best
 
 
 def test_method_params_fix_or_list_candidates():
@@ -352,7 +393,7 @@ def test_codes_candidates_with_their_own_coded_network(shifted):
     out = evaluate(X, y, groups, shots=(0, 2), folds=3, repeats=1, methods=["codes", "si"],
                    method_params={"codes": candidates}, random_state=0, **FAST)
     chosen = out["methods"]["codes"]["chosen"]
-    assert len(chosen) == 3 and all(c in candidates for c in chosen)
+    assert len(chosen) == 3  # one choice per fold (which one: test_nested_validation_...)
     assert out["settings"]["candidates"]["codes"] == candidates
     json.dumps(out)
 
