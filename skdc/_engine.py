@@ -34,7 +34,7 @@ import numpy as np
 from keras import ops
 
 from . import _backend
-from ._backend import Spec, group_bucket, row_bucket
+from ._backend import Spec, group_bucket, pad_rows, row_bucket
 from ._graph import CodeGraph
 from ._lbfgs import minimize_lbfgs
 from ._optimizers import OPTIMIZERS, Optimizer
@@ -104,7 +104,7 @@ class Problem:
             return self
         d = self.prior_mean.shape[1]
         return replace(self, n_groups=n_groups,
-                       prior_mean=np.concatenate([self.prior_mean, np.zeros((extra, d))]),
+                       prior_mean=pad_rows(self.prior_mean, n_groups),
                        prior_covariance=np.concatenate(
                            [self.prior_covariance, np.tile(np.eye(d), (extra, 1, 1))]))
 
@@ -363,11 +363,9 @@ class Engine:
         """``array`` as a tensor of the backend."""
         return self.backend.tensor(array, dtype)
 
-    def _parts(self, X, pad: int = 0) -> list:
-        parts = self.graph.split_features(X)
-        if pad:
-            parts = [np.concatenate([p, np.zeros((pad, *p.shape[1:]), p.dtype)]) for p in parts]
-        return [self.tensor(p) for p in parts]
+    def _parts(self, X, n_rows: int = 0) -> list:
+        """The feature inputs' parts of ``X`` as tensors, padded to ``n_rows`` rows."""
+        return [self.tensor(pad_rows(p, n_rows)) for p in self.graph.split_features(X)]
 
     def frontier(self, X: np.ndarray, weights=None) -> list:
         """Feature frontier of all rows of ``X``, evaluated in chunks.
@@ -397,16 +395,14 @@ class Engine:
                                      self.tensor(codes), self.tensor(group, "int32"))
             return self.backend.numpy(out).reshape(len(X), -1)
         if self.pads:
-            codes = np.concatenate([codes, np.zeros((group_bucket(len(codes)) - len(codes),
-                                                     codes.shape[1]))])
+            codes = pad_rows(codes, group_bucket(len(codes)))
         table = self.tensor(codes)
         out = None
         for start in range(0, len(X), _CHUNK):
             rows, idx = X[start : start + _CHUNK], group[start : start + _CHUNK]
-            pad = row_bucket(len(rows)) - len(rows) if self.pads else 0
-            if pad:
-                idx = np.concatenate([idx, np.zeros(pad, idx.dtype)])
-            chunk = self._predict(Variant(False, False), weights, self._parts(rows, pad), table,
+            size = row_bucket(len(rows)) if self.pads else len(rows)
+            idx = pad_rows(idx, size)
+            chunk = self._predict(Variant(False, False), weights, self._parts(rows, size), table,
                                   self.tensor(idx, "int32"))
             chunk = self.backend.numpy(chunk)[: len(rows)].reshape(len(rows), -1)
             if out is None:  # written in place: no list of chunks to concatenate
@@ -436,12 +432,10 @@ class Engine:
         unit = unit_group = np.zeros(1, np.int64)  # not read by the labelled variant
         if settings.unlabelled:
             unit, unit_group = _local_units(problem.unit, sel, group, len(w) + pad)
-            unit = np.concatenate([unit, np.zeros(pad, unit.dtype)])
+            unit = pad_rows(unit, len(w) + pad)
         if pad:  # padded rows have weight 0 and add nothing
             frontier = [ops.pad(t, [[0, pad]] + [[0, 0]] * (len(t.shape) - 1)) for t in frontier]
-            y = np.concatenate([y, np.zeros((pad, *y.shape[1:]), y.dtype)])
-            w = np.concatenate([w, np.zeros(pad)])
-            group = np.concatenate([group, np.zeros(pad, group.dtype)])
+            y, w, group = (pad_rows(a, len(a) + pad) for a in (y, w, group))
         t = self.tensor
         return Batch(Variant(xla, settings.unlabelled), Data(
             weights=weights,
@@ -508,7 +502,7 @@ class Engine:
             n = group_bucket(n_real)
             problem = problem.padded(n)
             validation = None if validation is None else validation.padded(n)
-            init = np.concatenate([init, np.zeros((n - n_real, init.shape[1]))])
+            init = pad_rows(init, n)
             state = None if state is None else [*state, *[None] * (n - n_real)]
         mean = problem.prior_mean
         factor = whitening(mean, problem.prior_covariance)

@@ -34,7 +34,7 @@ import math
 from dataclasses import dataclass
 from functools import cache
 
-__all__ = ["SUPPORTED", "Spec", "current", "group_bucket", "row_bucket"]
+__all__ = ["SUPPORTED", "Spec", "current", "group_bucket", "pad_rows", "row_bucket"]
 
 SUPPORTED = ("tensorflow", "jax", "torch")
 
@@ -86,3 +86,14 @@ def row_bucket(n_rows: int) -> int:
 def group_bucket(n_groups: int) -> int:
     """Group count padded for backends that compile per shape: the next power of two."""
     return 1 << max(int(n_groups) - 1, 0).bit_length()
+
+
+def pad_rows(array, n_rows: int):
+    """``array`` (numpy) with zero rows appended up to ``n_rows`` rows (itself if it has
+    as many already): what the shape buckets are filled with."""
+    import numpy as np
+
+    extra = n_rows - len(array)
+    if extra <= 0:
+        return array
+    return np.concatenate([array, np.zeros((extra, *np.shape(array)[1:]), array.dtype)])
