@@ -479,12 +479,14 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         iteration is one epoch of shuffled mini-batches, for adaptation sets too
         large for memory.
     jit_compile : bool or "auto", default="auto"
-        Run the adaptation step compiled with XLA, rows padded to shape buckets
-        (4 per octave) so that few shapes compile. XLA makes a step about a third
-        faster but compiles once per bucket (a few seconds for a large model);
-        ``"auto"`` uses it from 1,024 rows, where long fits repay the compilation.
-        Set ``False`` when fitting many different large row counts only a few
-        iterations each; ``True`` for long fits of fewer rows.
+        TensorFlow only: run the adaptation step compiled with XLA, rows padded to
+        shape buckets (4 per octave) so that few shapes compile. XLA makes a step
+        about a third faster but compiles once per bucket (a few seconds for a large
+        model); ``"auto"`` uses it from 1,024 rows, where long fits repay the
+        compilation. Set ``False`` when fitting many different large row counts only
+        a few iterations each; ``True`` for long fits of fewer rows. No effect on
+        the other backends: JAX always compiles with XLA (rows padded to the same
+        buckets), PyTorch runs eagerly.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of each group's rows (at least one of a
         group with two or more rows of positive weight, and at least one stays in

@@ -1,8 +1,14 @@
-"""Condition groups: one encoder of group labels, one validation splitter.
+"""Condition groups and units: how skdc reads labels per row and holds rows out.
 
-Used by the adapters (one code per group), the code networks (one training code per
-group) and the evaluation protocol, so that every part of skdc reads ``groups`` the
-same way and holds out validation rows by the same rule.
+* :func:`encode_groups`: distinct group labels and each row's index into them (the
+  adapters: one code per group; the code networks: one training code per group);
+* :func:`encode_units`: each row's unit (the frames of an utterance), kept apart per group;
+* :func:`distinct`: distinct values as Python scalars, also for class labels (``_task``);
+* :func:`validation_split`: the held-out rows of early stopping, per group (the adapters
+  and the code networks).
+
+One reader of each, so that every part of skdc reads ``groups`` the same way and holds
+out validation rows by the same rule.
 """
 
 from __future__ import annotations
