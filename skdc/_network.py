@@ -112,6 +112,30 @@ class _BaseCodeNetwork(BaseEstimator):
 
     # --- fit -----------------------------------------------------------------------------
 
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, groups=None, sample_weight=None):
+        """Learn the network and one code per condition.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Class labels (:class:`CodeNetwork`, 1-D) or targets
+            (:class:`CodeNetworkRegressor`).
+        groups : array-like of shape (n_samples,)
+            Condition of each row (speaker, device, ...); required, at least 2 distinct.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights; :class:`CodeNetwork` multiplies them by the class weights of
+            ``class_weight``.
+
+        Returns
+        -------
+        self : object
+            Fitted estimator.
+        """
+        return self._fit(X, y, groups, sample_weight)
+
     def _fit(self, X, y, groups, sample_weight):
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), **self._y_checks)
         X = np.asarray(X, dtype=np.float32)
@@ -211,6 +235,27 @@ class _BaseCodeNetwork(BaseEstimator):
         )
 
     # --- prediction ----------------------------------------------------------------------
+
+    def predict(self, X, groups=None) -> np.ndarray:
+        """Predictions with each known group's code and the prior mean code otherwise.
+
+        :class:`CodeNetwork`: the most probable class of each row (see
+        ``predict_proba``); :class:`CodeNetworkRegressor`: the predicted targets.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features.
+        groups : array-like of shape (n_samples,), default=None
+            Condition of each row; unseen groups and None use ``code_prior_.mean``.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            Predicted class labels, or targets.
+        """
+        outputs = self._forward(X, groups)  # checks first that the network is fitted
+        return self._task().predict(outputs)
 
     def _codes_for(self, groups, n_rows: int) -> np.ndarray:
         """One code per row: the condition's learned code, or the prior mean."""
@@ -358,7 +403,8 @@ _ATTRIBUTES_DOC = """
     codes_ : dict
         Learned code (ndarray of shape ``(code_size,)``) of each training group.
     code_prior_ : CodePrior
-        Mean and covariance of the training codes (:func:`skdc._prior.prior_from_codes`).
+        Mean and covariance of the training codes, the covariance slightly shrunk toward
+        a scaled identity so that it stays invertible with few conditions.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -419,7 +465,7 @@ class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
     Examples
     --------
     >>> import numpy as np
-    >>> from skdc._network import CodeNetwork
+    >>> from skdc import CodeNetwork
     >>> rng = np.random.default_rng(0)
     >>> groups = np.repeat(np.arange(6), 20)
     >>> X = rng.normal(size=(120, 3)) + groups[:, None] % 2
@@ -480,28 +526,6 @@ class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
     def _task(self) -> Classification:
         return Classification(self.classes_)
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, groups=None, sample_weight=None):
-        """Learn the network and one code per condition.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Features.
-        y : array-like of shape (n_samples,)
-            Class labels.
-        groups : array-like of shape (n_samples,)
-            Condition of each row (speaker, device, ...); required, at least 2 distinct.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Row weights, multiplied by the class weights of ``class_weight``.
-
-        Returns
-        -------
-        self : CodeNetwork
-            Fitted estimator.
-        """
-        return self._fit(X, y, groups, sample_weight)
-
     def predict_proba(self, X, groups=None) -> np.ndarray:
         """Class probabilities, with each known group's code and the prior mean otherwise.
 
@@ -519,24 +543,6 @@ class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
         """
         outputs = self._forward(X, groups)
         return self._task().convert(outputs)
-
-    def predict(self, X, groups=None) -> np.ndarray:
-        """Most probable class of each row (see :meth:`predict_proba`).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Features.
-        groups : array-like of shape (n_samples,), default=None
-            Condition of each row; unseen groups and None use ``code_prior_.mean``.
-
-        Returns
-        -------
-        y : ndarray of shape (n_samples,)
-            Predicted labels.
-        """
-        outputs = self._forward(X, groups)
-        return self._task().predict(outputs)
 
     def score(self, X, y, groups=None, sample_weight=None) -> float:
         """Accuracy of :meth:`predict` on ``(X, y)``.
@@ -601,7 +607,7 @@ class CodeNetworkRegressor(RegressorMixin, _BaseCodeNetwork):
     Examples
     --------
     >>> import numpy as np
-    >>> from skdc._network import CodeNetworkRegressor
+    >>> from skdc import CodeNetworkRegressor
     >>> rng = np.random.default_rng(0)
     >>> groups = np.repeat(np.arange(6), 20)
     >>> X = rng.normal(size=(120, 3))
@@ -627,46 +633,6 @@ class CodeNetworkRegressor(RegressorMixin, _BaseCodeNetwork):
 
     def _task(self) -> Regression:
         return Regression(self.n_outputs_, self._y_1d)
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, groups=None, sample_weight=None):
-        """Learn the network and one code per condition.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Features.
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Targets.
-        groups : array-like of shape (n_samples,)
-            Condition of each row (speaker, device, ...); required, at least 2 distinct.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Row weights.
-
-        Returns
-        -------
-        self : CodeNetworkRegressor
-            Fitted estimator.
-        """
-        return self._fit(X, y, groups, sample_weight)
-
-    def predict(self, X, groups=None) -> np.ndarray:
-        """Predicted targets, with each known group's code and the prior mean otherwise.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Features.
-        groups : array-like of shape (n_samples,), default=None
-            Condition of each row; unseen groups and None use ``code_prior_.mean``.
-
-        Returns
-        -------
-        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
-            Predictions.
-        """
-        outputs = self._forward(X, groups)
-        return self._task().predict(outputs)
 
     def score(self, X, y, groups=None, sample_weight=None) -> float:
         """R² of :meth:`predict` on ``(X, y)``.

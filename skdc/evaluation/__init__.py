@@ -36,9 +36,9 @@ Methods
     The SI network's output layer, or all its layers, fine-tuned from the ``k`` rows
     with a Gaussian prior (weight decay) toward the SI weights.
 
-Methods that adapt parameters share one MAP objective, one L-BFGS wrapper
-(:func:`skdc._lbfgs.minimize_lbfgs`, also behind ``CodeAdapter(optimizer="lbfgs")``),
-one iteration budget (``adapt_max_iter``) and one tolerance (``adapt_tol``).
+Methods that adapt parameters share one MAP objective, one L-BFGS wrapper around
+scipy's L-BFGS-B (the one behind ``CodeAdapter(optimizer="lbfgs")``), one iteration
+budget (``adapt_max_iter``) and one tolerance (``adapt_tol``).
 Transductive methods see unlabelled rows that the others do not, and are flagged in
 every table.
 """
