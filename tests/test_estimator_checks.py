@@ -3,6 +3,11 @@
 The adapters' checks fit on random datasets of many widths, so they run on a model
 whose single feature input takes any number of columns (shape ``(None, None)``).
 
+Expected failures are strict (``xfail_strict``): one that starts passing is an error.
+Checks that compare float32 results at 1e-7 or 1e-9 pass or fail by the CPU's rounding,
+so they are not listed; they run, and only an ``AssertionError`` of theirs turns into
+an expected failure with the reason in :data:`ROUNDING` (any other error still fails).
+
 The code networks need ``groups`` in ``fit`` (one code per condition), which the checks
 never pass: every check that fits fails with the "needs groups" error, and is listed as
 such. Those checks then run on thin subclasses that only fill in ``groups`` (rows
@@ -25,7 +30,7 @@ _UNSTABLE_HASH = (
     "weights are checked byte-identical in test_adapter"
 )
 _FIXED_MODEL = "only the code is learned: a fixed random model cannot fit an arbitrary dataset"
-_FLOAT32 = "TensorFlow computes in float32: results agree to ~1e-7, the check asks 1e-9"
+_FLOAT32 = "Keras computes in float32: results agree to ~1e-7, the check asks 1e-9"
 _MODEL_CLASSES = "classes_ are the model's output units (named by `classes`), not the labels in y"
 _NEEDS_GROUPS = (
     "fit needs groups (one code per condition) and the check calls fit(X, y) without "
@@ -76,28 +81,39 @@ EXPECTED = {
     "CodeAdapter": {
         "check_estimators_overwrite_params": _UNSTABLE_HASH,
         "check_classifiers_train": _FIXED_MODEL,
-        "check_classifiers_one_label": _MODEL_CLASSES,
         "check_classifiers_classes": _MODEL_CLASSES,
         "check_dtype_object": _MODEL_CLASSES,
-        "check_sample_weight_equivalence_on_dense_data": _FLOAT32,
-        "check_methods_subset_invariance": _BATCH_ROUNDING,
     },
     "CodeAdapterRegressor": {
         "check_estimators_overwrite_params": _UNSTABLE_HASH,
         "check_regressors_train": _FIXED_MODEL,
         "check_regressor_multioutput": "the number of outputs is the model's (here 1)",
-        "check_sample_weight_equivalence_on_dense_data": _FLOAT32,
-        "check_methods_subset_invariance": _BATCH_ROUNDING,
     },
     "CodeNetwork": dict.fromkeys(_FITTING_CLASSIFIER, _NEEDS_GROUPS),
     "CodeNetworkRegressor": dict.fromkeys(_FITTING_REGRESSOR, _NEEDS_GROUPS),
     "CodeNetworkWithGroups": {"check_sample_weight_equivalence_on_dense_data": _MINIBATCHES},
     "CodeNetworkRegressorWithGroups": {
         "check_sample_weight_equivalence_on_dense_data": _MINIBATCHES,
-        "check_methods_subset_invariance": _BATCH_ROUNDING,
         "check_fit2d_1sample": _ONE_CONDITION,
     },
 }
+
+# Checks whose tolerance is below float32 rounding: pass or fail by CPU (see the top).
+ROUNDING = {
+    "check_sample_weight_equivalence_on_dense_data": _FLOAT32,
+    "check_methods_subset_invariance": _BATCH_ROUNDING,
+}
+
+
+def _run(check, estimator):
+    """Run ``check``; an AssertionError of a rounding-sensitive one is an expected failure."""
+    name = getattr(check, "func", check).__name__
+    if name not in ROUNDING or name in _expected(estimator):
+        return check(estimator)
+    try:
+        check(estimator)
+    except AssertionError:
+        pytest.xfail(ROUNDING[name])
 
 # The checks run with groups: generic ones on the classifier, the regression contract
 # (and the known float32 limit) on the regressor.
@@ -164,7 +180,7 @@ def _expected(estimator):
     expected_failed_checks=_expected,
 )
 def test_sklearn_estimator_checks(estimator, check):
-    check(estimator)
+    _run(check, estimator)
 
 
 def _selected_checks(estimator):
@@ -191,4 +207,4 @@ _WITH_GROUPS = [
     ids=lambda value: getattr(getattr(value, "func", None), "__name__", type(value).__name__),
 )
 def test_code_network_checks_with_groups(estimator, check):
-    check(estimator)
+    _run(check, estimator)
