@@ -14,7 +14,13 @@ from urllib.parse import quote
 import numpy as np
 from sklearn.utils import Bunch
 
-from ._audio import check_framing, check_layout, check_max_per, speech_bunch
+from ._audio import (
+    check_framing,
+    check_layout,
+    check_max_per,
+    framing_documented,
+    speech_bunch,
+)
 from ._base import ChecksumError, download, folder_digest, get_data_home, not_found, try_urls
 
 _REPOSITORY = "abdulkaderghandoura/arabic-speech-commands-dataset"
@@ -207,6 +213,7 @@ def _utterances(dataset: Path, keywords, speakers, max_per_speaker_keyword) -> d
     }
 
 
+@framing_documented(SAMPLE_RATE)
 def load_arabic_speech_commands(
     data_home: str | os.PathLike[str] | None = None,
     *,
@@ -225,10 +232,11 @@ def load_arabic_speech_commands(
 ) -> Bunch:
     """Load Arabic Speech Commands v1.0 as frame-level features (classification).
 
-    30 speakers each say every keyword 10 times (1 s at 16 kHz). Each recording is cut
-    into frames; each frame gets log-mel energies or MFCCs (computed with
-    ``tf.signal``) stacked with its +/- ``context`` neighbours, and is labelled with the
-    recording's keyword and speaker: the same features and layout as
+    30 speakers each say every keyword 10 times (1 s at 16 kHz: 98 frames with the
+    default framing). Each recording is cut into frames; each frame gets log-mel
+    energies or MFCCs (computed with ``tf.signal``) stacked with its +/- ``context``
+    neighbours, and is labelled with the recording's keyword and speaker: the same
+    features and layout as
     :func:`load_spoken_digits`. Reads ``<data_home>/arabic_speech_commands/dataset/
     <keyword>/*.wav``, downloading missing files of the chosen keywords from GitHub
     (checksum-verified).
@@ -244,19 +252,7 @@ def load_arabic_speech_commands(
     download_if_missing : bool, default=True
         Download the missing files of the chosen keywords (about 32 kB each). If
         False, a missing file raises :class:`FileNotFoundError`.
-    features : {"mfcc", "logmel"}, default="mfcc"
-        Per-frame features: the first ``n_mfcc`` MFCCs, or ``n_mels`` log-mel energies.
-    n_mels : int, default=40
-        Number of mel bands (20 Hz to 8 kHz).
-    n_mfcc : int, default=13
-        Number of MFCCs kept (``features="mfcc"`` only); at most ``n_mels``.
-    context : int, default=5
-        Neighbouring frames stacked on each side; 0 gives single frames.
-    frame_length : float, default=0.025
-        Analysis window in seconds (400 samples at 16 kHz; the FFT size is the next
-        power of two).
-    frame_step : float, default=0.010
-        Hop between frames in seconds (160 samples at 16 kHz): 98 frames per recording.
+{framing}
     speakers : str, int or sequence of them, default=None
         Load only these contributors (ids ``"00000001"`` ... ``"00000030"``, or the ints
         1 ... 30); None loads all 30.

@@ -63,6 +63,37 @@ def check_framing(features, n_mels, n_mfcc, context, frame_length, frame_step,
                    int(context))
 
 
+def framing_documented(sample_rate: int):
+    """Decorator: the ``{framing}`` line of a loader's docstring becomes the numpydoc
+    entries of the parameters :func:`check_framing` checks, with their numbers of
+    samples at ``sample_rate``."""
+
+    def fill(loader):
+        if loader.__doc__:  # None under python -OO
+            loader.__doc__ = loader.__doc__.replace("{framing}", _framing_doc(sample_rate))
+        return loader
+
+    return fill
+
+
+def _framing_doc(sample_rate: int) -> str:
+    khz = sample_rate / 1000
+    return f"""\
+    features : {{"mfcc", "logmel"}}, default="mfcc"
+        Per-frame features: the first ``n_mfcc`` MFCCs, or ``n_mels`` log-mel energies.
+    n_mels : int, default=40
+        Number of mel bands ({_FMIN:g} Hz to {khz / 2:g} kHz).
+    n_mfcc : int, default=13
+        Number of MFCCs kept (``features="mfcc"`` only); at most ``n_mels``.
+    context : int, default=5
+        Neighbouring frames stacked on each side; 0 gives single frames.
+    frame_length : float, default=0.025
+        Analysis window in seconds ({round(0.025 * sample_rate)} samples at {khz:g} kHz); the FFT
+        size is the next power of two.
+    frame_step : float, default=0.010
+        Hop between frames in seconds ({round(0.010 * sample_rate)} samples at {khz:g} kHz)."""
+
+
 def check_max_per(value, name: str) -> None:
     """``ValueError`` unless ``value`` is None or a positive int."""
     if value is not None and not _positive_int(value):

@@ -13,7 +13,13 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from sklearn.utils import Bunch
 
-from ._audio import check_framing, check_layout, check_max_per, speech_bunch
+from ._audio import (
+    check_framing,
+    check_layout,
+    check_max_per,
+    framing_documented,
+    speech_bunch,
+)
 from ._base import ChecksumError, download, folder_digest, get_data_home, not_found, try_urls
 
 _COMMIT = "26eb9aaf76e81b692f806f9140c2d2777410d7a1"
@@ -165,6 +171,7 @@ def _utterance_table(chosen: list[tuple]) -> dict[str, np.ndarray]:
     }
 
 
+@framing_documented(SAMPLE_RATE)
 def load_spoken_digits(
     data_home: str | os.PathLike[str] | None = None,
     *,
@@ -196,19 +203,7 @@ def load_spoken_digits(
     download_if_missing : bool, default=True
         Download the recordings when ``<data_home>/fsdd/recordings`` does not exist. If
         False, a missing folder raises :class:`FileNotFoundError`.
-    features : {"mfcc", "logmel"}, default="mfcc"
-        Per-frame features: the first ``n_mfcc`` MFCCs, or ``n_mels`` log-mel energies.
-    n_mels : int, default=40
-        Number of mel bands (20 Hz to 4 kHz).
-    n_mfcc : int, default=13
-        Number of MFCCs kept (``features="mfcc"`` only); at most ``n_mels``.
-    context : int, default=5
-        Neighbouring frames stacked on each side; 0 gives single frames.
-    frame_length : float, default=0.025
-        Analysis window in seconds (200 samples at 8 kHz; the FFT size is the next power
-        of two).
-    frame_step : float, default=0.010
-        Hop between frames in seconds (80 samples at 8 kHz).
+{framing}
     speakers : str or sequence of str, default=None
         Load only these speakers (e.g. ``["theo", "lucas"]``); None loads all six.
     max_per_speaker_digit : int, default=None
