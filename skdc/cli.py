@@ -108,7 +108,8 @@ def _check_output(path, option):
 
 
 def _write_outputs(results, json_path, plot_path, title=None) -> list[str]:
-    """Write JSON and PNG to temporary files, then rename both: all or nothing."""
+    """Write JSON and PNG to temporary files beside their targets, then rename them into
+    place: a failure while writing leaves no output file (and no temporary one)."""
     from .evaluation._report import plot_results, write_json
 
     notes, pending = [], []
