@@ -35,6 +35,7 @@ from keras import ops
 
 from . import _backend
 from ._backend import Spec, group_bucket, pad_rows, row_bucket
+from ._chunks import CHUNK, forward_in_chunks, row_chunks
 from ._graph import CodeGraph
 from ._lbfgs import minimize_lbfgs
 from ._optimizers import OPTIMIZERS, Optimizer
@@ -43,7 +44,6 @@ from ._stopping import Patience
 
 __all__ = ["Engine", "EngineSpec", "Problem", "Result", "Settings", "engine_for"]
 
-_CHUNK = 16384  # rows per call when evaluating the feature part or predicting
 # XLA fuses the step (~35% faster per iteration on the seed workload) but compiles once
 # per shape bucket (seconds); with jit_compile="auto" only fits of this many rows use it
 # (TensorFlow; JAX always compiles with XLA, PyTorch runs eagerly).
@@ -374,8 +374,8 @@ class Engine:
         it saves (a first fit would compile two functions instead of one).
         """
         weights = self.graph.weights(self._as_args) if weights is None else weights
-        chunks = [self.graph.feature_frontier(weights, self._parts(X[start : start + _CHUNK]))
-                  for start in range(0, max(len(X), 1), _CHUNK)]
+        chunks = [self.graph.feature_frontier(weights, self._parts(X[rows]))
+                  for rows in row_chunks(len(X))]
         if len(chunks) == 1:
             return list(chunks[0])
         return [ops.concatenate(c, axis=0) for c in zip(*chunks)]
@@ -397,18 +397,15 @@ class Engine:
         if self.pads:
             codes = pad_rows(codes, group_bucket(len(codes)))
         table = self.tensor(codes)
-        out = None
-        for start in range(0, len(X), _CHUNK):
-            rows, idx = X[start : start + _CHUNK], group[start : start + _CHUNK]
-            size = row_bucket(len(rows)) if self.pads else len(rows)
-            idx = pad_rows(idx, size)
-            chunk = self._predict(Variant(False, False), weights, self._parts(rows, size), table,
-                                  self.tensor(idx, "int32"))
-            chunk = self.backend.numpy(chunk)[: len(rows)].reshape(len(rows), -1)
-            if out is None:  # written in place: no list of chunks to concatenate
-                out = np.empty((len(X), chunk.shape[1]), chunk.dtype)
-            out[start : start + len(chunk)] = chunk
-        return out if out is not None else np.empty((0, self.graph.n_outputs), np.float32)
+
+        def forward(rows: slice) -> np.ndarray:
+            part, idx = X[rows], group[rows]
+            size = row_bucket(len(part)) if self.pads else len(part)
+            out = self._predict(Variant(False, False), weights, self._parts(part, size), table,
+                                self.tensor(pad_rows(idx, size), "int32"))
+            return self.backend.numpy(out)[: len(part)]
+
+        return forward_in_chunks(forward, len(X), self.graph.n_outputs)
 
     def batch(self, problem: Problem, settings: Settings, rows=None, frontier=None) -> Batch:
         """The tensors of the objective for ``rows`` of ``problem`` (default: all).
@@ -687,14 +684,14 @@ class FirstOrderLoop:
 
     def _score_training(self) -> np.ndarray:
         """Each group's objective on all its training rows (in chunks of ``batch_size``
-        beyond ``_CHUNK`` rows).
+        beyond ``CHUNK`` rows).
 
         With several chunks the data terms add up exactly; the diversity term of
         unsupervised rows is then the chunks' weighted mean.
         """
         p, s = self.problem, self.settings
         u = self.u
-        if len(p.y) <= _CHUNK:
+        if len(p.y) <= CHUNK:
             return self.engine.objective(self.engine.batch(p, s), u)
         total_weight = np.bincount(p.group, p.weight, p.n_groups)
         with np.errstate(divide="ignore", invalid="ignore"):

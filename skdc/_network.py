@@ -163,7 +163,7 @@ class _BaseCodeNetwork(BaseEstimator):
                         seeds.generator("shuffle"))
         codes = normalise_codes(core, trainer.codes(), pairs)
         self._store(core, keys, codes, history)
-        warn_unless_stopped(history, type(self).__name__, self.max_iter, stacklevel=4)
+        warn_unless_stopped(history, type(self).__name__, self.max_iter)
         return self
 
     def _weigh(self, task, weight, target, group) -> np.ndarray:

@@ -20,7 +20,6 @@ inputs and turn the result into fitted attributes; everything in between is here
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass, field, fields
 from numbers import Integral, Real
 from typing import ClassVar, NamedTuple
@@ -33,10 +32,12 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 
 from . import _backend
 from ._backend import Spec
+from ._chunks import CHUNK, forward_in_chunks
 from ._groups import encode_groups, validation_split
 from ._retrofit import FEATURES, code_consumers, rewire
 from ._stopping import Patience
 from ._task import Classification, Regression
+from ._warn import warn_caller
 
 __all__ = [
     "ACTIVATIONS",
@@ -232,7 +233,7 @@ def normalise_codes(core: keras.Model, codes: np.ndarray, pairs: list | None) ->
     return (codes / spread).astype(np.float32).astype(np.float64)
 
 
-def predict_in_chunks(model: keras.Model, inputs, chunk: int = 16384) -> np.ndarray:
+def predict_in_chunks(model: keras.Model, inputs, chunk: int = CHUNK) -> np.ndarray:
     """Outputs of ``model`` on ``inputs``, ``chunk`` rows at a time, as a numpy array.
 
     ``inputs`` is one array or a list of arrays with the same number of rows (one per
@@ -245,13 +246,12 @@ def predict_in_chunks(model: keras.Model, inputs, chunk: int = 16384) -> np.ndar
     n_rows = len(arrays[0])
     if any(len(a) != n_rows for a in arrays):
         raise ValueError(f"inputs have different numbers of rows: {[len(a) for a in arrays]}.")
-    if n_rows == 0:
-        return np.zeros((0, model.outputs[0].shape[-1]), dtype=np.float32)
-    out = []
-    for start in range(0, n_rows, int(chunk)):
-        batch = [a[start : start + int(chunk)] for a in arrays]
-        out.append(model(batch if several else batch[0], training=False))
-    return np.concatenate([keras.ops.convert_to_numpy(o) for o in out], axis=0)
+
+    def forward(rows: slice) -> np.ndarray:
+        batch = [a[rows] for a in arrays]
+        return keras.ops.convert_to_numpy(model(batch if several else batch[0], training=False))
+
+    return forward_in_chunks(forward, n_rows, model.outputs[0].shape[-1], chunk)
 
 
 # --------------------------------------------------------------------------------------
@@ -640,14 +640,14 @@ def progress(verbose: int, n_epochs: int):
     return lambda epoch, logs: bar.update(epoch + 1, list(logs.items()))
 
 
-def warn_unless_stopped(history: History, who: str, max_iter: int, stacklevel: int) -> None:
-    """The ``ConvergenceWarning`` of a training run that used up ``max_iter`` epochs."""
+def warn_unless_stopped(history: History, who: str, max_iter: int) -> None:
+    """The ``ConvergenceWarning`` of a training run that used up ``max_iter`` epochs,
+    attributed to the caller of skdc."""
     if not history.stopped:
-        warnings.warn(
+        warn_caller(
             f"{who}: the maximum number of epochs ({max_iter}) was reached before the loss "
             "stopped improving.",
             ConvergenceWarning,
-            stacklevel=stacklevel + 1,
         )
 
 
@@ -711,7 +711,7 @@ def si_twin(
     trainer = PlainTrainer(core, alpha=architecture.alpha)
     held = schedule.held_out(group, rows.weight, seeds.generator("split"))
     history = train(trainer, rows, held, task.keras_loss(), schedule, seeds.generator("shuffle"))
-    warn_unless_stopped(history, "si_twin", schedule.max_iter, 2)
+    warn_unless_stopped(history, "si_twin", schedule.max_iter)
     return core
 
 

@@ -69,3 +69,13 @@ def test_adaptation_stops_on_a_flat_objective(teacher, one_condition):
     adapter = CodeAdapter(teacher, learning_rate=1e-9, max_iter=40, n_iter_no_change=3,
                           tol=1e-4, random_state=0).fit(X, y)
     assert adapter.n_iter_ == 4
+
+
+def test_the_networks_convergence_warning_points_at_the_call(conditions):
+    X, y, groups, _ = conditions
+    net = CodeNetwork(hidden_layer_sizes=(8,), code_size=2, max_iter=2, random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        net.fit(X[:120], y[:120], groups=groups[:120])
+    files = [w.filename for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert files == [__file__]
