@@ -5,6 +5,7 @@ import os
 import sys
 import urllib.error
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -303,9 +304,60 @@ def test_stack_context_repeats_edge_frames():
     np.testing.assert_array_equal(stacked, expected)
 
 
+def test_normalize_utterances_per_recording():
+    rng = np.random.default_rng(0)
+    lengths = np.array([4, 7, 1])
+    features = (rng.normal(3.0, 5.0, size=(12, 3))).astype(np.float32)
+    features[4:11, 2] = 2.5  # constant over the second recording
+    assert _audio.normalize_utterances(features, lengths, None) is features
+    for cmvn in ("utterance", "utterance-mean"):
+        out = _audio.normalize_utterances(features, lengths, cmvn)
+        assert out.dtype == np.float32 and out.shape == features.shape
+        for rows in np.split(out, np.cumsum(lengths)[:-1]):
+            np.testing.assert_allclose(rows.mean(axis=0), 0, atol=1e-6)
+    mean_only = _audio.normalize_utterances(features, lengths, "utterance-mean")
+    np.testing.assert_allclose(mean_only[:4], features[:4] - features[:4].mean(axis=0),
+                               rtol=1e-6)
+    full = _audio.normalize_utterances(features, lengths, "utterance")
+    np.testing.assert_allclose(full[:4].std(axis=0), 1, rtol=1e-5)
+    np.testing.assert_allclose(full[4:11, :2].std(axis=0), 1, rtol=1e-5)
+    np.testing.assert_array_equal(full[4:11, 2], 0)  # constant: centred only
+    np.testing.assert_array_equal(full[11], 0)  # a one-frame recording
+    assert _audio.normalize_utterances(features[:0], lengths[:0], "utterance").shape == (0, 3)
+
+
+def test_spoken_digits_cmvn_before_context_stacking(shared_home, recordings):
+    load = partial(load_spoken_digits, shared_home, speakers="theo", max_per_speaker_digit=1,
+                   return_utterances=True)
+    raw = load(context=0)
+    np.testing.assert_array_equal(np.concatenate(load(context=0, cmvn=None).data),
+                                  np.concatenate(raw.data))  # None is the default
+    cmvn = load(context=0, cmvn="utterance")
+    cmn = load(context=0, cmvn="utterance-mean")
+    for x, normed, centred in zip(raw.data, cmvn.data, cmn.data):
+        np.testing.assert_allclose(normed.mean(axis=0), 0, atol=1e-5)
+        np.testing.assert_allclose(normed.std(axis=0), 1, rtol=1e-4)
+        np.testing.assert_allclose(centred, x - x.mean(axis=0), rtol=1e-5, atol=1e-4)
+    stacked = load(context=2, cmvn="utterance")
+    for normed, rows in zip(cmvn.data, stacked.data):
+        np.testing.assert_array_equal(rows[:, 2 * 13 : 3 * 13], normed)  # the t+0 block
+        np.testing.assert_array_equal(rows[0, :13], normed[0])  # edges repeat normed frames
+
+
+def test_arabic_cmvn(shared_home, asc_dataset):
+    asc = load_arabic_speech_commands(
+        shared_home, keywords=["one"], speakers=3, max_per_speaker_keyword=2, context=0,
+        features="logmel", cmvn="utterance", return_utterances=True,
+    )  # fmt: skip
+    for normed in asc.data:
+        np.testing.assert_allclose(normed.mean(axis=0), 0, atol=1e-5)
+        np.testing.assert_allclose(normed.std(axis=0), 1, rtol=1e-4)
+
+
 @pytest.mark.parametrize(
     "params, message",
     [
+        ({"cmvn": "speaker"}, "cmvn must be"),
         ({"features": "spectrogram"}, "features must be"),
         ({"n_mfcc": 50}, "n_mfcc must be"),
         ({"context": -1}, "context must be"),
@@ -402,6 +454,7 @@ def test_arabic_features_match_tf_signal_at_16_khz(shared_home, asc_dataset):
         ({"speakers": [31]}, "Unknown speaker"),
         ({"max_per_speaker_keyword": 0}, "max_per_speaker_keyword"),
         ({"n_mels": 0}, "n_mels must be"),
+        ({"cmvn": True}, "cmvn must be"),
         ({"as_frame": True, "return_utterances": True}, "as_frame=True"),
     ],
 )

@@ -225,6 +225,7 @@ def load_arabic_speech_commands(
     context: int = 5,
     frame_length: float = 0.025,
     frame_step: float = 0.010,
+    cmvn: str | None = None,
     speakers: str | int | Sequence[str | int] | None = None,
     max_per_speaker_keyword: int | None = None,
     return_utterances: bool = False,
@@ -313,7 +314,7 @@ def load_arabic_speech_commands(
     >>> # speaker-disjoint split: sklearn.model_selection.GroupKFold with asc.groups
     """
     framing = check_framing(features, n_mels, n_mfcc, context, frame_length, frame_step,
-                            SAMPLE_RATE)
+                            SAMPLE_RATE, cmvn)
     chosen = _check_keywords(keywords)
     chosen_speakers = _check_speakers(speakers)
     check_max_per(max_per_speaker_keyword, "max_per_speaker_keyword")

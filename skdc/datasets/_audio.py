@@ -1,5 +1,6 @@
 """Frame-level speech features shared by the audio loaders: framing, log-mel / MFCC
-(``tf.signal``), context stacking, and the Bunch layout of a frame-level data set."""
+(``tf.signal``), per-utterance mean (and variance) normalisation, context stacking, and
+the Bunch layout of a frame-level data set."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from ._base import import_pandas
 _FMIN = 20.0  # Hz; the mel filters span _FMIN to the Nyquist frequency
 _LOG_FLOOR = 1e-6
 _CHUNK = 16384  # frames per tf.signal call, bounds memory
+_STD_FLOOR = 1e-8  # a coefficient constant over an utterance is only centred
+CMVN_MODES = ("utterance", "utterance-mean")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class Framing:
     n_mels: int
     n_mfcc: int
     context: int
+    cmvn: str | None = None
 
     @property
     def n_features(self) -> int:
@@ -41,7 +45,7 @@ def _positive_int(value) -> bool:
 
 
 def check_framing(features, n_mels, n_mfcc, context, frame_length, frame_step,
-                  sample_rate: int) -> Framing:
+                  sample_rate: int, cmvn=None) -> Framing:
     """Validate the feature parameters of a loader; ``ValueError`` naming the bad one."""
     if features not in ("mfcc", "logmel"):
         raise ValueError(f"features must be 'mfcc' or 'logmel', got {features!r}.")
@@ -51,6 +55,10 @@ def check_framing(features, n_mels, n_mfcc, context, frame_length, frame_step,
         raise ValueError(f"n_mfcc must be an int in [1, n_mels={n_mels}], got {n_mfcc!r}.")
     if not (isinstance(context, int | np.integer) and context >= 0):
         raise ValueError(f"context must be a non-negative int, got {context!r}.")
+    if cmvn is not None and cmvn not in CMVN_MODES:
+        raise ValueError(
+            f"cmvn must be None, 'utterance' or 'utterance-mean', got {cmvn!r}."
+        )
     length = round(frame_length * sample_rate)
     step = round(frame_step * sample_rate)
     if length < 2 or step < 1:
@@ -60,7 +68,7 @@ def check_framing(features, n_mels, n_mfcc, context, frame_length, frame_step,
         )
     fft_length = 1 << (length - 1).bit_length()  # next power of two
     return Framing(features, sample_rate, length, step, fft_length, int(n_mels), int(n_mfcc),
-                   int(context))
+                   int(context), cmvn)
 
 
 def framing_documented(sample_rate: int):
@@ -91,7 +99,12 @@ def _framing_doc(sample_rate: int) -> str:
         Analysis window in seconds ({round(0.025 * sample_rate)} samples at {khz:g} kHz); the FFT
         size is the next power of two.
     frame_step : float, default=0.010
-        Hop between frames in seconds ({round(0.010 * sample_rate)} samples at {khz:g} kHz)."""
+        Hop between frames in seconds ({round(0.010 * sample_rate)} samples at {khz:g} kHz).
+    cmvn : {{None, "utterance", "utterance-mean"}}, default=None
+        Per-recording normalisation of the frame features, before context stacking:
+        ``"utterance"`` gives every coefficient zero mean and unit variance over the
+        frames of its recording (CMVN); ``"utterance-mean"`` only subtracts the mean
+        (CMN); None leaves the features as computed."""
 
 
 def check_max_per(value, name: str) -> None:
@@ -161,6 +174,26 @@ def frame_features(stacked_frames: np.ndarray, framing: Framing) -> np.ndarray:
     return np.concatenate(out)
 
 
+def normalize_utterances(features: np.ndarray, lengths: np.ndarray,
+                         cmvn: str | None) -> np.ndarray:
+    """Per-recording mean (``"utterance-mean"``) or mean and variance (``"utterance"``)
+    normalisation of the frames of consecutive recordings with ``lengths`` frames each.
+
+    Statistics are taken in float64; a coefficient whose standard deviation over a
+    recording is below 1e-8 is centred only. ``cmvn=None`` returns ``features`` as is.
+    """
+    if cmvn is None or len(lengths) == 0:
+        return features
+    starts = np.cumsum(lengths) - lengths
+    counts = lengths[:, None]
+    centred = features.astype(np.float64)
+    centred -= np.repeat(np.add.reduceat(centred, starts, axis=0) / counts, lengths, axis=0)
+    if cmvn == "utterance":
+        std = np.sqrt(np.add.reduceat(centred**2, starts, axis=0) / counts)
+        centred /= np.repeat(np.where(std < _STD_FLOOR, 1.0, std), lengths, axis=0)
+    return centred.astype(features.dtype)
+
+
 def stack_context(features: np.ndarray, lengths: np.ndarray, context: int) -> np.ndarray:
     """Stack each frame with its +/- ``context`` neighbours from the same recording.
 
@@ -198,6 +231,7 @@ def speech_bunch(paths: Sequence[Path], table: dict[str, np.ndarray], framing: F
     cut = [frames(signal, framing) for signal in signals]
     lengths = np.array([len(f) for f in cut], dtype=np.int64)
     per_frame = frame_features(np.concatenate(cut), framing)
+    per_frame = normalize_utterances(per_frame, lengths, framing.cmvn)
     data = stack_context(per_frame, lengths, framing.context)
     table = {**table, "n_frames": lengths,
              "duration": np.array([len(s) for s in signals]) / framing.sample_rate}

@@ -182,6 +182,7 @@ def load_spoken_digits(
     context: int = 5,
     frame_length: float = 0.025,
     frame_step: float = 0.010,
+    cmvn: str | None = None,
     speakers: str | Sequence[str] | None = None,
     max_per_speaker_digit: int | None = None,
     return_utterances: bool = False,
@@ -261,7 +262,7 @@ def load_spoken_digits(
     >>> # speaker-disjoint split: sklearn.model_selection.LeaveOneGroupOut with fsdd.groups
     """
     framing = check_framing(features, n_mels, n_mfcc, context, frame_length, frame_step,
-                            SAMPLE_RATE)
+                            SAMPLE_RATE, cmvn)
     check_max_per(max_per_speaker_digit, "max_per_speaker_digit")
     check_layout(return_utterances, as_frame)
     recordings = _recordings_folder(data_home, download_if_missing)
