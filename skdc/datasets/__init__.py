@@ -11,6 +11,7 @@ against a SHA-256 checksum.
 from ._arabic import load_arabic_speech_commands
 from ._base import ChecksumError, get_data_home
 from ._digits import load_spoken_digits
+from ._speech_commands import load_speech_commands
 from ._vowels import load_hillenbrand, load_peterson_barney
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "load_arabic_speech_commands",
     "load_hillenbrand",
     "load_peterson_barney",
+    "load_speech_commands",
     "load_spoken_digits",
 ]
