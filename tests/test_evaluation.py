@@ -6,13 +6,15 @@ and both codes and a feature shift can undo them.
 """
 
 import json
+from dataclasses import replace
 
 import keras
 import numpy as np
 import pytest
 
+from skdc import ConditionNormalizer
 from skdc._synthetic import make_conditions, make_teacher
-from skdc.evaluation import METHODS, evaluate, format_table, plot_results
+from skdc.evaluation import METHODS, evaluate, format_table, plot_results, pool_seeds
 from skdc.evaluation._baselines import Method, describe_candidates
 from skdc.evaluation._episodes import HeldOut, Layout
 from skdc.evaluation._finetune import ParameterAdapter
@@ -23,7 +25,10 @@ from skdc.evaluation._fold import (
     condition_shifts,
     lobanov,
 )
+from skdc.evaluation._normalisation import Normalisation
 from skdc.evaluation._protocol import _draw_conditions, check_inputs
+from skdc.evaluation._report import ConditionTable, summarise
+from skdc.evaluation._significance import PairedBootstrap, error_reduction
 from skdc.evaluation._tuning import InnerValidation, candidates_of, choose
 
 SHOTS = (0, 2, 8)
@@ -60,12 +65,24 @@ def test_schema(results):
         for item in entry["k"].values():
             assert 0 <= item["accuracy"] <= 1 and item["ci95"] >= 0
             assert "error_reduction_vs_si" in item
+            low, high = item["error_reduction_vs_si_interval"]
+            assert low <= item["error_reduction_vs_si"] <= high
     flagged = {name for name, e in results["methods"].items() if e["transductive"]}
     assert flagged == {"codes_unsup", "lobanov"}
     chosen = {name: e["chosen"] for name, e in results["methods"].items()}
     assert chosen["codes"] == [("none", 1.0)] * 3  # fixed by method_params
     assert chosen["lhuc"] == [METHODS["lhuc"].default] * 3 and chosen["si"] is None
     assert results["settings"]["adapt_tol"] == 1e-5
+    assert results["normalize"] is None and results["settings"]["normalizer"] is None
+    assert results["settings"]["n_resamples"] == 1000
+    # SI-based methods return si's own predictions at k = 0: no error cut, for sure
+    for name in ("si", "lhuc", "finetune_last", "finetune_all"):
+        assert results["methods"][name]["k"]["0"]["error_reduction_vs_si_interval"] == [0, 0]
+    table = results["per_condition"]
+    assert table["seeds"] == [0] and sorted(table["conditions"]) == list(range(12))
+    cells = np.array(table["accuracy"]["codes"]["8"])
+    assert cells.shape == (1, 12)
+    assert round(cells.mean(), 4) == results["methods"]["codes"]["k"]["8"]["accuracy"]
     json.loads(json.dumps(results))  # JSON-ready
 
 
@@ -401,7 +418,11 @@ def test_codes_candidates_with_their_own_coded_network(shifted):
 def test_report(results, tmp_path):
     table = format_table(results)
     assert "codes_unsup *" in table and "k=8" in table and "transductive" in table
-    assert "relative error reduction vs si" in table
+    assert "relative error reduction vs si" in table and "paired-bootstrap interval" in table
+    item = results["methods"]["codes"]["k"]["8"]
+    low, high = (100 * v for v in item["error_reduction_vs_si_interval"])
+    assert f"{100 * item['error_reduction_vs_si']:+.1f} [{low:+.1f}, {high:+.1f}]" in table
+    assert "+0.0 [+0.0, +0.0]" in table  # lhuc at k = 0
     pytest.importorskip("matplotlib")
     path = tmp_path / "plot.png"
     plot_results(results, path)
@@ -466,3 +487,224 @@ def test_training_condition_draws_are_nested_and_keep_whole_conditions():
     other_fold = _draw_conditions(train, g, 4, random_state=0, fold=2)
     assert not np.array_equal(other_fold, drawn[4])
     assert _draw_conditions(train, g, None, 0, 1) is train
+
+
+# -- significance -------------------------------------------------------------------------
+
+
+def test_bootstrap_of_a_method_identical_to_si_is_exactly_zero():
+    rng = np.random.default_rng(0)
+    si = rng.uniform(0.3, 0.9, size=20)
+    bootstrap = PairedBootstrap(20, n_resamples=200, random_state=0)
+    assert bootstrap.interval(si, si) == [0.0, 0.0]
+
+
+def test_bootstrap_of_a_method_right_where_si_errs_on_half_the_conditions():
+    """si fails every row of half the conditions and the method none: every resample
+    (with an si error) has a cut of 100%; a method that fails where si fails, plus a
+    little, has a negative interval."""
+    si = np.r_[np.zeros(10), np.ones(10)]
+    bootstrap = PairedBootstrap(20, n_resamples=500, random_state=0)
+    assert bootstrap.interval(np.ones(20), si) == [1.0, 1.0]
+    worse = np.r_[np.zeros(10), np.full(10, 0.9)]
+    low, high = bootstrap.interval(worse, si)
+    assert low < high < 0
+    assert low <= error_reduction(worse, si) <= high
+
+
+def test_bootstrap_interval_covers_the_estimate_and_narrows_with_conditions():
+    rng = np.random.default_rng(1)
+
+    def width(n):
+        si = rng.uniform(0.5, 0.9, size=n)
+        method = np.clip(si + rng.normal(0.05, 0.05, size=n), 0, 1)
+        low, high = PairedBootstrap(n, n_resamples=1000, random_state=0).interval(method, si)
+        assert low < error_reduction(method, si) < high
+        return high - low
+
+    assert width(400) < width(25) / 2
+
+
+def test_bootstrap_is_seeded():
+    rng = np.random.default_rng(2)
+    si, method = rng.uniform(0.5, 0.9, size=(2, 30))
+    first = PairedBootstrap(30, random_state=3).interval(method, si)
+    assert PairedBootstrap(30, random_state=3).interval(method, si) == first
+    assert PairedBootstrap(30, random_state=4).interval(method, si) != first
+
+
+def test_bootstrap_without_si_errors_has_no_interval():
+    bootstrap = PairedBootstrap(5, n_resamples=50, random_state=0)
+    assert bootstrap.interval(np.full(5, 0.5), np.ones(5)) is None
+
+
+def test_bootstrap_over_seeds_widens_when_seeds_disagree():
+    """Two seeds whose cuts differ (networks of one seed better than the other's): the
+    two-way bootstrap over seeds and conditions is wider than over conditions alone."""
+    rng = np.random.default_rng(3)
+    si = rng.uniform(0.6, 0.8, size=(1, 40)).repeat(2, axis=0)
+    method = si + np.array([[0.02], [0.15]])
+    both = PairedBootstrap(40, n_seeds=2, random_state=0).interval(method, si)
+    mean_only = PairedBootstrap(40, random_state=0).interval(method.mean(axis=0, keepdims=True),
+                                                           si[:1])
+    assert (both[1] - both[0]) > 2 * (mean_only[1] - mean_only[0])
+    with pytest.raises(ValueError, match="2 seeds x 40 conditions"):
+        PairedBootstrap(40, n_seeds=2).interval(method[:1], si[:1])
+
+
+def test_summary_and_table_of_a_constructed_case():
+    """Per-condition scores with a known answer through summarise and format_table."""
+    per_condition = {
+        "si": {0: {c: [0.0 if c < 2 else 1.0] for c in range(4)}},
+        "oracle": {0: {c: [1.0] for c in range(4)}},
+    }
+    table = ConditionTable.from_scores(per_condition, ["a", "b", "c", "d"], seed=0)
+    info = {name: {"transductive": False, "description": "", "chosen": None}
+            for name in per_condition}
+    methods = summarise(table, info, PairedBootstrap(4, n_resamples=100, random_state=0))
+    item = methods["oracle"]["k"]["0"]
+    assert item["error_reduction_vs_si"] == 1.0
+    assert item["error_reduction_vs_si_interval"] == [1.0, 1.0]
+    results = {"shots": [0], "methods": methods}
+    assert "+100.0 [+100.0, +100.0]" in format_table(results)
+
+
+# -- pooling seeds ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_seeds(shifted):
+    X, y, groups = shifted
+    kw = dict(shots=(0, 2), folds=2, repeats=1, methods=["si", "shift"], tune=False, **FAST)
+    return [evaluate(X, y, groups, random_state=seed, **kw) for seed in (0, 1)]
+
+
+def test_pool_seeds(two_seeds):
+    pooled = pool_seeds(two_seeds)
+    assert pooled["per_condition"]["seeds"] == [0, 1]
+    assert pooled["settings"]["random_state"] == [0, 1]
+    for k in ("0", "2"):
+        item = pooled["methods"]["shift"]["k"][k]
+        mean = np.mean([run["methods"]["shift"]["k"][k]["accuracy"] for run in two_seeds])
+        assert item["accuracy"] == pytest.approx(mean, abs=1e-4)
+        low, high = item["error_reduction_vs_si_interval"]
+        assert low <= item["error_reduction_vs_si"] <= high
+    assert pooled["methods"]["shift"]["chosen"] == [["sat", "sat"], ["sat", "sat"]]
+    # from the JSON as written, and pooled again with a third seed: the same machinery
+    from_json = pool_seeds([json.loads(json.dumps(run)) for run in two_seeds])
+    assert from_json["methods"] == json.loads(json.dumps(pooled["methods"]))
+    assert pool_seeds([pooled, two_seeds[0]])["per_condition"]["seeds"] == [0, 1, 0]
+
+
+def test_pool_seeds_refuses_different_evaluations(two_seeds, shifted):
+    other = {**two_seeds[1], "shots": [0, 3]}
+    with pytest.raises(ValueError, match="run 1 differs from run 0 in 'shots'"):
+        pool_seeds([two_seeds[0], other])
+    old = {key: value for key, value in two_seeds[1].items() if key != "per_condition"}
+    with pytest.raises(ValueError, match="no 'per_condition'"):
+        pool_seeds([two_seeds[0], old])
+    with pytest.raises(ValueError, match="at least one run"):
+        pool_seeds([])
+
+
+# -- normalisation ------------------------------------------------------------------------
+
+
+def _speaker_layout(n_conditions=3, units_per_condition=4, rows_per_unit=2):
+    g = np.repeat(np.arange(n_conditions), units_per_condition * rows_per_unit)
+    units = np.arange(len(g)) // rows_per_unit
+    return g, units, Layout(g, units)
+
+
+def test_speaker_normalisation_of_training_conditions_from_k_drawn_units():
+    """Each training condition is centred with the mean of k of its units (drawn with a
+    seed, nested in k); k = 0 leaves the (standardised) rows at the global mean."""
+    g, units, layout = _speaker_layout()
+    X = np.random.default_rng(0).normal(size=(len(g), 2)) + 10 * g[:, None]
+    norm = Normalisation("speaker", ConditionNormalizer(tau=0.0), layout, random_state=5)
+    train = np.arange(len(g))
+    assert norm.views([0, 1, 3]) == [(0,), (1,), (3,)]
+    for k in (1, 3):
+        out = norm.training(X, train, k)
+        for c in range(3):
+            drawn = layout.rows(norm.units_drawn(c)[:k])
+            np.testing.assert_allclose(out[drawn].mean(axis=0), 0, atol=1e-12)
+            shift = X[g == c] - out[g == c]  # one shift for all the condition's rows
+            np.testing.assert_allclose(shift, np.broadcast_to(shift[0], shift.shape))
+    np.testing.assert_allclose(norm.training(X, train, 0), X - X.mean(axis=0))
+    again = Normalisation("speaker", ConditionNormalizer(), layout, random_state=5)
+    np.testing.assert_array_equal(again.units_drawn(1), norm.units_drawn(1))
+
+
+def test_speaker_normalisation_of_episodes_uses_adaptation_rows_only():
+    """A held-out condition is centred with its k adaptation units' mean (labels unused),
+    its scored rows too; with k = 0, the global mean of the training rows."""
+    g, units, layout = _speaker_layout()
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(len(g), 2)) + 10 * g[:, None]
+    y = rng.integers(0, 2, size=len(g))
+    y = y[units * 2]  # one label per unit
+    norm = Normalisation("speaker", ConditionNormalizer(), layout, random_state=0)
+    train = g == 0
+    transform = norm.episode_transform(X[train])
+    held = HeldOut(X, y, layout, np.array([1, 2]), 2, 0, transform)
+    raw = HeldOut(X, y, layout, np.array([1, 2]), 2, 0)
+    ep, _ = held.episode(1, 2)
+    ep_raw, _ = raw.episode(1, 2)
+    for c in range(2):
+        adapt, score = ep_raw.g_adapt == c, ep_raw.g_score == c
+        mean = ep_raw.X_adapt[adapt].mean(axis=0)
+        np.testing.assert_allclose(ep.X_adapt[adapt], ep_raw.X_adapt[adapt] - mean)
+        np.testing.assert_allclose(ep.X_score[score], ep_raw.X_score[score] - mean)
+    relabelled = transform(replace(ep_raw, y_adapt=1 - ep_raw.y_adapt))
+    np.testing.assert_array_equal(relabelled.X_score, ep.X_score)
+    ep0, _ = held.episode(0, 0)
+    ep0_raw, _ = raw.episode(0, 0)
+    np.testing.assert_allclose(ep0.X_score, ep0_raw.X_score - X[train].mean(axis=0))
+
+
+def test_utterance_normalisation_centres_every_unit():
+    g, units, layout = _speaker_layout(rows_per_unit=3)
+    X = np.random.default_rng(2).normal(size=(len(g), 2)) + units[:, None]
+    norm = Normalisation("utterance", ConditionNormalizer(kind="meanvar"), layout, 0)
+    out = norm.fold_features(X, np.flatnonzero(g > 0))
+    for u in np.unique(units):
+        np.testing.assert_allclose(out[units == u].mean(axis=0), 0, atol=1e-12)
+        np.testing.assert_allclose(out[units == u].std(axis=0), 1)
+    assert norm.views([0, 2]) == [(0, 2)]
+    assert norm.episode_transform(X) is None
+    np.testing.assert_array_equal(norm.training(out, np.arange(4), 2), out[:4])
+
+
+def test_speaker_normalisation_lifts_si_on_shifted_conditions(shifted):
+    """Conditions differ by a feature shift: normalised from k = 8 rows, si improves; at
+    k = 0 normalisation is (almost) the identity. Networks and choices are per k."""
+    X, y, groups = shifted
+    kw = dict(shots=(0, 8), folds=3, repeats=1, methods=["si", "shift"], tune=False,
+              random_state=0, **FAST)
+    plain = evaluate(X, y, groups, **kw)
+    normalised = evaluate(X, y, groups, normalize="speaker", **kw)
+    si, si_plain = (r["methods"]["si"]["k"] for r in (normalised, plain))
+    assert si["8"]["accuracy"] > si_plain["8"]["accuracy"] + 0.1
+    assert abs(si["0"]["accuracy"] - si_plain["0"]["accuracy"]) < 0.02
+    assert normalised["normalize"] == "speaker"
+    assert normalised["settings"]["normalizer"] == {"kind": "mean", "tau": 1.0}
+    assert normalised["methods"]["shift"]["chosen"] == [{"0": "sat", "8": "sat"}] * 3
+    assert "error_reduction_vs_si_interval" in normalised["methods"]["shift"]["k"]["8"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"normalize": "utterance"}, "normalize='utterance' needs units="),
+        ({"normalize": "frame"}, "normalize must be None, 'utterance' or 'speaker'"),
+        ({"normalizer": ConditionNormalizer()}, "normalizer is given but normalize is None"),
+        ({"normalize": "speaker", "normalizer": "meanvar"}, "must be a skdc.ConditionNormalizer"),
+        ({"normalize": "speaker", "normalizer": ConditionNormalizer(tau=-1)}, "tau"),
+        ({"n_resamples": 0}, "n_resamples must be a positive int"),
+    ],
+)
+def test_bad_normalize(shifted, kwargs, match):
+    X, y, groups = shifted
+    with pytest.raises(ValueError, match=match):
+        evaluate(X, y, groups, methods=["si"], **kwargs)

@@ -2,6 +2,7 @@
 
 :func:`evaluate` runs the protocol below on any table of features, labels and
 conditions, and returns a JSON-ready dict; ``skdc evaluate FILE.csv`` wraps it.
+:func:`pool_seeds` summarises runs of several seeds together.
 
 Methods
 -------
@@ -44,6 +45,7 @@ every table.
 """
 
 from ._baselines import METHODS
+from ._pooling import pool_seeds
 from ._protocol import DEFAULT_SHOTS, evaluate
 from ._protocol import __doc__ as _protocol_doc
 from ._report import format_table, plot_results
@@ -51,4 +53,5 @@ from ._report import format_table, plot_results
 _protocol_body = _protocol_doc.split("\n", 2)[2]  # without its title line
 __doc__ = f"{__doc__}\n{_protocol_body}"
 
-__all__ = ["DEFAULT_SHOTS", "METHODS", "evaluate", "format_table", "plot_results"]
+__all__ = ["DEFAULT_SHOTS", "METHODS", "evaluate", "format_table", "plot_results",
+           "pool_seeds"]

@@ -9,6 +9,7 @@ thus sees the same rows (paired comparison), and the adaptation sets are nested 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,11 +98,15 @@ class HeldOut:
         Draws per condition.
     seed : int
         With the condition and the repeat, the only input of a draw.
+    transform : callable, default=None
+        Applied to every episode (e.g. per-condition normalisation from its adaptation
+        rows); None leaves episodes as drawn.
     """
 
     def __init__(self, X: np.ndarray, y: np.ndarray, layout: Layout, held, repeats: int,
-                 seed: int):
+                 seed: int, transform: Callable[[Episode], Episode] | None = None):
         self.X, self.y, self.layout, self.held = X, y, layout, np.asarray(held)
+        self.transform = transform
         self.draws = {
             c: [np.random.default_rng([seed, int(c), r]).permutation(
                 np.flatnonzero(layout.unit_condition == c)) for r in range(repeats)]
@@ -126,6 +131,8 @@ class HeldOut:
             u_adapt=self.layout.unit_of_row[adapt_rows],
             u_score=self.layout.unit_of_row[score_rows],
         )
+        if self.transform is not None:
+            ep = self.transform(ep)
         return ep, np.concatenate(scored_units)
 
     def accuracy(self, log_p: np.ndarray, units: np.ndarray,

@@ -20,7 +20,20 @@ Protocol
   ``k = 0`` has one draw (every unit is scored).
 * **Scores.** Per condition, accuracy averaged over repeats; reported: the mean over
   conditions, a 95% interval ``1.96 * sd / sqrt(n_conditions)``, and the relative
-  error reduction versus ``si``: ``1 - error(method) / error(si)``.
+  error reduction versus ``si``, ``1 - error(method) / error(si)``, with a 95% interval
+  from a paired percentile bootstrap over held-out conditions (the same resamples for
+  the method and ``si``; 1000 by default, seeded by ``random_state``).
+  :func:`~skdc.evaluation.pool_seeds` pools runs of several seeds, and its bootstrap
+  resamples seeds too.
+* **Normalisation** (``normalize=``, off by default). Every method runs on features
+  normalised by a :class:`~skdc.ConditionNormalizer` after standardisation:
+  ``"utterance"``, each unit with its own rows; ``"speaker"``, each held-out condition
+  with the statistics of its ``k`` adaptation units only (labels unused; ``k = 0``:
+  the global statistics) and each training condition with those of ``k`` of its units
+  drawn at random (seeded), so that training matches test: networks and nested
+  validation then run once per ``k``. Statistics are per feature column (stacked
+  context frames column by column). The table then says what each method adds on top
+  of normalisation.
 
 Choosing the settings (no test fold is ever looked at)
 ------------------------------------------------------
@@ -71,10 +84,13 @@ from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
 
+from .._normalizer import ConditionNormalizer
 from ._baselines import METHODS, describe_candidates, get_method
 from ._episodes import HeldOut, Layout
 from ._fold import FoldContext, Settings
-from ._report import summarise
+from ._normalisation import Normalisation, check_normalize, default_normalizer
+from ._report import ConditionTable, summarise
+from ._significance import PairedBootstrap
 from ._tuning import InnerValidation, candidates_of, choose
 
 __doc__ = __doc__.replace("{candidates}", describe_candidates())
@@ -85,7 +101,8 @@ DEFAULT_SHOTS = (0, 1, 2, 5, 10)
 
 
 def check_inputs(X, y, groups, shots: Iterable[int], folds: int, repeats: int,
-                 methods: Iterable[str] | None, units=None,
+                 methods: Iterable[str] | None, units=None, normalize: str | None = None,
+                 normalizer: ConditionNormalizer | None = None, n_resamples: int = 1000,
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int], list[str]]:
     """Validate the inputs of :func:`evaluate`; ``ValueError`` with one clear message.
 
@@ -123,6 +140,10 @@ def check_inputs(X, y, groups, shots: Iterable[int], folds: int, repeats: int,
         raise ValueError(f"repeats must be at least 1, got {repeats}.")
     if len(np.unique(y)) < 2:
         raise ValueError("y must hold at least 2 classes.")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int | np.integer) or (
+            n_resamples < 1):
+        raise ValueError(f"n_resamples must be a positive int, got {n_resamples!r}.")
+    check_normalize(normalize, normalizer, units, X)
     _check_enough_units(Layout(g_idx, units, y), keys, shots[-1], units is None)
     return X, y, groups, shots, methods
 
@@ -153,6 +174,8 @@ def evaluate(
     repeats: int = 5,
     methods: Iterable[str] | None = None,
     units=None,
+    normalize: str | None = None,
+    normalizer: ConditionNormalizer | None = None,
     hidden_layer_sizes: Sequence[int] = (64, 64),
     code_size: int | str = "auto",
     max_epochs: int = 200,
@@ -164,6 +187,7 @@ def evaluate(
     method_params: Mapping | None = None,
     max_train_conditions: int | None = None,
     random_state: int = 0,
+    n_resamples: int = 1000,
     progress: bool = False,
     n_jobs: int | None = None,
 ) -> dict:
@@ -193,6 +217,20 @@ def evaluate(
         Unit of each row (e.g. the utterance of a frame): units are drawn, adapted on
         and scored whole, a unit's decision summing its rows' log-probabilities.
         Default: every row is a unit.
+    normalize : {None, "utterance", "speaker"}, default=None
+        Normalise the features before every method (after standardisation), so that
+        the table shows what each method adds on top of normalisation:
+        ``"utterance"``, every unit with its own rows (needs ``units``);
+        ``"speaker"``, every held-out condition with the statistics of its ``k``
+        adaptation units only (labels unused; ``k = 0``: the global statistics) and
+        every training condition with those of ``k`` of its units drawn at random,
+        so that training matches test (every network is then trained, and tuned,
+        once per ``k``). See :mod:`skdc.evaluation` (Normalisation).
+    normalizer : ConditionNormalizer, default=None
+        Its ``kind`` and ``tau`` normalise (its ``statistics`` is ignored: ``normalize``
+        says where the statistics come from). Default: ``ConditionNormalizer(kind=
+        "mean", tau=...)`` with ``tau`` one unit's worth of rows for ``"speaker"``
+        (the mean number of rows per unit) and ``0`` for ``"utterance"``.
     hidden_layer_sizes : sequence of int, default=(64, 64)
         Hidden layers of every network.
     code_size : int or "auto", default="auto"
@@ -234,7 +272,9 @@ def evaluate(
         larger ones), with the same folds and held-out conditions: how accuracy grows
         with the number of training conditions. None uses them all.
     random_state : int, default=0
-        Seeds folds, draws and networks.
+        Seeds folds, draws, networks and the bootstrap.
+    n_resamples : int, default=1000
+        Resamples of the paired bootstrap behind ``error_reduction_vs_si_interval``.
     progress : bool, default=False
         Show a progress bar on stderr (after a few seconds).
     n_jobs : int, default=None
@@ -247,14 +287,24 @@ def evaluate(
     -------
     results : dict
         JSON-ready: ``n_conditions``, ``n_rows``, ``n_units``, ``n_classes``,
-        ``folds``, ``shots``, ``repeats``, ``methods`` (per method: ``k`` -> ``{"0":
-        {"accuracy", "ci95", "error_reduction_vs_si"}, ...}``, ``transductive``,
-        ``description``, ``chosen`` (the hyperparameter per fold)), ``settings``
-        (including ``candidates``: what each method chose from) and ``seconds``.
+        ``folds``, ``shots``, ``repeats``, ``normalize``, ``methods`` (per method:
+        ``k`` -> ``{"0": {"accuracy", "ci95", "error_reduction_vs_si",
+        "error_reduction_vs_si_interval"}, ...}``, ``transductive``, ``description``,
+        ``chosen`` (the hyperparameter per fold; with ``normalize="speaker"``, per fold
+        a dict ``{k: hyperparameter}``)), ``per_condition`` (``conditions``, ``seeds``
+        and ``accuracy``: per method and ``k`` a table seeds x conditions, each
+        condition's accuracy over repeats; :func:`pool_seeds` pools runs of several
+        seeds with it), ``settings`` (including ``candidates``: what each method chose
+        from, ``normalizer`` and ``n_resamples``) and ``seconds``.
+        ``error_reduction_vs_si`` is ``1 - error(method) / error(si)`` and
+        ``error_reduction_vs_si_interval`` its 95% interval ``[low, high]`` from a
+        paired bootstrap over held-out conditions (``None`` when ``si`` makes no error
+        in any resample); both are missing when ``si`` is not evaluated or makes no
+        error.
     """
     start = time.perf_counter()
     X, y, groups, shots, methods = check_inputs(X, y, groups, shots, folds, repeats, methods,
-                                                units)
+                                                units, normalize, normalizer, n_resamples)
     candidates = candidates_of(methods, method_params, bool(tune))
     if max_train_conditions is not None and not (
             isinstance(max_train_conditions, int | np.integer) and max_train_conditions >= 2):
@@ -273,13 +323,18 @@ def evaluate(
     keys, g_idx = np.unique(groups, return_inverse=True)
     layout = Layout(g_idx, units)
     settings.rows_per_unit = len(X) / layout.n_units
+    if normalize is not None and normalizer is None:
+        normalizer = default_normalizer(normalize, settings.rows_per_unit)
+    normalisation = Normalisation(normalize, normalizer, layout, random_state)
     splitter = GroupKFold(n_splits=int(folds), shuffle=True, random_state=random_state)
     splits = [(_draw_conditions(train, g_idx, max_train_conditions, random_state, fold), test)
               for fold, (train, test) in enumerate(splitter.split(X, y_idx, g_idx))]
     job = dict(X=X, y=y_idx, g=g_idx, layout=layout, settings=settings, methods=methods,
                candidates=candidates, shots=shots, repeats=int(repeats),
-               random_state=random_state, folds=len(splits))
+               random_state=random_state, folds=len(splits), normalisation=normalisation)
     per_condition, chosen = _run_folds(splits, job, n_jobs, progress)
+    table = ConditionTable.from_scores(per_condition, keys.tolist(), int(random_state))
+    bootstrap = PairedBootstrap(len(keys), 1, int(n_resamples), random_state)
     return {
         "n_conditions": int(len(keys)),
         "n_rows": int(len(X)),
@@ -288,16 +343,29 @@ def evaluate(
         "folds": int(folds),
         "shots": shots,
         "repeats": int(repeats),
-        "methods": summarise(per_condition, [get_method(m) for m in methods], shots, chosen),
+        "normalize": normalize,
+        "methods": summarise(table, _method_info(methods, chosen), bootstrap),
+        "per_condition": table.to_json(),
         "settings": {**_settings_entry(settings, bool(tune), candidates, random_state),
                      "max_train_conditions": None if max_train_conditions is None
-                     else int(max_train_conditions)},
+                     else int(max_train_conditions),
+                     "normalizer": None if normalizer is None
+                     else {"kind": normalizer.kind, "tau": float(normalizer.tau)},
+                     "n_resamples": int(n_resamples)},
         "seconds": round(time.perf_counter() - start, 1),
     }
 
 
 evaluate.__doc__ = evaluate.__doc__.replace("{method_names}",
                                             ", ".join(f"``{name}``" for name in METHODS))
+
+
+def _method_info(methods: list[str], chosen: dict) -> dict:
+    """What the report says of every method besides its scores."""
+    return {name: {"transductive": get_method(name).transductive,
+                   "description": get_method(name).description,
+                   "chosen": chosen[name] if get_method(name).grid else None}
+            for name in methods}
 
 
 def _draw_conditions(train, g, n, random_state, fold) -> np.ndarray:
@@ -358,30 +426,47 @@ def _run_folds(splits, job: dict, n_jobs, progress: bool) -> tuple[dict, dict]:
 
 
 def _run_fold(fold, split, *, X, y, g, layout, settings, methods, candidates, shots, repeats,
-              random_state, folds, report=None) -> tuple[dict, dict]:
-    """Scores ``{method: {k: {condition: [accuracy per repeat]}}}`` and choices of one fold."""
+              random_state, folds, normalisation, report=None) -> tuple[dict, dict]:
+    """Scores ``{method: {k: {condition: [accuracy per repeat]}}}`` and choices of one fold.
+
+    Every view of the normalisation (all ``k`` together, or one ``k`` at a time when
+    training rows are normalised from ``k`` units) trains its own networks.
+    """
     train, test = split
     Xs = StandardScaler().fit(X[train]).transform(X)
+    Xs = normalisation.fold_features(Xs, train)
     seed = int(np.random.SeedSequence([random_state, fold]).generate_state(1)[0] >> 1)
-    ctx = FoldContext(Xs[train], y[train], g[train], settings, seed)
-    held = HeldOut(Xs, y, layout, np.unique(g[test]), repeats, random_state)
-    inner = InnerValidation(ctx, layout.unit_of_row[train], shots, seed)  # trains lazily
+    held = HeldOut(Xs, y, layout, np.unique(g[test]), repeats, random_state,
+                   normalisation.episode_transform(Xs[train]))
     scores: dict = {m: {k: {} for k in shots} for m in methods}
-    chosen = {}
-    for name in methods:
-        method = get_method(name)
-        param = chosen[name] = choose(method, candidates[name], inner)
-        for k in shots:
-            if report is not None:
-                report.update(f"fold {fold + 1}/{folds} {name} k={k}")
-            for r in range(1 if k == 0 else repeats):
-                ep, units = held.episode(r, k)
-                accuracy = held.accuracy(method.log_proba(ctx, ep, param), units, ctx.classes)
-                for c, acc in accuracy.items():
-                    scores[name][k].setdefault(c, []).append(acc)
-            if report is not None:
-                report.advance()
-    return scores, chosen
+    chosen: dict = {m: {} for m in methods}
+    for view in normalisation.views(shots):
+        ctx = FoldContext(normalisation.training(Xs, train, view[0]), y[train], g[train],
+                          settings, seed)
+        inner = InnerValidation(ctx, layout.unit_of_row[train], view, seed, Xs[train],
+                                normalisation)  # trains lazily
+        for name in methods:
+            method = get_method(name)
+            param = chosen[name][view] = choose(method, candidates[name], inner)
+            for k in view:
+                if report is not None:
+                    report.update(f"fold {fold + 1}/{folds} {name} k={k}")
+                for r in range(1 if k == 0 else repeats):
+                    ep, units = held.episode(r, k)
+                    accuracy = held.accuracy(method.log_proba(ctx, ep, param), units,
+                                             ctx.classes)
+                    for c, acc in accuracy.items():
+                        scores[name][k].setdefault(c, []).append(acc)
+                if report is not None:
+                    report.advance()
+    return scores, {name: _per_view(by_view) for name, by_view in chosen.items()}
+
+
+def _per_view(by_view: dict):
+    """One fold's choice: the value, or ``{k: value}`` when every ``k`` chose its own."""
+    if len(by_view) == 1:
+        return next(iter(by_view.values()))
+    return {str(view[0]): value for view, value in by_view.items()}
 
 
 class _Progress:

@@ -17,6 +17,7 @@ from sklearn.model_selection import GroupShuffleSplit
 from ._baselines import Method, get_method
 from ._episodes import HeldOut, Layout
 from ._fold import FoldContext
+from ._normalisation import Normalisation
 
 __all__ = ["INNER_FRACTION", "InnerValidation", "candidates_of", "choose"]
 
@@ -103,10 +104,19 @@ class InnerValidation:
         The ``k`` of the evaluation.
     seed : int
         Seeds the inner split, the inner networks and the draws.
+    X_held : ndarray, default=None
+        The fold's training rows as held-out rows are drawn from, when they differ from
+        ``ctx.X`` (``evaluate(normalize="speaker")``: not yet normalised).
+    normalisation : Normalisation, default=None
+        Its ``episode_transform`` (shrinking toward the inner training rows) applies to
+        the inner episodes.
     """
 
-    def __init__(self, ctx: FoldContext, units: np.ndarray, shots: Sequence[int], seed: int):
+    def __init__(self, ctx: FoldContext, units: np.ndarray, shots: Sequence[int], seed: int,
+                 X_held: np.ndarray | None = None, normalisation: Normalisation | None = None):
         self.outer, self.units, self.seed = ctx, units, seed
+        self.X_held = ctx.X if X_held is None else X_held
+        self.normalisation = normalisation
         self.shots = [k for k in shots if k >= 1] or list(shots)
         self.all_shots = list(shots)
         self._inner: tuple[FoldContext, HeldOut] | None = None
@@ -120,7 +130,10 @@ class InnerValidation:
             inner = FoldContext(ctx.X[train], ctx.y[train], ctx.groups[train], ctx.settings,
                                 ctx.seed + 1)
             layout = Layout(ctx.groups, self.units)
-            held = HeldOut(ctx.X, ctx.y, layout, np.unique(ctx.groups[val]), 1, self.seed)
+            transform = (None if self.normalisation is None
+                         else self.normalisation.episode_transform(self.X_held[train]))
+            held = HeldOut(self.X_held, ctx.y, layout, np.unique(ctx.groups[val]), 1,
+                           self.seed, transform)
             self._inner = inner, held
         return self._inner
 
