@@ -2,7 +2,10 @@
 
 ``skdc evaluate FILE.csv --label COL --group COL`` runs the protocol of
 :mod:`skdc.evaluation` on a CSV table and prints a table of accuracy against the
-number ``k`` of labelled adaptation rows; ``--json`` and ``--plot`` save the results.
+number ``k`` of labelled adaptation rows (or units, with ``--unit``), and the error
+reduction of every method versus ``si`` with its 95% paired-bootstrap interval;
+``--normalize`` runs every method on normalised features; ``--json`` and ``--plot``
+save the results.
 Bad input exits with status 2, one line on stderr and no output file.
 """
 
@@ -46,7 +49,8 @@ def _int_list(text: str, what: str) -> list[int]:
 
 
 def _read_table(args):
-    """Features, labels and groups from the CSV named in ``args``."""
+    """Features, labels, groups and units (None without ``--unit``) from the CSV named
+    in ``args``, the feature names and how many incomplete rows were dropped."""
     import numpy as np
     import pandas as pd
 
@@ -60,7 +64,10 @@ def _read_table(args):
         raise InputError(f"cannot read {path} as CSV: {reason}") from None
     if frame.empty:
         raise InputError(f"{path} has no data rows")
-    for option, column in (("--label", args.label), ("--group", args.group)):
+    named = [("--label", args.label), ("--group", args.group)]
+    if args.unit is not None:
+        named.append(("--unit", args.unit))
+    for option, column in named:
         if column not in frame.columns:
             raise InputError(f"{option} column {column!r} is not in {path.name} "
                              f"(columns: {', '.join(map(str, frame.columns))})")
@@ -71,7 +78,7 @@ def _read_table(args):
             raise InputError(f"--features column(s) {', '.join(map(repr, missing))} not in "
                              f"{path.name}")
     else:
-        features = [c for c in frame.columns if c not in (args.label, args.group)]
+        features = [c for c in frame.columns if c not in [column for _, column in named]]
     if not features:
         raise InputError(f"{path.name} has no feature columns")
     for name in features:
@@ -81,7 +88,7 @@ def _read_table(args):
             example = f" (e.g. {example.iloc[0]!r})" if len(example) else ""
             raise InputError(f"feature column {name!r} is not numeric{example}; choose numeric "
                              "columns with --features")
-    used = frame[[*features, args.label, args.group]]
+    used = frame[[*features, *dict.fromkeys(column for _, column in named)]]
     complete = used.notna().all(axis=1).to_numpy()
     X = used[features].to_numpy(dtype=np.float64)[complete]
     if not np.all(np.isfinite(X)):
@@ -93,7 +100,8 @@ def _read_table(args):
         X = np.log(X)
     y = used[args.label].to_numpy()[complete]
     groups = used[args.group].to_numpy()[complete]
-    return X, y, groups, features, int((~complete).sum())
+    units = None if args.unit is None else used[args.unit].to_numpy()[complete]
+    return X, y, groups, units, features, int((~complete).sum())
 
 
 def _check_output(path, option):
@@ -156,35 +164,76 @@ def _evaluate(args) -> int:
                          "(-1: all cores)")
     if args.max_train_conditions is not None and args.max_train_conditions < 2:
         raise InputError("--max-train-conditions must be at least 2")
+    _check_normalize_options(args)
     json_path = _check_output(args.json, "--json")
     plot_path = _check_output(args.plot, "--plot")
-    X, y, groups, features, dropped = _read_table(args)
+    X, y, groups, units, features, dropped = _read_table(args)
     from .evaluation import evaluate, format_table
     from .evaluation._protocol import check_inputs
 
+    normalizer = _normalizer(args, X, units)
     try:
-        check_inputs(X, y, groups, shots, args.folds, args.repeats, methods)
+        check_inputs(X, y, groups, shots, args.folds, args.repeats, methods, units,
+                     args.normalize, normalizer)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     if dropped:
         print(f"note: dropped {dropped} rows with a missing value", file=sys.stderr)
     results = evaluate(X, y, groups, shots=shots, folds=args.folds, repeats=args.repeats,
-                       methods=methods, hidden_layer_sizes=hidden, max_epochs=args.max_epochs,
-                       tune=not args.no_tune, max_train_conditions=args.max_train_conditions,
-                       random_state=args.random_state,
-                       progress=not args.quiet, n_jobs=args.jobs)
+                       methods=methods, units=units, normalize=args.normalize,
+                       normalizer=normalizer, hidden_layer_sizes=hidden,
+                       max_epochs=args.max_epochs, tune=not args.no_tune,
+                       max_train_conditions=args.max_train_conditions,
+                       random_state=args.random_state, progress=not args.quiet,
+                       n_jobs=args.jobs)
     results["data"] = {"file": str(args.file), "label": args.label, "group": args.group,
-                       "features": features, "log_features": bool(args.log_features)}
-    print(f"{Path(args.file).name}: {results['n_rows']} rows, {results['n_conditions']} "
-          f"conditions ({args.group}), {results['n_classes']} classes ({args.label}), "
-          f"{len(features)} features{' (log)' if args.log_features else ''}")
+                       "unit": args.unit, "features": features,
+                       "log_features": bool(args.log_features)}
+    what = "rows" if units is None else f"units ({args.unit})"
+    print(f"{Path(args.file).name}: {results['n_rows']} rows"
+          f"{'' if units is None else ', ' + str(results['n_units']) + ' units'}, "
+          f"{results['n_conditions']} conditions ({args.group}), {results['n_classes']} "
+          f"classes ({args.label}), {len(features)} features"
+          f"{' (log)' if args.log_features else ''}")
+    if args.normalize:
+        setting = results["settings"]["normalizer"]
+        print(f"features normalised per {args.normalize} (kind {setting['kind']}, tau "
+              f"{setting['tau']:g} rows) before every method")
     print(f"{args.folds} condition-disjoint folds, {args.repeats} repeats; accuracy (%) on "
-          "each held-out condition's other rows, mean ± 95% interval over conditions\n")
+          f"each held-out condition's other {what}, mean ± 95% interval over conditions\n")
     print(format_table(results))
     print(f"\n{results['seconds']:.0f} s")
     for note in _write_outputs(results, json_path, plot_path):
         print(note, file=sys.stderr)
     return 0
+
+
+def _check_normalize_options(args) -> None:
+    """The normalisation options fit together (before any data is read)."""
+    if args.normalize is None and (args.normalize_kind or args.normalize_tau is not None):
+        raise InputError("--normalize-kind and --normalize-tau need --normalize")
+    if args.normalize == "utterance" and args.unit is None:
+        raise InputError("--normalize utterance needs --unit (the column of utterances)")
+    if args.normalize_tau is not None and args.normalize_tau < 0:
+        raise InputError("--normalize-tau must be non-negative")
+
+
+def _normalizer(args, X, units):
+    """The ConditionNormalizer of ``--normalize-kind`` and ``--normalize-tau``, or None
+    (evaluate's default) when neither is given."""
+    if args.normalize is None or (args.normalize_kind is None and args.normalize_tau is None):
+        return None
+    import numpy as np
+
+    from .evaluation._normalisation import default_normalizer
+
+    rows_per_unit = 1.0 if units is None else len(X) / len(np.unique(units))
+    normalizer = default_normalizer(args.normalize, rows_per_unit)
+    if args.normalize_kind is not None:
+        normalizer.set_params(kind=args.normalize_kind)
+    if args.normalize_tau is not None:
+        normalizer.set_params(tau=args.normalize_tau)
+    return normalizer
 
 
 # -- demo ---------------------------------------------------------------------------------
@@ -268,6 +317,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("file", help="CSV file with a header row")
     ev.add_argument("--label", required=True, help="column of class labels")
     ev.add_argument("--group", required=True, help="column of conditions (e.g. speaker)")
+    ev.add_argument("--unit", metavar="COL",
+                    help="column of units (e.g. utterance): k counts units, a unit is scored "
+                         "whole (default: every row is a unit)")
     ev.add_argument("--features", help="comma-separated feature columns (default: all others)")
     ev.add_argument("--log-features", action="store_true", help="take the log of the features")
     ev.add_argument("--shots", default="0,1,2,5,10", help="values of k (default: %(default)s)")
@@ -283,6 +335,16 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-train-conditions", type=int, default=None, metavar="N",
                     help="train each fold's networks on N of its training conditions "
                          "(a nested draw; default: all)")
+    ev.add_argument("--normalize", choices=("utterance", "speaker"), default=None,
+                    help="normalise features before every method: each unit with its own "
+                         "rows, or each condition with its k adaptation units (training "
+                         "conditions with k units drawn at random)")
+    ev.add_argument("--normalize-kind", choices=("mean", "meanvar"), default=None,
+                    help="subtract the mean (default), or also divide by the standard "
+                         "deviation")
+    ev.add_argument("--normalize-tau", type=float, default=None, metavar="ROWS",
+                    help="shrink toward the global statistics by this many rows (default: "
+                         "one unit's rows per speaker, 0 per utterance)")
     ev.add_argument("--json", help="write the results as JSON")
     ev.add_argument("--plot", help="write a PNG plot of accuracy against k")
     ev.add_argument("--random-state", type=int, default=0)

@@ -49,6 +49,54 @@ def test_evaluate_writes_json_and_plot(table, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "out.png"]
 
 
+@pytest.fixture(scope="module")
+def utterances(tmp_path_factory):
+    """The table's kind with units: 8 speakers x 4 utterances x 3 frames, one label each."""
+    teacher = make_teacher(shift=True, random_state=0)
+    X, y, groups, _ = make_conditions(teacher, n_conditions=8, rows_per_condition=12,
+                                      shift=True, random_state=1)
+    unit = np.arange(len(y)) // 3
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    frame["label"] = np.array(list("abcd"))[y[unit * 3]]
+    frame["speaker"] = [f"s{g}" for g in groups]
+    frame["utterance"] = [f"u{u}" for u in unit]
+    path = tmp_path_factory.mktemp("data") / "utterances.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_evaluate_normalized_per_speaker(table, tmp_path, capsys):
+    out_json = tmp_path / "out.json"
+    code = main(["evaluate", str(table), "--label", "label", "--group", "speaker",
+                 "--methods", "si,shift", "--normalize", "speaker", "--json", str(out_json),
+                 *FAST])
+    assert code == 0
+    stdout = capsys.readouterr().out
+    assert "features normalised per speaker (kind mean, tau 1 rows)" in stdout
+    assert "paired-bootstrap interval" in stdout
+    results = json.loads(out_json.read_text())
+    assert results["normalize"] == "speaker"
+    assert results["settings"]["normalizer"] == {"kind": "mean", "tau": 1.0}
+    item = results["methods"]["shift"]["k"]["2"]
+    low, high = item["error_reduction_vs_si_interval"]
+    assert low <= item["error_reduction_vs_si"] <= high
+
+
+def test_evaluate_units_normalized_per_utterance(utterances, tmp_path, capsys):
+    out_json = tmp_path / "out.json"
+    code = main(["evaluate", str(utterances), "--label", "label", "--group", "speaker",
+                 "--unit", "utterance", "--methods", "si,codes", "--normalize", "utterance",
+                 "--normalize-kind", "meanvar", "--json", str(out_json), *FAST])
+    assert code == 0
+    stdout = capsys.readouterr().out
+    assert "96 rows, 32 units, 8 conditions" in stdout and "other units (utterance)" in stdout
+    results = json.loads(out_json.read_text())
+    assert results["n_units"] == 32 and results["normalize"] == "utterance"
+    assert results["settings"]["normalizer"] == {"kind": "meanvar", "tau": 0.0}
+    assert results["data"]["unit"] == "utterance"
+    assert results["data"]["features"] == [f"f{i}" for i in range(6)]  # not the unit column
+
+
 def test_evaluate_with_fewer_training_conditions(table, tmp_path, capsys):
     out_json = tmp_path / "out.json"
     code = main(["evaluate", str(table), "--label", "label", "--group", "speaker",
@@ -87,13 +135,21 @@ def _bad_cases(table, tmp_path):
         "zero jobs": [str(table), *ok, "--jobs", "0"],
         "one training condition": [str(table), *ok, "--max-train-conditions", "1"],
         "missing output folder": [str(table), *ok, "--json", str(tmp_path / "no" / "x.json")],
+        "utterance normalisation without units": [str(table), *ok, "--normalize", "utterance"],
+        "normalisation kind alone": [str(table), *ok, "--normalize-kind", "meanvar"],
+        "negative tau": [str(table), *ok, "--normalize", "speaker", "--normalize-tau", "-1"],
+        "unknown normalisation": [str(table), *ok, "--normalize", "frame"],
+        "missing unit column": [str(table), *ok, "--unit", "utterance"],
+        "unit with two labels": [str(table), *ok, "--unit", "speaker"],
     }
 
 
 CASES = ["missing file", "malformed csv", "empty csv", "header only", "missing label column",
          "missing feature column", "non-numeric feature", "log of negative",
          "too few rows for k", "unknown method", "bad shots", "bad folds", "too many folds",
-         "zero jobs", "one training condition", "missing output folder"]
+         "zero jobs", "one training condition", "missing output folder",
+         "utterance normalisation without units", "normalisation kind alone", "negative tau",
+         "unknown normalisation", "missing unit column", "unit with two labels"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -137,6 +193,8 @@ def test_help_and_argument_errors_import_no_backend():
         assert main(["evaluate", "no.csv", "--label", "a", "--group", "b",
                      "--methods", "codes,telepathy"]) == 2
         assert main(["evaluate", "no.csv", "--label", "a", "--group", "b"]) == 2
+        assert main(["evaluate", "no.csv", "--label", "a", "--group", "b",
+                     "--normalize", "utterance"]) == 2
         assert main(["frobnicate"]) == 2
         loaded = [m for m in ("keras", "tensorflow", "jax", "torch") if m in sys.modules]
         assert not loaded, loaded
