@@ -9,8 +9,11 @@ the global mean ``mu`` and variance ``sigma^2``::
     mean = (N * xbar + tau * mu) / (N + tau)
     var  = (N * (s^2 + (xbar - mean)^2) + tau * (sigma^2 + (mu - mean)^2)) / (N + tau)
 
-A condition without rows (``N = 0``) gets the global statistics. The functions below
-hold the arithmetic; :class:`ConditionNormalizer` is the scikit-learn transformer
+A condition without rows (``N = 0``) gets the global statistics. ``tau`` may differ
+per feature; :func:`empirical_bayes_tau` chooses it from conditions with many rows,
+as the ratio of the within- to the between-condition variance (then the shrunk mean
+is the posterior mean of the condition's mean). The functions below hold the
+arithmetic; :class:`ConditionNormalizer` is the scikit-learn transformer
 built on them (and :mod:`skdc.evaluation` normalises its episodes with them).
 """
 
@@ -27,11 +30,16 @@ from sklearn.utils.validation import FLOAT_DTYPES, check_is_fitted, validate_dat
 
 from ._groups import encode_groups
 
-__all__ = ["ConditionNormalizer", "Moments", "group_moments", "normalise", "shrink"]
+__all__ = ["ConditionNormalizer", "Moments", "empirical_bayes_tau", "group_moments",
+           "normalise", "shrink"]
 
 #: A condition's standard deviation is floored at this share of the global one (a
 #: condition with one row, or a feature constant within it, is not blown up).
 MIN_RELATIVE_SCALE = 1e-3
+
+#: The between-condition variance behind ``tau="auto"`` is floored at this share of the
+#: within-condition one: conditions that hardly differ give ``tau`` of 1000 rows.
+MIN_BETWEEN_SHARE = 1e-3
 
 
 class Moments(NamedTuple):
@@ -72,21 +80,40 @@ def group_moments(X: np.ndarray, group_index: np.ndarray, n_groups: int) -> Mome
     return Moments(count, mean, var)
 
 
-def shrink(moments: Moments, toward: Moments, tau: float) -> Moments:
+def shrink(moments: Moments, toward: Moments, tau) -> Moments:
     """Every group's moments pooled with ``tau`` pseudo-rows of the ``toward`` moments.
 
-    ``toward`` are the global moments (one set of rows). With ``N + tau = 0`` (no rows,
-    no shrinkage) a group gets ``toward``'s mean and variance.
+    ``toward`` are the global moments (one set of rows); ``tau`` is a number or one per
+    feature. With ``N + tau = 0`` (no rows, no shrinkage) a group gets ``toward``'s
+    mean and variance.
     """
     n = np.asarray(moments.count, dtype=np.float64)[:, None]
-    total = n + tau
-    empty = total[:, 0] == 0
-    weight = np.divide(n, total, out=np.zeros_like(n), where=total > 0)
+    total = n + np.asarray(tau, dtype=np.float64)
+    weight = np.divide(n, total, out=np.zeros_like(total), where=total > 0)
     mean = weight * moments.mean + (1 - weight) * toward.mean
     var = (weight * (moments.var + (moments.mean - mean) ** 2)
            + (1 - weight) * (toward.var + (toward.mean - mean) ** 2))
-    mean[empty], var[empty] = toward.mean, toward.var
     return Moments(moments.count, mean, var)
+
+
+def empirical_bayes_tau(moments: Moments) -> np.ndarray:
+    """Per feature, the within- over the between-condition variance of the groups'
+    ``moments`` (method of moments; at least two groups).
+
+    A condition's mean ``m`` is drawn with variance ``b`` around the global mean and
+    its rows with variance ``w`` around ``m``; the posterior mean of ``m`` given ``N``
+    rows is the shrunk mean with ``tau = w / b``. ``b`` is floored at
+    :data:`MIN_BETWEEN_SHARE` times ``w``; a feature constant within conditions gets 0.
+    """
+    count = np.asarray(moments.count, dtype=np.float64)
+    if np.count_nonzero(count) < 2:
+        raise ValueError("tau='auto' needs at least 2 conditions with rows.")
+    present = count > 0
+    count, means, variances = count[present], moments.mean[present], moments.var[present]
+    within = (count[:, None] * variances).sum(axis=0) / max(count.sum() - len(count), 1)
+    between = means.var(axis=0, ddof=1) - within * np.mean(1.0 / count)
+    between = np.maximum(between, MIN_BETWEEN_SHARE * within)
+    return np.divide(within, between, out=np.zeros_like(within), where=between > 0)
 
 
 def normalise(X: np.ndarray, group_index: np.ndarray, moments: Moments, reference: Moments,
@@ -153,11 +180,16 @@ class ConditionNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
         ``"mean"``: subtract the condition's mean (Kaldi's default, robust with few
         rows); ``"meanvar"``: also divide by the condition's standard deviation (floored
         at ``1e-3`` times the global one).
-    tau : float, default=0.0
+    tau : float or "auto", default=0.0
         Weight of the global statistics, in rows: the condition's ``N`` rows are pooled
         with ``tau`` rows' worth of the global mean and variance. ``0`` uses the
         condition's own statistics alone (a condition without rows gets the global
-        ones); larger values trust a condition's few rows less.
+        ones); larger values trust a condition's few rows less. ``"auto"`` chooses one
+        per feature in :meth:`fit` (which then needs ``groups`` with at least 2
+        conditions): the within- over the between-condition variance of the fitted
+        rows, so that the shrunk mean is the posterior mean of the condition's mean
+        (empirical Bayes); rows that vary much within a condition (e.g. vowels of
+        different kinds) give a large ``tau``.
     statistics : {"transform", "fit"}, default="transform"
         Where a condition's statistics come from: its rows in the call to
         :meth:`transform`, or its rows given to :meth:`fit` (see above).
@@ -170,6 +202,8 @@ class ConditionNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
         Global (population) variance of those rows.
     n_samples_seen_ : int
         Rows given to :meth:`fit`.
+    tau_ : ndarray of shape (n_features,)
+        ``tau`` per feature (chosen in :meth:`fit` with ``tau="auto"``).
     groups_ : ndarray of shape (n_groups,)
         Conditions seen in :meth:`fit` (empty without ``groups``).
     group_counts_ : ndarray of shape (n_groups,)
@@ -207,7 +241,7 @@ class ConditionNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
 
     _parameter_constraints: dict = {
         "kind": [StrOptions({"mean", "meanvar"})],
-        "tau": [Interval(Real, 0, None, closed="left")],
+        "tau": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
         "statistics": [StrOptions({"transform", "fit"})],
     }
 
@@ -227,7 +261,7 @@ class ConditionNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
         y : None
             Ignored.
         groups : array-like of shape (n_samples,), default=None
-            Condition of each row.
+            Condition of each row; required with ``tau="auto"``.
 
         Returns
         -------
@@ -239,11 +273,16 @@ class ConditionNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
         self.n_samples_seen_ = int(overall.count)
         self.mean_, self.var_ = overall.mean, overall.var
         if groups is None:
+            if self.tau == "auto":
+                raise ValueError("tau='auto' needs groups in fit: it compares the variance "
+                                 "within conditions to the variance between them.")
             keys, moments = [], Moments(np.zeros(0), np.zeros((0, X.shape[1])),
                                         np.zeros((0, X.shape[1])))
         else:
             keys, index = encode_groups(groups, len(X))
             moments = group_moments(X, index, len(keys))
+        self.tau_ = (empirical_bayes_tau(moments) if self.tau == "auto"
+                     else np.full(X.shape[1], float(self.tau)))
         self.groups_ = np.asarray(keys)
         self.group_counts_ = moments.count.astype(np.int64)
         self.group_means_, self.group_vars_ = moments.mean, moments.var
@@ -272,7 +311,7 @@ class ConditionNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
             moments = Moments(np.zeros(1), self.mean_[None], self.var_[None])
         else:
             keys, index = encode_groups(groups, len(X))
-            moments = shrink(self._moments_of(keys, X, index), overall, self.tau)
+            moments = shrink(self._moments_of(keys, X, index), overall, self.tau_)
         return normalise(X, index, moments, overall, self.kind).astype(X.dtype, copy=False)
 
     def _moments_of(self, keys: list, X: np.ndarray, index: np.ndarray) -> Moments:

@@ -171,7 +171,7 @@ def _evaluate(args) -> int:
     from .evaluation import evaluate, format_table
     from .evaluation._protocol import check_inputs
 
-    normalizer = _normalizer(args, X, units)
+    normalizer = _normalizer(args)
     try:
         check_inputs(X, y, groups, shots, args.folds, args.repeats, methods, units,
                      args.normalize, normalizer)
@@ -197,8 +197,9 @@ def _evaluate(args) -> int:
           f"{' (log)' if args.log_features else ''}")
     if args.normalize:
         setting = results["settings"]["normalizer"]
-        print(f"features normalised per {args.normalize} (kind {setting['kind']}, tau "
-              f"{setting['tau']:g} rows) before every method")
+        tau = setting["tau"] if setting["tau"] == "auto" else f"{setting['tau']:g} rows"
+        print(f"features normalised per {args.normalize} (kind {setting['kind']}, tau {tau}) "
+              "before every method")
     print(f"{args.folds} condition-disjoint folds, {args.repeats} repeats; accuracy (%) on "
           f"each held-out condition's other {what}, mean ± 95% interval over conditions\n")
     print(format_table(results))
@@ -214,21 +215,30 @@ def _check_normalize_options(args) -> None:
         raise InputError("--normalize-kind and --normalize-tau need --normalize")
     if args.normalize == "utterance" and args.unit is None:
         raise InputError("--normalize utterance needs --unit (the column of utterances)")
-    if args.normalize_tau is not None and args.normalize_tau < 0:
-        raise InputError("--normalize-tau must be non-negative")
 
 
-def _normalizer(args, X, units):
+def _tau(text: str):
+    """``--normalize-tau``: a non-negative number of rows, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        tau = float(text)
+    except ValueError:
+        tau = float("nan")
+    if not tau >= 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative number of rows or 'auto', "
+                                         f"got {text!r}")
+    return tau
+
+
+def _normalizer(args):
     """The ConditionNormalizer of ``--normalize-kind`` and ``--normalize-tau``, or None
     (evaluate's default) when neither is given."""
     if args.normalize is None or (args.normalize_kind is None and args.normalize_tau is None):
         return None
-    import numpy as np
-
     from .evaluation._normalisation import default_normalizer
 
-    rows_per_unit = 1.0 if units is None else len(X) / len(np.unique(units))
-    normalizer = default_normalizer(args.normalize, rows_per_unit)
+    normalizer = default_normalizer(args.normalize)
     if args.normalize_kind is not None:
         normalizer.set_params(kind=args.normalize_kind)
     if args.normalize_tau is not None:
@@ -342,9 +352,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--normalize-kind", choices=("mean", "meanvar"), default=None,
                     help="subtract the mean (default), or also divide by the standard "
                          "deviation")
-    ev.add_argument("--normalize-tau", type=float, default=None, metavar="ROWS",
-                    help="shrink toward the global statistics by this many rows (default: "
-                         "one unit's rows per speaker, 0 per utterance)")
+    ev.add_argument("--normalize-tau", type=_tau, default=None, metavar="ROWS",
+                    help="shrink toward the global statistics by this many rows, or 'auto' "
+                         "(empirical Bayes; default: auto per speaker, 0 per utterance)")
     ev.add_argument("--json", help="write the results as JSON")
     ev.add_argument("--plot", help="write a PNG plot of accuracy against k")
     ev.add_argument("--random-state", type=int, default=0)

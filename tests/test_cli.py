@@ -72,11 +72,11 @@ def test_evaluate_normalized_per_speaker(table, tmp_path, capsys):
                  *FAST])
     assert code == 0
     stdout = capsys.readouterr().out
-    assert "features normalised per speaker (kind mean, tau 1 rows)" in stdout
+    assert "features normalised per speaker (kind mean, tau auto)" in stdout
     assert "paired-bootstrap interval" in stdout
     results = json.loads(out_json.read_text())
     assert results["normalize"] == "speaker"
-    assert results["settings"]["normalizer"] == {"kind": "mean", "tau": 1.0}
+    assert results["settings"]["normalizer"] == {"kind": "mean", "tau": "auto"}
     item = results["methods"]["shift"]["k"]["2"]
     low, high = item["error_reduction_vs_si_interval"]
     assert low <= item["error_reduction_vs_si"] <= high
@@ -138,6 +138,8 @@ def _bad_cases(table, tmp_path):
         "utterance normalisation without units": [str(table), *ok, "--normalize", "utterance"],
         "normalisation kind alone": [str(table), *ok, "--normalize-kind", "meanvar"],
         "negative tau": [str(table), *ok, "--normalize", "speaker", "--normalize-tau", "-1"],
+        "tau neither number nor auto": [str(table), *ok, "--normalize", "speaker",
+                                        "--normalize-tau", "many"],
         "unknown normalisation": [str(table), *ok, "--normalize", "frame"],
         "missing unit column": [str(table), *ok, "--unit", "utterance"],
         "unit with two labels": [str(table), *ok, "--unit", "speaker"],
@@ -149,6 +151,7 @@ CASES = ["missing file", "malformed csv", "empty csv", "header only", "missing l
          "too few rows for k", "unknown method", "bad shots", "bad folds", "too many folds",
          "zero jobs", "one training condition", "missing output folder",
          "utterance normalisation without units", "normalisation kind alone", "negative tau",
+         "tau neither number nor auto",
          "unknown normalisation", "missing unit column", "unit with two labels"]
 
 

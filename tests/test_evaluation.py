@@ -646,7 +646,7 @@ def test_speaker_normalisation_of_episodes_uses_adaptation_rows_only():
     y = y[units * 2]  # one label per unit
     norm = Normalisation("speaker", ConditionNormalizer(), layout, random_state=0)
     train = g == 0
-    transform = norm.episode_transform(X[train])
+    transform = norm.episode_transform(X[train], g[train], units[train])
     held = HeldOut(X, y, layout, np.array([1, 2]), 2, 0, transform)
     raw = HeldOut(X, y, layout, np.array([1, 2]), 2, 0)
     ep, _ = held.episode(1, 2)
@@ -663,6 +663,23 @@ def test_speaker_normalisation_of_episodes_uses_adaptation_rows_only():
     np.testing.assert_allclose(ep0.X_score, ep0_raw.X_score - X[train].mean(axis=0))
 
 
+def test_auto_tau_counts_units_not_rows():
+    """tau="auto" is the empirical-Bayes ratio on the units' mean rows, in rows: units of
+    4 identical rows give 4 times the tau of one row per unit."""
+    rng = np.random.default_rng(3)
+    g, units, layout = _speaker_layout(n_conditions=40, units_per_condition=10,
+                                       rows_per_unit=1)
+    X = rng.normal(size=(40, 2))[g] + rng.normal(scale=2, size=(len(g), 2))
+    norm = Normalisation("speaker", ConditionNormalizer(tau="auto"), layout, 0)
+    reference, tau = norm.statistics(X, g, units)
+    expected = ConditionNormalizer(tau="auto").fit(X, groups=g).tau_
+    np.testing.assert_allclose(tau, expected)
+    np.testing.assert_allclose(reference.mean, X.mean(axis=0))
+    X4, g4, units4 = (np.repeat(a, 4, axis=0) for a in (X, g, units))
+    _, tau4 = norm.statistics(X4, g4, units4)
+    np.testing.assert_allclose(tau4, 4 * expected)
+
+
 def test_utterance_normalisation_centres_every_unit():
     g, units, layout = _speaker_layout(rows_per_unit=3)
     X = np.random.default_rng(2).normal(size=(len(g), 2)) + units[:, None]
@@ -672,7 +689,7 @@ def test_utterance_normalisation_centres_every_unit():
         np.testing.assert_allclose(out[units == u].mean(axis=0), 0, atol=1e-12)
         np.testing.assert_allclose(out[units == u].std(axis=0), 1)
     assert norm.views([0, 2]) == [(0, 2)]
-    assert norm.episode_transform(X) is None
+    assert norm.episode_transform(X, g, units) is None
     np.testing.assert_array_equal(norm.training(out, np.arange(4), 2), out[:4])
 
 
@@ -688,7 +705,7 @@ def test_speaker_normalisation_lifts_si_on_shifted_conditions(shifted):
     assert si["8"]["accuracy"] > si_plain["8"]["accuracy"] + 0.1
     assert abs(si["0"]["accuracy"] - si_plain["0"]["accuracy"]) < 0.02
     assert normalised["normalize"] == "speaker"
-    assert normalised["settings"]["normalizer"] == {"kind": "mean", "tau": 1.0}
+    assert normalised["settings"]["normalizer"] == {"kind": "mean", "tau": "auto"}
     assert normalised["methods"]["shift"]["chosen"] == [{"0": "sat", "8": "sat"}] * 3
     assert "error_reduction_vs_si_interval" in normalised["methods"]["shift"]["k"]["8"]
 

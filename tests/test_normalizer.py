@@ -63,6 +63,23 @@ def test_shrink_without_rows_or_tau_gives_the_global_statistics():
         np.testing.assert_array_equal(shrunk.var, [[5.0]])
 
 
+def test_auto_tau_is_the_within_over_between_variance():
+    """Condition means with variance 1, rows with variance 9 around them: tau near 9 rows;
+    a feature whose conditions do not differ gets the largest tau (1000 rows)."""
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(300), 20)
+    X = np.column_stack([rng.normal(size=300)[groups] + rng.normal(scale=3, size=6000),
+                         rng.normal(scale=3, size=6000)])
+    norm = ConditionNormalizer(tau="auto").fit(X, groups=groups)
+    np.testing.assert_allclose(norm.tau_[0], 9, rtol=0.25)
+    assert norm.tau_[1] > 100
+    np.testing.assert_array_equal(ConditionNormalizer(tau=2).fit(X).tau_, [2.0, 2.0])
+    with pytest.raises(ValueError, match="tau='auto' needs groups"):
+        ConditionNormalizer(tau="auto").fit(X)
+    with pytest.raises(ValueError, match="at least 2 conditions"):
+        ConditionNormalizer(tau="auto").fit(X, groups=np.zeros(len(X)))
+
+
 def test_group_moments_match_numpy(speakers):
     X, groups = speakers
     index = np.unique(groups, return_inverse=True)[1]

@@ -16,7 +16,11 @@ training rows (as always), then normalised by a :class:`~skdc.ConditionNormalize
     training condition is normalised with the statistics of ``k`` of its units drawn
     at random (seeded by ``random_state`` and the condition; the draws for smaller
     ``k`` are subsets of those for larger), and every network is trained once per
-    ``k`` (nested validation too chooses per ``k``).
+    ``k`` (nested validation too chooses per ``k``). With ``tau="auto"`` (the
+    default), ``tau`` is the empirical-Bayes ratio of the within- to the
+    between-condition variance of the training conditions' *unit means*, times the
+    mean number of rows per unit: rows of one unit are not independent evidence
+    about the condition (the protocol's rule for every prior).
 
 Statistics are per feature column: stacked context frames are normalised column by
 column (the loaders' own per-utterance normalisation of the frames is the frame-level
@@ -31,7 +35,14 @@ from dataclasses import replace
 import numpy as np
 from sklearn.base import clone
 
-from .._normalizer import ConditionNormalizer, Moments, group_moments, normalise, shrink
+from .._normalizer import (
+    ConditionNormalizer,
+    Moments,
+    global_moments,
+    group_moments,
+    normalise,
+    shrink,
+)
 from ._episodes import Episode, Layout
 
 __all__ = ["NORMALIZE", "Normalisation", "check_normalize", "default_normalizer"]
@@ -39,12 +50,12 @@ __all__ = ["NORMALIZE", "Normalisation", "check_normalize", "default_normalizer"
 NORMALIZE = (None, "utterance", "speaker")
 
 
-def default_normalizer(normalize: str | None, rows_per_unit: float) -> ConditionNormalizer:
+def default_normalizer(normalize: str | None) -> ConditionNormalizer:
     """``evaluate``'s normaliser when none is given: mean normalisation (Kaldi's default);
-    per speaker shrunk toward the global mean by one unit's worth of rows (like every
-    prior of the protocol, one unit of evidence), per utterance not shrunk."""
-    tau = float(rows_per_unit) if normalize == "speaker" else 0.0
-    return ConditionNormalizer(kind="mean", tau=tau)
+    per speaker shrunk toward the global mean by the empirical-Bayes ``tau`` (a few
+    units of a speaker say little about its mean when units differ much, e.g. vowels
+    of different kinds), per utterance not shrunk."""
+    return ConditionNormalizer(kind="mean", tau="auto" if normalize == "speaker" else 0.0)
 
 
 def check_normalize(normalize, normalizer, units, X: np.ndarray) -> None:
@@ -62,7 +73,8 @@ def check_normalize(normalize, normalizer, units, X: np.ndarray) -> None:
     if not isinstance(normalizer, ConditionNormalizer):
         raise ValueError("normalizer must be a skdc.ConditionNormalizer, got "
                          f"{type(normalizer).__name__}.")
-    clone(normalizer).fit(X[:2])  # its own parameter validation, before any fold runs
+    # its own parameter validation, before any fold runs (two rows, two conditions)
+    clone(normalizer).fit(X[:2], groups=np.arange(len(X[:2])))
 
 
 class Normalisation:
@@ -104,23 +116,26 @@ class Normalisation:
         """The training rows ``X[train]`` as the networks of ``k`` see them."""
         if self.mode != "speaker":
             return X[train]
-        reference = self.reference(X[train])
-        conditions, position = np.unique(self._condition_of_row[train], return_inverse=True)
+        condition_of_row = self.layout.unit_condition[self.layout.unit_of_row]
+        reference, tau = self.statistics(X[train], condition_of_row[train],
+                                         self.layout.unit_of_row[train])
+        conditions, position = np.unique(condition_of_row[train], return_inverse=True)
         drawn = [self.layout.rows(self.units_drawn(c)[:k]) for c in conditions]
         moments = group_moments(X[np.concatenate(drawn)],
                                 np.repeat(np.arange(len(conditions)), [len(d) for d in drawn]),
                                 len(conditions))
-        moments = shrink(moments, reference, self.normalizer.tau)
+        moments = shrink(moments, reference, tau)
         return normalise(X[train], position, moments, reference, self.normalizer.kind)
 
-    def episode_transform(self, X_reference: np.ndarray) -> Callable[[Episode], Episode] | None:
+    def episode_transform(self, X: np.ndarray, conditions: np.ndarray,
+                          units: np.ndarray) -> Callable[[Episode], Episode] | None:
         """What every episode goes through (None: nothing): with ``"speaker"``, each
         held-out condition normalised with its adaptation rows' statistics, shrunk
-        toward those of ``X_reference`` (the training rows)."""
+        toward the training rows ``X`` (of ``conditions`` and ``units``)."""
         if self.mode != "speaker":
             return None
-        reference = self.reference(X_reference)
-        kind, tau = self.normalizer.kind, self.normalizer.tau
+        reference, tau = self.statistics(X, conditions, units)
+        kind = self.normalizer.kind
 
         def transform(ep: Episode) -> Episode:
             moments = shrink(group_moments(ep.X_adapt, ep.g_adapt, ep.n_groups), reference, tau)
@@ -130,14 +145,21 @@ class Normalisation:
 
         return transform
 
-    def reference(self, X: np.ndarray) -> Moments:
-        """The global statistics of ``X``, as the normaliser learns them in ``fit``."""
-        fitted = clone(self.normalizer).fit(X)
-        return Moments(np.float64(fitted.n_samples_seen_), fitted.mean_, fitted.var_)
+    def statistics(self, X: np.ndarray, conditions: np.ndarray,
+                   units: np.ndarray) -> tuple[Moments, np.ndarray | float]:
+        """The global statistics of the training rows ``X`` and ``tau`` (in rows).
 
-    @property
-    def _condition_of_row(self) -> np.ndarray:
-        return self.layout.unit_condition[self.layout.unit_of_row]
+        ``tau="auto"``: the normaliser's empirical-Bayes ``tau`` on the units' mean
+        rows (per condition), times the mean number of rows per unit.
+        """
+        if self.normalizer.tau != "auto":
+            return global_moments(X), float(self.normalizer.tau)
+        unit_keys, unit_index = np.unique(units, return_inverse=True)
+        means = group_moments(X, unit_index, len(unit_keys)).mean
+        unit_condition = np.zeros(len(unit_keys), dtype=np.asarray(conditions).dtype)
+        unit_condition[unit_index] = conditions
+        fitted = clone(self.normalizer).fit(means, groups=unit_condition)
+        return global_moments(X), fitted.tau_ * (len(X) / len(unit_keys))
 
     def units_drawn(self, condition: int) -> np.ndarray:
         """The condition's units in a seeded order (its first ``k`` normalise it)."""

@@ -229,8 +229,9 @@ def evaluate(
     normalizer : ConditionNormalizer, default=None
         Its ``kind`` and ``tau`` normalise (its ``statistics`` is ignored: ``normalize``
         says where the statistics come from). Default: ``ConditionNormalizer(kind=
-        "mean", tau=...)`` with ``tau`` one unit's worth of rows for ``"speaker"``
-        (the mean number of rows per unit) and ``0`` for ``"utterance"``.
+        "mean", tau="auto")`` for ``"speaker"`` (empirical Bayes on the training
+        conditions' unit means, counted in rows) and ``ConditionNormalizer(kind="mean",
+        tau=0)`` for ``"utterance"``.
     hidden_layer_sizes : sequence of int, default=(64, 64)
         Hidden layers of every network.
     code_size : int or "auto", default="auto"
@@ -324,7 +325,7 @@ def evaluate(
     layout = Layout(g_idx, units)
     settings.rows_per_unit = len(X) / layout.n_units
     if normalize is not None and normalizer is None:
-        normalizer = default_normalizer(normalize, settings.rows_per_unit)
+        normalizer = default_normalizer(normalize)
     normalisation = Normalisation(normalize, normalizer, layout, random_state)
     splitter = GroupKFold(n_splits=int(folds), shuffle=True, random_state=random_state)
     splits = [(_draw_conditions(train, g_idx, max_train_conditions, random_state, fold), test)
@@ -350,7 +351,8 @@ def evaluate(
                      "max_train_conditions": None if max_train_conditions is None
                      else int(max_train_conditions),
                      "normalizer": None if normalizer is None
-                     else {"kind": normalizer.kind, "tau": float(normalizer.tau)},
+                     else {"kind": normalizer.kind, "tau": normalizer.tau if
+                           normalizer.tau == "auto" else float(normalizer.tau)},
                      "n_resamples": int(n_resamples)},
         "seconds": round(time.perf_counter() - start, 1),
     }
@@ -437,7 +439,8 @@ def _run_fold(fold, split, *, X, y, g, layout, settings, methods, candidates, sh
     Xs = normalisation.fold_features(Xs, train)
     seed = int(np.random.SeedSequence([random_state, fold]).generate_state(1)[0] >> 1)
     held = HeldOut(Xs, y, layout, np.unique(g[test]), repeats, random_state,
-                   normalisation.episode_transform(Xs[train]))
+                   normalisation.episode_transform(Xs[train], g[train],
+                                                   layout.unit_of_row[train]))
     scores: dict = {m: {k: {} for k in shots} for m in methods}
     chosen: dict = {m: {} for m in methods}
     for view in normalisation.views(shots):

@@ -108,8 +108,8 @@ class InnerValidation:
         The fold's training rows as held-out rows are drawn from, when they differ from
         ``ctx.X`` (``evaluate(normalize="speaker")``: not yet normalised).
     normalisation : Normalisation, default=None
-        Its ``episode_transform`` (shrinking toward the inner training rows) applies to
-        the inner episodes.
+        Its ``episode_transform`` (statistics of the inner training rows) applies to the
+        inner episodes.
     """
 
     def __init__(self, ctx: FoldContext, units: np.ndarray, shots: Sequence[int], seed: int,
@@ -131,7 +131,8 @@ class InnerValidation:
                                 ctx.seed + 1)
             layout = Layout(ctx.groups, self.units)
             transform = (None if self.normalisation is None
-                         else self.normalisation.episode_transform(self.X_held[train]))
+                         else self.normalisation.episode_transform(
+                             self.X_held[train], ctx.groups[train], self.units[train]))
             held = HeldOut(self.X_held, ctx.y, layout, np.unique(ctx.groups[val]), 1,
                            self.seed, transform)
             self._inner = inner, held
