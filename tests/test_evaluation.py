@@ -689,6 +689,8 @@ def test_utterance_normalisation_centres_every_unit():
         np.testing.assert_allclose(out[units == u].mean(axis=0), 0, atol=1e-12)
         np.testing.assert_allclose(out[units == u].std(axis=0), 1)
     assert norm.views([0, 2]) == [(0, 2)]
+    auto = Normalisation("utterance", ConditionNormalizer(tau="auto"), layout, 0)
+    assert np.all(np.isfinite(auto.fold_features(X, np.flatnonzero(g > 0))))
     assert norm.episode_transform(X, g, units) is None
     np.testing.assert_array_equal(norm.training(out, np.arange(4), 2), out[:4])
 

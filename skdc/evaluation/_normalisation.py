@@ -109,8 +109,9 @@ class Normalisation:
         (``"utterance"``), else ``X`` itself."""
         if self.mode != "utterance":
             return X
-        norm = clone(self.normalizer).set_params(statistics="transform").fit(X[train])
-        return norm.transform(X, groups=self.layout.unit_of_row)
+        units = self.layout.unit_of_row
+        norm = clone(self.normalizer).set_params(statistics="transform")
+        return norm.fit(X[train], groups=units[train]).transform(X, groups=units)
 
     def training(self, X: np.ndarray, train: np.ndarray, k: int) -> np.ndarray:
         """The training rows ``X[train]`` as the networks of ``k`` see them."""
