@@ -18,6 +18,9 @@ for frame data), as for the codes: the prior is worth ``m`` rows, i.e. one unit.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import keras
 import numpy as np
 from keras import ops
@@ -112,15 +115,27 @@ class ParameterAdapter:
         return out
 
 
-_GRAPHS: dict = {}
+#: Compiled graphs kept for reuse: those of the most recently used architectures and
+#: modes (an evaluation uses the 3 modes of its SI network).
+_GRAPHS_MAX = 8
+_GRAPHS: OrderedDict = OrderedDict()
+_GRAPHS_LOCK = threading.Lock()
 
 
 def _graph_for(mode, shapes, activations) -> _Graph:
-    """Compiled functions for one architecture and mode, traced once per process."""
+    """Compiled functions for one architecture and mode, built once while they stay among
+    the ``_GRAPHS_MAX`` most recently used (the least recently used is dropped; an adapter
+    that holds it keeps it); one build when threads ask for the same graph at once."""
     key = (mode, shapes, activations)
-    if key not in _GRAPHS:
-        _GRAPHS[key] = _Graph(mode, shapes, activations)
-    return _GRAPHS[key]
+    with _GRAPHS_LOCK:  # building only wraps the functions: they trace on their first call
+        graph = _GRAPHS.get(key)
+        if graph is None:
+            graph = _GRAPHS[key] = _Graph(mode, shapes, activations)
+            while len(_GRAPHS) > _GRAPHS_MAX:
+                _GRAPHS.popitem(last=False)
+        else:
+            _GRAPHS.move_to_end(key)
+        return graph
 
 
 class _Graph:
