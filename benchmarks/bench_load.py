@@ -13,7 +13,7 @@
    yet, and still alive after a full collection; Python's full collections (generation
    2, automatic or skdc's); milliseconds per model, and those spent in full collections.
    ``--reference`` runs each backend again with skdc's collection of dropped models'
-   compiled functions off (the backend's ``_COLLECT_EVERY = 0``: skdc before it);
+   compiled functions off (``skdc._backend.memory.COLLECTION.every = 0``: skdc before it);
    ``--collect-every N`` sets how many compilations separate skdc's collections.
    Target: growth ≤ 50 MB from model 1 to model 100 on each backend, none alive.
 
@@ -87,11 +87,11 @@ def _heap_mb() -> tuple[float, float]:
 def many_models_child(n_models: int, collect_every: int | None) -> dict:
     """The distinct-models run in this process; returns its figures."""
     from skdc import _backend
+    from skdc._backend import memory
 
-    backend = _backend.current()
     if collect_every is not None:
-        backend._COLLECT_EVERY = collect_every
-    collect_every = getattr(backend, "_COLLECT_EVERY", 0)
+        memory.COLLECTION.every = collect_every
+    collect_every = memory.COLLECTION.every
     # one data set for every model: Keras' own predict (used to label it) is not measured
     first = make_teacher(n_features=40, code_dim=8, n_classes=10, hidden=256)
     X, y, _, _ = make_conditions(first, n_conditions=1, rows_per_condition=100)
@@ -130,7 +130,8 @@ def many_models_child(n_models: int, collect_every: int | None) -> dict:
     gc.collect()
     gc.collect()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return {"backend": backend.NAME, "collect_every": collect_every, "rss": rss, "load": load,
+    return {"backend": _backend.current().NAME, "collect_every": collect_every, "rss": rss,
+            "load": load,
             "heap_in_use": heap_last[0] - heap_first[0], "heap_free": heap_last[1] - heap_first[1],
             "not_freed": not_freed, "alive": sum(r() is not None for r in refs),
             "full_collections": full["n"], "ms_per_model": 1e3 * seconds / n_models,

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import ctypes
-import gc
-import threading
-
 import numpy as np
 import tensorflow as tf
+
+from .memory import collect_dropped
 
 NAME = "tensorflow"
 WEIGHTS_AS_ARGUMENTS = False
@@ -65,7 +63,7 @@ class _Compiled:
 
 
 def compile(fn, signature, xla: bool):
-    _collect_dropped()
+    collect_dropped()
     return _Compiled(fn, signature, xla)
 
 
@@ -100,44 +98,3 @@ def uses_xla(requested: bool) -> bool:
 #: Predictions of fewer rows run eagerly: TensorFlow's eager ops are fast enough, and a
 #: first prediction after a fit then compiles nothing.
 EAGER_PREDICT_BELOW = 1024
-
-
-# -- memory ----------------------------------------------------------------------
-#: Compilations between two full garbage collections (0: none; see _collect_dropped).
-_COLLECT_EVERY = 4
-_since_collect = 0
-_collect_lock = threading.Lock()
-try:  # glibc: give freed heap pages back to the system
-    _malloc_trim = ctypes.CDLL(None).malloc_trim
-except (AttributeError, OSError, TypeError):
-    _malloc_trim = None
-
-
-def _collect_dropped() -> None:
-    """Free the compiled functions of dropped models: a full collection before every
-    ``_COLLECT_EVERY``-th compilation (unless automatic collection is disabled).
-
-    A traced function's memory is mostly outside Python's heap (its graph, FunctionDef,
-    kernels and executors: ~3 MB for a small model), which Python's collector does not
-    count. Keras models are reference cycles and an engine goes with its model, so a
-    dropped model's functions are freed only by a full collection (its engine one
-    collection after the model), and Python ran 3 in 100 dropped models (one per ~25%
-    more long-lived objects; ~500k are tracked once TensorFlow is imported): over 100
-    distinct small models adapted and dropped, RSS grew by ~150 MB, and malloc's heap by
-    ~100 MB in use (dropped models awaiting a collection) and ~100 MB freed but kept.
-    A process compiles when it sees new models, so every fourth compilation first runs
-    a full collection (~0.2 s) and hands the freed pages back to the system (glibc's
-    ``malloc_trim``, ~1 ms): +19 MB over the 100 models, ~50 ms more per new model
-    (benchmarks/bench_load.py).
-    """
-    global _since_collect
-    if _COLLECT_EVERY <= 0 or not gc.isenabled():
-        return
-    with _collect_lock:
-        _since_collect += 1
-        if _since_collect < _COLLECT_EVERY:
-            return
-        _since_collect = 0
-    gc.collect()
-    if _malloc_trim is not None:
-        _malloc_trim(0)
