@@ -34,7 +34,7 @@ if missing.
 import argparse
 import json
 
-import numpy as np
+from speaker_curve import plot_curve, speaker_curve
 
 from skdc.datasets import load_arabic_speech_commands
 from skdc.evaluation import METHODS as ALL_METHODS
@@ -118,71 +118,6 @@ def run(asc, args, max_train_conditions=None, seed=None) -> dict:
     )
 
 
-def _cut(results: dict, method: str, k: int) -> float:
-    return 100 * results["methods"][method]["k"][str(k)]["error_reduction_vs_si"]
-
-
-def speaker_curve(asc, args) -> dict:
-    """``{seed: {n: results}}``: every method at every k, per seed and number of
-    training speakers (a seed draws other folds, speakers and networks)."""
-    curves = {}
-    for seed in seeds_of(args):
-        curves[seed] = {}
-        for n in (int(n) for n in args.train_speakers.split(",")):
-            results = curves[seed][n] = run(asc, args, max_train_conditions=n, seed=seed)
-            print(f"\nseed {seed}, {n} training speakers per fold ({results['seconds']:.0f} s)")
-            print(format_table(results))
-    print("\nerror cut versus si (%) by training speakers per fold: mean over seeds "
-          f"{', '.join(map(str, curves))} (each seed)")
-    first = next(iter(curves.values()))
-    shots = next(iter(first.values()))["shots"]
-    for m in (m for m in args.methods.split(",") if m != "si"):
-        for k in shots:
-            print(f"{m}, k={k}:")
-            for n in first:
-                cuts = [_cut(curve[n], m, k) for curve in curves.values()]
-                each = " / ".join(f"{c:+.1f}" for c in cuts)
-                si = " / ".join(f"{100 * c[n]['methods']['si']['k'][str(k)]['accuracy']:.1f}"
-                                for c in curves.values())
-                print(f"  {n:>3} speakers: {np.mean(cuts):+6.1f}  ({each}; si accuracy {si})")
-    return curves
-
-
-def plot_curve(curves: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    first = next(iter(curves.values()))
-    speakers = list(first)
-    some = first[speakers[0]]
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for name in some["methods"]:
-        if name == "si":
-            continue
-        for k in some["shots"]:
-            cuts = np.array([[_cut(curve[n], name, k) for n in speakers]
-                             for curve in curves.values()])
-            line, = ax.plot(speakers, cuts.mean(axis=0), marker="o",
-                            label=f"{name}, k={k}")
-            for row in cuts:  # each seed
-                ax.scatter(speakers, row, color=line.get_color(), alpha=0.35, s=12)
-    ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set_xlabel("training speakers per fold")
-    ax.set_ylabel("error cut versus si (%)")
-    ax.set_xticks(speakers)
-    ax.grid(alpha=0.3)
-    title = "Arabic digits: how many training speakers codes need"
-    if len(curves) > 1:
-        title += f" (mean of {len(curves)} seeds; dots: each seed)"
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
-
-
 def main() -> None:
     args = parse_args()
     if args.train_speakers and "si" not in args.methods.split(","):
@@ -197,9 +132,9 @@ def main() -> None:
           f"{args.folds} speaker-disjoint folds; accuracy per recording (summed frame "
           "log-posteriors)\n")
     if args.train_speakers:
-        output = speaker_curve(asc, args)
+        output = speaker_curve(lambda n, seed: run(asc, args, n, seed), args)
         if args.plot:
-            plot_curve(output, args.plot)
+            plot_curve(output, args.plot, "Arabic digits: how many training speakers codes need")
     else:
         output = run(asc, args)
         print(format_table(output))
