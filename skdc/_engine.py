@@ -546,7 +546,7 @@ class LbfgsLoop:
         self.engine, self.problem, self.settings, self.report = engine, problem, settings, report
         self.u0, self.n_real = u0, n_real
         self.best_u = u0.astype(np.float64).copy()
-        self.best = np.full(problem.n_groups, np.inf)
+        self.kept = Patience(problem.n_groups, settings.tol, settings.n_iter_no_change)
         self.curve: list[float] = []
 
     def run(self) -> Result:
@@ -556,8 +556,8 @@ class LbfgsLoop:
         def fun(flat):
             u = flat.reshape(shape)
             obj, grad = self.engine.value_and_grad(batch, u)
-            better = np.isfinite(obj) & (obj < self.best)
-            self.best[better], self.best_u[better] = obj[better], u[better]
+            better = self.kept.record(obj)
+            self.best_u[better] = u[better]
             return float(obj.sum()), grad.ravel()
 
         def callback(value):
@@ -567,9 +567,9 @@ class LbfgsLoop:
 
         res = minimize_lbfgs(fun, self.u0.ravel(), max_iter=self.settings.max_iter,
                              tol=self.settings.tol, callback=callback)
-        return Result(codes=self.best_u, best_loss=self.best, loss_curve=self.curve,
+        return Result(codes=self.best_u, best_loss=self.kept.best, loss_curve=self.curve,
                       n_iter=res.n_iter, converged=res.converged, interrupted=res.interrupted,
-                      diverged=~np.isfinite(self.best))
+                      diverged=~np.isfinite(self.kept.best))
 
 
 class FirstOrderLoop:

@@ -26,8 +26,7 @@ class Patience:
     def update(self, values, mask=None) -> np.ndarray:
         """Record ``values`` of the series in ``mask`` (default: all); returns the mask of
         series whose value is a new best (lower than any before)."""
-        values = np.asarray(values, dtype=np.float64)
-        mask = np.ones(len(self.best), bool) if mask is None else np.asarray(mask, bool)
+        values, mask = self._checked(values, mask)
         finite = mask & np.isfinite(values)
         improved = finite & (values < self.best - self.tol)
         self.wait[improved] = 0
@@ -36,11 +35,14 @@ class Patience:
 
     def record(self, values, mask=None) -> np.ndarray:
         """Like :meth:`update`, without counting the check towards the patience."""
-        values = np.asarray(values, dtype=np.float64)
-        mask = np.ones(len(self.best), bool) if mask is None else np.asarray(mask, bool)
+        values, mask = self._checked(values, mask)
         better = mask & np.isfinite(values) & (values < self.best)
         self.best[better] = values[better]
         return better
+
+    def _checked(self, values, mask):
+        mask = np.ones(len(self.best), bool) if mask is None else np.asarray(mask, bool)
+        return np.asarray(values, dtype=np.float64), mask
 
     def exhausted(self) -> np.ndarray:
         """Series that have gone ``patience`` checks without an improvement."""

@@ -575,10 +575,6 @@ class Stopper:
         self.keep_best = keep_best
         self.best_weights = None
 
-    @property
-    def best(self) -> float:
-        return float(self.rule.best[0])
-
     def stop(self, epoch: int, value: float, weights) -> bool:
         """Whether to stop after ``epoch`` with loss ``value``; ``weights()`` gives the
         weights to keep if this epoch is the best so far."""
