@@ -8,9 +8,11 @@ from k labelled recordings (all their frames), scored on its other recordings, a
 no adaptation (si), a feature shift, per-speaker normalisation (lobanov, transductive),
 LHUC, output-layer fine-tuning and unsupervised codes (codes_unsup, transductive).
 
-Run (about 55 minutes on 2 busy CPU cores with the folds in parallel)::
+Run (about 22 minutes per seed on 2 CPU cores with the folds in parallel; several seeds
+are pooled, ``--normalize utterance`` normalises every recording's features first)::
 
     SKDC_DATA_HOME=../shared/data python examples/arabic_digits.py --json asc.json --plot asc.png
+    python examples/arabic_digits.py --seed 0,1,2 --normalize utterance --json asc_utt.json
 
 How many training speakers do codes need? ``--train-speakers 4,8,16,24`` trains each
 fold's networks on that many of its training speakers (nested draws, same folds and
@@ -34,11 +36,11 @@ if missing.
 import argparse
 import json
 
-from speaker_curve import plot_curve, speaker_curve
+from speaker_curve import plot_curve, pooled_seeds, speaker_curve
 
 from skdc.datasets import load_arabic_speech_commands
 from skdc.evaluation import METHODS as ALL_METHODS
-from skdc.evaluation import evaluate, format_table, plot_results
+from skdc.evaluation import evaluate, plot_results
 
 METHODS = ",".join(m for m in ALL_METHODS if m != "finetune_all")  # not every layer fine-tuned
 
@@ -57,6 +59,9 @@ def parse_args() -> argparse.Namespace:
                         help="takes per speaker and keyword (default: all 10)")
     parser.add_argument("--train-speakers", default=None,
                         help="comma-separated numbers of training speakers per fold")
+    parser.add_argument("--normalize", choices=["none", "utterance", "speaker"], default="none",
+                        help="features normalised per recording, or per speaker from its "
+                             "k adaptation recordings, before every method")
     parser.add_argument("--tune", action="store_true", help="nested validation of priors")
     parser.add_argument("--code-sizes", default="16",
                         help="comma-separated code sizes; more than one (or than one of "
@@ -65,8 +70,9 @@ def parse_args() -> argparse.Namespace:
                         help="comma-separated: all, input, or hidden-layer indices joined "
                              "by '+' (e.g. 1)")
     parser.add_argument("--seed", default="0",
-                        help="random_state: folds, draws of speakers and recordings, "
-                             "networks; with --train-speakers a comma-separated list")
+                        help="comma-separated random_state values: folds, draws of speakers "
+                             "and recordings, networks; several are pooled (intervals over "
+                             "speakers and seeds)")
     parser.add_argument("--jobs", type=int, default=-1,
                         help="folds in parallel processes (default: all cores)")
     parser.add_argument("--json", help="save the results as JSON")
@@ -101,19 +107,16 @@ def method_params(args) -> tuple[dict, bool]:
             args.tune or len(networks) > 1)
 
 
-def seeds_of(args) -> list[int]:
-    return [int(seed) for seed in args.seed.split(",")]
-
-
-def run(asc, args, max_train_conditions=None, seed=None) -> dict:
+def run(asc, args, seed: int, max_train_conditions=None) -> dict:
     params, tune = method_params(args)
     return evaluate(
         asc.data, asc.target, asc.groups, units=asc.utterance,
         shots=[int(k) for k in args.shots.split(",")], folds=args.folds,
         repeats=args.repeats, methods=args.methods.split(","),
+        normalize=None if args.normalize == "none" else args.normalize,
         hidden_layer_sizes=(256, 256), max_epochs=args.epochs, batch_size=512,
         tune=tune, method_params=params, max_train_conditions=max_train_conditions,
-        random_state=seeds_of(args)[0] if seed is None else seed, progress=True,
+        random_state=seed, progress=True,
         n_jobs=args.jobs,
     )
 
@@ -122,29 +125,26 @@ def main() -> None:
     args = parse_args()
     if args.train_speakers and "si" not in args.methods.split(","):
         raise SystemExit("--train-speakers reports error cuts versus si: include si in --methods")
-    if not args.train_speakers and len(seeds_of(args)) > 1:
-        raise SystemExit("several --seed values need --train-speakers")
     keywords = args.keywords if args.keywords in ("digits", "all") else args.keywords.split(",")
     asc = load_arabic_speech_commands(args.data_home, keywords=keywords,
                                       max_per_speaker_keyword=args.per_keyword)
     print(f"Arabic Speech Commands: {len(asc.utterances)} recordings, {len(asc.target)} "
           f"frames of {asc.data.shape[1]} features, {len(set(asc.groups))} speakers, "
-          f"{args.folds} speaker-disjoint folds; accuracy per recording (summed frame "
-          "log-posteriors)\n")
+          f"{args.folds} speaker-disjoint folds, normalize={args.normalize}; accuracy per "
+          "recording (summed frame log-posteriors)\n")
     if args.train_speakers:
-        output = speaker_curve(lambda n, seed: run(asc, args, n, seed), args)
+        output = speaker_curve(lambda n, seed: run(asc, args, seed, n), args)
         if args.plot:
             plot_curve(output, args.plot, "Arabic digits: how many training speakers codes need")
     else:
-        output = run(asc, args)
-        print(format_table(output))
+        output = pooled_seeds(lambda seed: run(asc, args, seed), args)
         for name, candidates in output["settings"]["candidates"].items():
             if len(candidates) > 1:
                 print(f"{name} chose, per fold: {output['methods'][name]['chosen']}")
         print(f"\nk counts labelled recordings of the new speaker; {output['seconds']:.0f} s")
         if args.plot:
-            plot_results(output, args.plot,
-                         title="Arabic digits: k-recording speaker adaptation")
+            plot_results(output, args.plot, title="Arabic digits: k-recording speaker "
+                                                  f"adaptation (normalize={args.normalize})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(output, f, indent=2)

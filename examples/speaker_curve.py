@@ -1,9 +1,25 @@
-"""The training-speaker curve shared by the speech examples: how many training speakers
-codes need, per seed and on average (``--train-speakers``, ``--seed``)."""
+"""What the speech examples share: several seeds pooled (``--seed 0,1,2``) and the
+training-speaker curve, how many training speakers codes need, per seed and on average
+(``--train-speakers``)."""
 
 import numpy as np
 
-from skdc.evaluation import format_table
+from skdc.evaluation import format_table, pool_seeds
+
+
+def pooled_seeds(run, args) -> dict:
+    """``run(seed)`` for every ``--seed``, each table printed, and the runs pooled:
+    every error cut's interval then comes from a bootstrap over held-out speakers and
+    seeds (:func:`skdc.evaluation.pool_seeds`)."""
+    runs = []
+    for seed in (int(s) for s in args.seed.split(",")):
+        runs.append(run(seed))
+        print(f"\nseed {seed} ({runs[-1]['seconds']:.0f} s)\n{format_table(runs[-1])}")
+    if len(runs) == 1:
+        return runs[0]
+    pooled = pool_seeds(runs)
+    print(f"\npooled over seeds {args.seed}\n{format_table(pooled)}")
+    return pooled
 
 
 def _cut(results: dict, method: str, k: int) -> float:

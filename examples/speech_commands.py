@@ -31,11 +31,11 @@ The test set is downloaded (checksum-verified, 112 MB) into the data home if mis
 import argparse
 import json
 
-from speaker_curve import plot_curve, speaker_curve
+from speaker_curve import plot_curve, pooled_seeds, speaker_curve
 
 from skdc.datasets import load_speech_commands
 from skdc.evaluation import METHODS as ALL_METHODS
-from skdc.evaluation import evaluate, format_table, plot_results, pool_seeds
+from skdc.evaluation import evaluate, plot_results
 
 METHODS = ",".join(m for m in ALL_METHODS if m != "finetune_all")  # not every layer fine-tuned
 
@@ -91,13 +91,7 @@ def main() -> None:
             plot_curve(output, args.plot, "Speech Commands: how many training speakers "
                                           "codes need")
     else:
-        runs = []
-        for seed in (int(s) for s in args.seed.split(",")):
-            runs.append(run(data, args, seed))
-            print(f"\nseed {seed} ({runs[-1]['seconds']:.0f} s)\n{format_table(runs[-1])}")
-        output = runs[0] if len(runs) == 1 else pool_seeds(runs)
-        if len(runs) > 1:
-            print(f"\npooled over seeds {args.seed}\n{format_table(output)}")
+        output = pooled_seeds(lambda seed: run(data, args, seed), args)
         if args.plot:
             plot_results(output, args.plot, title="Speech Commands: k-recording adaptation "
                                                   f"(normalize={args.normalize})")
