@@ -419,7 +419,7 @@ class Engine:
         weights = self.graph.weights(self._as_args)
         total = np.bincount(problem.group, problem.weight, problem.n_groups)
         in_batch = np.bincount(group, w, problem.n_groups)
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):  # groups without rows
             data_scale = np.where(in_batch > 0, 1.0 / in_batch, 0.0)
             prior_scale = np.where(total > 0, 0.5 * settings.alpha / total, 0.0)
         xla = settings.xla(len(w))

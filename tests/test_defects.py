@@ -202,3 +202,17 @@ def test_small_predictions_compile_once_per_row_bucket():
     code = np.tile(adapter.code_, (22, 1)).astype(np.float32)
     expected = keras.ops.convert_to_numpy(model([X[:22], code]))
     np.testing.assert_allclose(again[2], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_no_prior_raises_no_numpy_warning(teacher, conditions):
+    # alpha=0 used to leak "invalid value encountered in divide" from the prior scaling
+    X, y, groups, _ = conditions
+    rows = np.flatnonzero(groups < 3)
+    rows = np.tile(rows, -(-2000 // len(rows)))  # XLA: 3 groups padded to 4, one without rows
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        adapter = CodeAdapter(teacher, alpha=0.0, optimizer="lbfgs", max_iter=5,
+                              jit_compile=True)
+        adapter.fit(X[rows], y[rows], groups=groups[rows])
+    assert len(adapter.codes_) == 3
