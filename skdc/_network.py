@@ -29,6 +29,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from ._clone import clone_sharing
 from ._groups import encode_groups
+from ._input_shift import check_input_shift, condition_offsets
 from ._model_copy import clone_with_weights
 from ._persist import pop_models, push_models
 from ._prior import prior_from_codes
@@ -66,6 +67,7 @@ class _BaseCodeNetwork(BaseEstimator):
         "code_layers": [StrOptions({"all", "input"}), "array-like"],
         "code_l2": [Interval(Real, 0, None, closed="left")],
         "code_dropout": [Interval(Real, 0, 1, closed="left")],
+        "input_shift": [None, StrOptions({"full"}), Interval(Integral, 1, None, closed="left")],
         "base_model": [keras.Model, None],
         "random_state": ["random_state"],
     }
@@ -88,6 +90,7 @@ class _BaseCodeNetwork(BaseEstimator):
         validation_fraction=0.1,
         n_iter_no_change=10,
         tol=1e-4,
+        input_shift=None,
         base_model=None,
         random_state=None,
         verbose=0,
@@ -106,6 +109,7 @@ class _BaseCodeNetwork(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
+        self.input_shift = input_shift
         self.base_model = base_model
         self.random_state = random_state
         self.verbose = verbose
@@ -148,7 +152,9 @@ class _BaseCodeNetwork(BaseEstimator):
         schedule = Schedule.from_params(self.get_params(deep=False))
         seeds = Seeds(self.random_state)
 
-        core, pairs = self._initial_model(X, task, seeds.generator("weights"))
+        shift = self._shift_period(X.shape[1])
+        core, pairs = self._initial_model(X, task, seeds.generator("weights"), shift)
+        joint = self.base_model is None
         trainer = CodeTrainer(
             core,
             len(keys),
@@ -157,11 +163,17 @@ class _BaseCodeNetwork(BaseEstimator):
             code_l2=self.code_l2,
             code_dropout=self.code_dropout,
             seed=seeds.seed("codes"),
+            input_shift=shift,
+            # joint training starts from shift-normalised conditions; a pretrained
+            # model from the features it was trained on
+            shift_init=self._shift_init(X, target, group, len(keys), shift, task)
+            if joint else None,
         )
         held = schedule.held_out(group, weight, seeds.generator("split"))
         history = train(trainer, rows, held, task.keras_loss(), schedule,
                         seeds.generator("shuffle"))
-        codes = normalise_codes(core, trainer.codes(), pairs)
+        codes = normalise_codes(core, trainer.codes(), pairs, centre=joint, input_shift=shift)
+        self.input_shift_ = shift
         self._store(core, keys, codes, history)
         warn_unless_stopped(history, type(self).__name__, self.max_iter)
         return self
@@ -169,6 +181,22 @@ class _BaseCodeNetwork(BaseEstimator):
     def _weigh(self, task, weight, target, group) -> np.ndarray:
         """Row weights of the fit: ``sample_weight`` (the classifier adds class weights)."""
         return weight
+
+    def _shift_period(self, n_features: int) -> int:
+        """Entries of feature shift at the start of the code (0: none)."""
+        if self.input_shift is not None and self.base_model is not None and len(
+                _input_names(self.base_model)) > 1:
+            raise ValueError("input_shift applies when the code input is added by fit; "
+                             "base_model already has one, shift part included or not.")
+        return check_input_shift(self.input_shift, n_features)
+
+    @staticmethod
+    def _shift_init(X, target, group, n_groups: int, shift: int, task) -> np.ndarray | None:
+        """Each condition's offset removed (class residuals for a classifier)."""
+        if not shift:
+            return None
+        label = target if isinstance(task, Classification) else None
+        return condition_offsets(X, group, n_groups, shift, label)
 
     def _training_groups(self, groups, n_rows: int) -> tuple[list, np.ndarray]:
         """The distinct training conditions and each row's index into them (at least 2)."""
@@ -196,19 +224,19 @@ class _BaseCodeNetwork(BaseEstimator):
             self.best_validation_loss_ = float(np.min(history.val_loss))
         self.n_iter_ = len(self.loss_curve_)
 
-    def _initial_model(self, X, task, rng) -> tuple[keras.Model, list | None]:
-        """The code network to train (initial weights drawn with ``rng``) and, for joint
-        training, its (Dense, B) pairs."""
+    def _initial_model(self, X, task, rng, shift: int) -> tuple[keras.Model, list | None]:
+        """The code network to train (initial weights drawn with ``rng``) and its
+        (Dense, B) pairs when fit added the code input (None: found in the model)."""
         if self.base_model is None:
             architecture = Architecture.from_params(self.get_params(deep=False))
             return joint_network(
-                X.shape[1], architecture, task, self.code_size, self.code_layers, rng
+                X.shape[1], architecture, task, self.code_size, self.code_layers, rng, shift
             )
-        core = self._coded_base_model()
-        if core.inputs[0].shape[-1] != X.shape[1]:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but base_model takes {core.inputs[0].shape[-1]}."
-            )
+        width = (getattr(self.base_model, "inputs", None) or [None])[0]
+        width = None if width is None else width.shape[-1]
+        if width != X.shape[1]:
+            raise ValueError(f"X has {X.shape[1]} features, but base_model takes {width}.")
+        core, pairs = self._coded_base_model(shift)
         n_out = core.outputs[0].shape[-1]
         if n_out != task.n_outputs:
             raise ValueError(
@@ -220,15 +248,16 @@ class _BaseCodeNetwork(BaseEstimator):
         rows = X[:16]
         zeros = np.zeros((len(rows), core.inputs[1].shape[-1]), np.float32)
         task.check_outputs(predict_in_chunks(core, [rows, zeros]), "base_model")
-        return core, None
+        return core, pairs
 
-    def _coded_base_model(self) -> keras.Model:
-        """A trainable copy of ``base_model`` with a code input (retrofitted if needed)."""
+    def _coded_base_model(self, shift: int) -> tuple[keras.Model, list | None]:
+        """A trainable copy of ``base_model`` with a code input (retrofitted if needed),
+        and the (Dense, B) pairs of a retrofit."""
         names = _input_names(self.base_model)
         if names == [FEATURES, CODE]:
-            return clone_with_weights(self.base_model)
+            return clone_with_weights(self.base_model), None
         if len(names) == 1:
-            return rewire(self.base_model, int(self.code_size), self.code_layers)[0]
+            return rewire(self.base_model, int(self.code_size), self.code_layers, shift)
         raise ValueError(
             "base_model must have either one input (it is then retrofitted with "
             f"add_condition_codes) or inputs named {[FEATURES, CODE]}; got inputs {names}."
@@ -309,7 +338,8 @@ _PARAMETERS_DOC = """
     hidden_layer_sizes : array-like of int, default=(256, 256)
         Units of each hidden Dense layer. Ignored with ``base_model``.
     code_size : int, default=16
-        Length of a condition code. Ignored when ``base_model`` already has a code input.
+        Length of the hidden part of a condition code (the part fed to the hidden
+        layers). Ignored when ``base_model`` already has a code input.
     code_layers : {"all", "input"} or list of int, default="all"
         Hidden layers the code feeds into (see :func:`add_condition_codes`). ``"all"``:
         every hidden layer, as in Xue et al. (2014), who found that connecting the code
@@ -350,6 +380,19 @@ default="relu"
         Patience, in epochs.
     tol : float, default=1e-4
         Smallest loss decrease that counts as an improvement.
+    input_shift : None, "full" or int, default=None
+        An input-level part of the code: each condition's code starts with ``p``
+        offsets added to its features before the first layer, tiled with period ``p``
+        (``"full"``: ``p = n_features``, one offset per feature; an int ``p`` dividing
+        ``n_features``: e.g. the features per frame of frames stacked with their
+        context, offset-major as :mod:`skdc.datasets` stacks them, so that every
+        context frame gets the same offset). Codes then hold what a per-condition
+        feature shift removes, and the hidden part what a shift cannot express. In
+        joint training each condition's shift starts at the offset of its mean
+        (class-mean residual for a classifier) from the mean of all rows, so training
+        starts on shift-normalised conditions; with a one-input ``base_model`` it
+        starts at zero. The shift part is neither penalised by ``code_l2`` nor
+        rescaled. None: no shift part.
     base_model : keras.Model or None, default=None
         ``None``: joint (speaker-adaptive) training of the whole network, the ``B_l``
         and the codes. A pretrained model: its weights are copied, never modified;
@@ -399,9 +442,13 @@ _NOTES_DOC = """
 _ATTRIBUTES_DOC = """
     model_ : keras.Model
         The code network: inputs ``"features"`` ``(n_features,)`` and ``"code"``
-        ``(code_size,)``, one output. It plugs into :class:`~skdc.CodeAdapter` as is.
+        ``(input_shift_ + code_size,)``, one output. It plugs into
+        :class:`~skdc.CodeAdapter` as is.
     codes_ : dict
-        Learned code (ndarray of shape ``(code_size,)``) of each training group.
+        Learned code (ndarray of shape ``(input_shift_ + code_size,)``, the shift part
+        first) of each training group.
+    input_shift_ : int
+        Entries of feature shift at the start of every code (0: none).
     code_prior_ : CodePrior
         Mean and covariance of the training codes, the covariance slightly shrunk toward
         a scaled identity so that it stays invertible with few conditions.
@@ -500,6 +547,7 @@ class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
         validation_fraction=0.1,
         n_iter_no_change=10,
         tol=1e-4,
+        input_shift=None,
         base_model=None,
         random_state=None,
         verbose=0,
@@ -510,7 +558,8 @@ class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
             activation=activation, code_l2=code_l2, code_dropout=code_dropout, alpha=alpha,
             learning_rate_init=learning_rate_init, batch_size=batch_size, max_iter=max_iter,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change, tol=tol, base_model=base_model,
+            n_iter_no_change=n_iter_no_change, tol=tol, input_shift=input_shift,
+            base_model=base_model,
             random_state=random_state, verbose=verbose,
         )
         self.class_weight = class_weight

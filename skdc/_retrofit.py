@@ -14,6 +14,7 @@ from numbers import Integral
 import keras
 import numpy as np
 
+from ._input_shift import check_input_shift, shift_features
 from ._model_copy import UniqueNames
 
 __all__ = ["CODE", "FEATURES", "add_condition_codes", "code_consumers", "rewire"]
@@ -45,7 +46,11 @@ _ROWWISE_LAYERS = (
 
 
 def add_condition_codes(
-    model: keras.Model, code_size: int, layers: str | Sequence[int] = "all"
+    model: keras.Model,
+    code_size: int,
+    layers: str | Sequence[int] = "all",
+    *,
+    input_shift: int | str | None = None,
 ) -> keras.Model:
     """Retrofit a condition-code input into a pretrained Keras model.
 
@@ -55,7 +60,11 @@ def add_condition_codes(
 
         h_l = act(W_l h_{l-1} + b_l + B_l z)
 
-    so a zero code reproduces the original model exactly. The original layers are
+    so a zero code reproduces the original model exactly. With ``input_shift``, the
+    code starts with ``p`` more entries, an offset added to the features before the
+    first layer (tiled over the columns with period ``p``), so that a condition's code
+    also holds the feature shift that normalises it (:mod:`skdc._input_shift`). The
+    original layers are
     copied (weights included) and frozen (``trainable=False``) in the new model; only
     the ``B_l`` are trainable. ``model`` itself is left untouched. Train the ``B_l`` and
     one code per condition with ``CodeNetwork(base_model=...)``, then adapt the code of a
@@ -75,11 +84,17 @@ def add_condition_codes(
         layer only, which is the same as concatenating the code to the features (the
         original recipe of Abdel-Hamid & Jiang, 2013). A list of indices selects hidden
         Dense layers by position (0 is the first; negative indices count from the end).
+    input_shift : None, "full" or int, default=None
+        None: no shift part. ``"full"``: one offset per feature, the code's first
+        ``n_features`` entries. An int ``p`` dividing ``n_features``: ``p`` offsets
+        repeated every ``p`` columns, e.g. the number of features per frame of frames
+        stacked with their context (the same offset for every context frame).
 
     Returns
     -------
     keras.Model
-        New model, inputs ``[features, code]``, same output as ``model``.
+        New model, inputs ``[features, code]`` (code of ``p + code_size`` entries,
+        shift part first), same output as ``model``.
 
     Raises
     ------
@@ -102,7 +117,9 @@ def add_condition_codes(
     True
     """
     code_size = _check_code_size(code_size)
-    coded, _ = rewire(model, code_size, layers)
+    _layer_chain(model)  # a model it cannot rewire is refused before input_shift is read
+    shift = check_input_shift(input_shift, model.inputs[0].shape[-1])
+    coded, _ = rewire(model, code_size, layers, shift)
     return coded
 
 
@@ -114,8 +131,9 @@ def _check_code_size(code_size) -> int:
     return int(code_size)
 
 
-def rewire(model, code_size: int, layers) -> tuple[keras.Model, list]:
-    """Rebuild ``model`` with a code input; return it and its (Dense, B) layer pairs."""
+def rewire(model, code_size: int, layers, input_shift: int = 0) -> tuple[keras.Model, list]:
+    """Rebuild ``model`` with a code input (``input_shift`` entries of feature shift,
+    then ``code_size`` of hidden code); return it and its (Dense, B) layer pairs."""
     chain = _layer_chain(model)
     dense_at = [i for i, layer in enumerate(chain) if isinstance(layer, keras.layers.Dense)]
     if not dense_at:
@@ -124,11 +142,13 @@ def rewire(model, code_size: int, layers) -> tuple[keras.Model, list]:
     names = UniqueNames({layer.name for layer in chain} | {FEATURES, CODE})
 
     features = keras.Input((model.inputs[0].shape[-1],), name=FEATURES)
-    code = keras.Input((code_size,), name=CODE)
-    x, pairs = features, []
+    code = keras.Input((input_shift + code_size,), name=CODE)
+    x, hidden, pairs = features, code, []
+    if input_shift:
+        x, hidden = shift_features(features, code, input_shift)
     for i, layer in enumerate(chain):
         if i in targets:
-            x, pair = _coded_dense(layer, x, code, names)
+            x, pair = _coded_dense(layer, x, hidden, names)
             pairs.append(pair)
         else:
             new = _frozen_copy(layer, names)
@@ -260,10 +280,11 @@ def _coded_dense(layer, x, code, names: UniqueNames):
 
 
 def code_consumers(model) -> list | None:
-    """Layers fed directly by the ``code`` input, or None if any is not a Dense layer."""
+    """Layers fed directly by the ``code`` input, or None if any operation fed by it
+    (a ``keras.ops`` node too: a slice, as in an input shift) is not a Dense layer."""
     code = model.inputs[1]
     consumers = []
-    for layer in model.layers:
+    for layer in model.operations:
         if isinstance(layer, keras.layers.InputLayer):
             continue
         try:

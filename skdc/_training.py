@@ -191,46 +191,51 @@ def joint_network(
     code_size: int,
     code_layers,
     rng: np.random.Generator,
+    input_shift: int = 0,
 ) -> tuple[keras.Model, list]:
     """The MLP of :meth:`Architecture.build` with a ``"code"`` input into
-    ``code_layers``, every weight trainable, and its (Dense, B) layer pairs (the B
-    start at zero)."""
+    ``code_layers`` (after ``input_shift`` entries of feature shift, see
+    :func:`~skdc._retrofit.rewire`), every weight trainable, and its (Dense, B) layer
+    pairs (the B start at zero)."""
     si = architecture.build(n_features, task, rng)
-    core, pairs = rewire(si, int(code_size), code_layers)
+    core, pairs = rewire(si, int(code_size), code_layers, input_shift)
     for layer in core.layers:
         layer.trainable = True
     return core, pairs
 
 
-def normalise_codes(core: keras.Model, codes: np.ndarray, pairs: list | None) -> np.ndarray:
-    """Remove the scale (and, for joint training, the offset) ambiguity of the codes.
+def normalise_codes(core: keras.Model, codes: np.ndarray, pairs: list | None, *,
+                    centre: bool, input_shift: int = 0) -> np.ndarray:
+    """Remove the scale (and, with ``centre``, the offset) ambiguity of the codes.
 
     ``B z`` is unchanged by ``z -> z / s``, ``B -> s B``; with a bias next to ``B`` it is
     also unchanged by ``z -> z - m``, ``b -> b + B m``. Codes are rescaled to unit RMS
-    spread per dimension; with ``pairs`` (joint training, where every B sits next to a
+    spread per dimension; with ``centre`` (joint training, where every B sits next to a
     trainable bias) they are also centred, so the zero code is the average condition.
-    The weights of ``core`` are changed in place so that its output is the same before
-    and after, up to float rounding. Returns the new codes (float64 of float32 values).
+    ``pairs`` are the (Dense, B) layers of :func:`joint_network` or
+    :func:`~skdc._retrofit.rewire`; None: the B are found in ``core``
+    (:func:`~skdc._retrofit.code_consumers`; nothing is changed if they cannot be). The
+    first ``input_shift`` entries, a feature shift in the features' own units, are
+    left as they are. The weights of ``core`` are changed in place so that its output
+    is the same before and after, up to float rounding. Returns the new codes (float64
+    of float32 values).
     """
-    mean = codes.mean(axis=0)
-    spread = float(np.sqrt(np.mean((codes - mean) ** 2)))
-    if not np.isfinite(spread) or spread < 1e-8:
+    shift, hidden = codes[:, :input_shift], codes[:, input_shift:]
+    mean = hidden.mean(axis=0)
+    spread = float(np.sqrt(np.mean((hidden - mean) ** 2)))
+    consumers = code_consumers(core) if pairs is None else [b for _, b in pairs]
+    if not np.isfinite(spread) or spread < 1e-8 or consumers is None:
         return codes.astype(np.float32).astype(np.float64)
-    if pairs is not None:
+    if centre:
         for dense, b_layer in pairs:
             kernel = np.asarray(b_layer.kernel).astype(np.float64)
             bias = np.asarray(dense.bias).astype(np.float64)
             dense.bias.assign((bias + mean @ kernel).astype(np.float32))
-        codes = codes - mean
-        consumers = [b_layer for _, b_layer in pairs]
-    else:
-        consumers = code_consumers(core)
-        if consumers is None:
-            return codes.astype(np.float32).astype(np.float64)
+        hidden = hidden - mean
     for layer in consumers:
         kernel = np.asarray(layer.kernel).astype(np.float64)
         layer.kernel.assign((kernel * spread).astype(np.float32))
-    return (codes / spread).astype(np.float32).astype(np.float64)
+    return np.hstack([shift, hidden / spread]).astype(np.float32).astype(np.float64)
 
 
 def predict_in_chunks(model: keras.Model, inputs, chunk: int = CHUNK) -> np.ndarray:
@@ -263,12 +268,15 @@ class CodeTrainer(keras.Model):
     """Training-only wrapper: a code table indexed by condition feeds the code input.
 
     The penalty ``alpha * sum ||kernel||^2 + code_l2 * mean_g ||z_g||^2`` over the
-    trainable kernels and the code table is added to the mean training loss. With
-    ``code_dropout``, each training row sees the mean code instead of its condition's
-    code with that probability.
+    trainable kernels and the hidden part of the code table is added to the mean
+    training loss. With ``code_dropout``, each training row sees the mean code instead
+    of its condition's code with that probability. With ``input_shift``, the first
+    ``input_shift`` columns of the table are the conditions' feature shifts, starting
+    from ``shift_init`` (default zero) and not penalised.
     """
 
-    def __init__(self, core, n_groups, code_size, *, alpha, code_l2, seed, code_dropout=0.0):
+    def __init__(self, core, n_groups, code_size, *, alpha, code_l2, seed, code_dropout=0.0,
+                 input_shift=0, shift_init=None):
         super().__init__(name="code_trainer")
         self.core = core
         self.table = keras.layers.Embedding(
@@ -281,7 +289,13 @@ class CodeTrainer(keras.Model):
         self.alpha = float(alpha)
         self.code_l2 = float(code_l2)
         self.code_dropout = float(code_dropout)
+        self.input_shift = int(input_shift)
         self.dropout_seed = keras.random.SeedGenerator(seed + 1)
+        if self.input_shift:
+            self.table.build((None,))
+            start = np.asarray(self.table.embeddings)
+            start[:, : self.input_shift] = 0.0 if shift_init is None else shift_init
+            self.table.embeddings.assign(start)
 
     def call(self, inputs, training=False):
         features, group = inputs
@@ -294,7 +308,8 @@ class CodeTrainer(keras.Model):
         return self.core([features, codes], training=training)
 
     def penalty(self):
-        codes = self.code_l2 * keras.ops.mean(keras.ops.sum(self.table.embeddings**2, axis=1))
+        hidden = self.table.embeddings[:, self.input_shift :]
+        codes = self.code_l2 * keras.ops.mean(keras.ops.sum(hidden**2, axis=1))
         return codes + kernel_penalty(self.core, self.alpha)
 
     def codes(self) -> np.ndarray:

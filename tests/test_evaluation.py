@@ -727,3 +727,14 @@ def test_bad_normalize(shifted, kwargs, match):
     X, y, groups = shifted
     with pytest.raises(ValueError, match=match):
         evaluate(X, y, groups, methods=["si"], **kwargs)
+
+
+def test_codes_with_an_input_shift_do_at_least_what_the_shift_does(shifted):
+    # conditions that differ by a feature offset: a code with a shift part holds it
+    X, y, groups = shifted
+    out = evaluate(X, y, groups, shots=(0, 8), folds=3, repeats=1, tune=False,
+                   methods=["codes", "si", "shift"], input_shift="full",
+                   method_params={"codes": ("none", 1.0)}, random_state=0, **FAST)
+    assert out["settings"]["input_shift"] == 6
+    acc = {m: e["k"]["8"]["accuracy"] for m, e in out["methods"].items()}
+    assert acc["codes"] >= acc["shift"] - 0.02 and acc["codes"] > acc["si"] + 0.05

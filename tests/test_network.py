@@ -512,7 +512,7 @@ def test_normalising_codes_keeps_the_outputs(centre):
     codes = rng.normal(loc=2.0, scale=5.0, size=(5, 3))
     X = rng.normal(size=(5, 6)).astype("float32")
     before = keras.ops.convert_to_numpy(model([X, codes.astype("float32")]))
-    new_codes = normalise_codes(model, codes, pairs if centre else None)
+    new_codes = normalise_codes(model, codes, pairs if centre else None, centre=centre)
     after = keras.ops.convert_to_numpy(model([X, new_codes.astype("float32")]))
     np.testing.assert_allclose(after, before, atol=1e-5)
     np.testing.assert_allclose(np.sqrt(np.mean((new_codes - new_codes.mean(0)) ** 2)), 1, 1e-5)

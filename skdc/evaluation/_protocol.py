@@ -84,6 +84,7 @@ from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
 
+from .._input_shift import check_input_shift
 from .._normalizer import ConditionNormalizer
 from ._baselines import METHODS, describe_candidates, get_method
 from ._episodes import HeldOut, Layout
@@ -178,6 +179,7 @@ def evaluate(
     normalizer: ConditionNormalizer | None = None,
     hidden_layer_sizes: Sequence[int] = (64, 64),
     code_size: int | str = "auto",
+    input_shift: int | str | None = None,
     max_epochs: int = 200,
     batch_size: int = 200,
     learning_rate_init: float = 1e-3,
@@ -235,7 +237,12 @@ def evaluate(
     hidden_layer_sizes : sequence of int, default=(64, 64)
         Hidden layers of every network.
     code_size : int or "auto", default="auto"
-        Code length; ``"auto"`` is ``clip(2 * n_features, 4, 16)``.
+        Length of the codes' hidden part; ``"auto"`` is ``clip(2 * n_features, 4, 16)``.
+    input_shift : None, "full" or int, default=None
+        The codes' input-level part (:class:`~skdc.CodeNetwork`'s ``input_shift``): a
+        feature offset per condition, learned with the hidden code by ``codes`` and
+        ``codes_unsup``. For frame features stacked over context frames, the features
+        per frame (e.g. 13 for 13 MFCCs with +/- 5 frames of context).
     max_epochs : int, default=200
         Maximum training epochs of every network.
     batch_size : int, default=200
@@ -314,6 +321,7 @@ def evaluate(
     settings = Settings(
         hidden_layer_sizes=tuple(int(h) for h in hidden_layer_sizes),
         code_size=_default_code_size(X.shape[1]) if code_size == "auto" else int(code_size),
+        input_shift=check_input_shift(input_shift, X.shape[1]) or None,
         max_epochs=int(max_epochs),
         batch_size=int(batch_size),
         learning_rate_init=float(learning_rate_init),
@@ -384,6 +392,7 @@ def _settings_entry(settings: Settings, tune: bool, candidates: dict, random_sta
         "hidden_layer_sizes": list(settings.hidden_layer_sizes),
         "code_size": settings.code_size,
         "code_layers": settings.code_layers,
+        "input_shift": settings.input_shift,
         "max_epochs": settings.max_epochs,
         "batch_size": settings.batch_size,
         "learning_rate_init": settings.learning_rate_init,

@@ -1,0 +1,119 @@
+"""The input-level part of a condition code: a feature offset per condition."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+
+from skdc import CodeNetwork, CodeNetworkRegressor, add_condition_codes
+from skdc._input_shift import condition_offsets
+from skdc._synthetic import make_conditions, make_teacher
+
+
+def _mlp(n_features=12):
+    return keras.Sequential([keras.Input((n_features,)), keras.layers.Dense(8, activation="relu"),
+                             keras.layers.Dense(3, activation="softmax")])
+
+
+def test_shift_part_adds_a_tiled_offset_and_zero_reproduces_the_model(tmp_path):
+    si = _mlp(12)
+    coded = add_condition_codes(si, 2, input_shift=4)
+    assert coded.inputs[1].shape[-1] == 4 + 2
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(7, 12)).astype("float32")
+    zero = np.zeros((7, 6), "float32")
+    np.testing.assert_array_equal(coded([X, zero]), si(X))
+    shift = np.concatenate([np.full((7, 4), [1.0, -2.0, 0.5, 3.0]), np.zeros((7, 2))], axis=1)
+    moved = X + np.tile([1.0, -2.0, 0.5, 3.0], 3)  # offset-major: the same shift every 4 columns
+    np.testing.assert_allclose(coded([X, shift.astype("float32")]), si(moved), atol=1e-6)
+    coded.save(tmp_path / "coded.keras")  # keras.ops nodes only: loads in safe mode
+    loaded = keras.models.load_model(tmp_path / "coded.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded([X, shift.astype("float32")]), si(moved), atol=1e-6)
+
+
+@pytest.mark.parametrize("value, error, match", [
+    (5, ValueError, "divisor of the number of features \\(12\\)"),
+    (0, ValueError, "positive divisor"),
+    (True, TypeError, "input_shift must be None"),
+    ("half", TypeError, "input_shift must be None"),
+])
+def test_bad_input_shift(value, error, match):
+    with pytest.raises(error, match=match):
+        add_condition_codes(_mlp(12), 2, input_shift=value)
+
+
+def test_full_shift_has_one_offset_per_feature():
+    coded = add_condition_codes(_mlp(5), 3, input_shift="full")
+    assert coded.inputs[1].shape[-1] == 5 + 3
+
+
+def test_condition_offsets_remove_each_conditions_offset():
+    rng = np.random.default_rng(0)
+    group = np.repeat(np.arange(3), 200)
+    label = np.tile(np.arange(4), 150)
+    offset = np.array([[1.0, 2.0], [-1.0, 0.0], [0.0, -2.0]])
+    X = rng.normal(size=(600, 2)) * 0.1 + 3.0 * label[:, None] + offset[group]
+    X = np.tile(X, 3)  # three context frames, offset-major
+    shift = condition_offsets(X, group, 3, 2, label)
+    np.testing.assert_allclose(shift, -(offset - offset.mean(axis=0)), atol=0.05)
+    moved = X + np.tile(shift, 3)[group]
+    means = np.stack([moved[group == g].mean(axis=0) for g in range(3)])
+    np.testing.assert_allclose(means, means.mean(axis=0)[None].repeat(3, 0), atol=0.05)
+
+
+@pytest.fixture(scope="module")
+def shifted():
+    """Conditions that differ by a feature offset (the features are observed moved)."""
+    teacher = make_teacher(shift=True, random_state=0)
+    return make_conditions(teacher, n_conditions=12, rows_per_condition=60, shift=True,
+                           random_state=1)
+
+
+def _fit(cls, X, y, groups, **params):
+    net = cls((16,), code_size=2, max_iter=30, random_state=0, **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return net.fit(X, y, groups=groups)
+
+
+def test_code_network_learns_each_conditions_shift(shifted):
+    X, y, groups, true = shifted
+    net = _fit(CodeNetwork, X, y, groups, input_shift="full")
+    assert net.input_shift_ == 6
+    codes = np.stack([net.codes_[g] for g in range(12)])
+    assert codes.shape == (12, 6 + 2)
+    learned = codes[:, :6] - codes[:, :6].mean(axis=0)
+    truth = -(true - true.mean(axis=0))
+    assert np.corrcoef(learned.ravel(), truth.ravel())[0, 1] > 0.9
+    assert len(net.code_prior_.mean) == 8
+    plain = _fit(CodeNetwork, X, y, groups)  # hidden codes must learn the shift themselves
+    assert net.score(X, y, groups=groups) > plain.score(X, y, groups=groups) + 0.05
+
+
+def test_shift_codes_adapt_a_new_condition(shifted):
+    X, y, groups, _ = shifted
+    train, new = groups < 10, np.flatnonzero(groups == 10)
+    net = _fit(CodeNetwork, X[train], y[train], groups[train], input_shift="full")
+    adapter = net.adapter(max_iter=100, optimizer="lbfgs").fit(X[new[:20]], y[new[:20]])
+    assert adapter.code_.shape == (8,)
+    assert adapter.score(X[new[20:]], y[new[20:]]) >= net.score(X[new[20:]], y[new[20:]])
+
+
+def test_regressor_and_retrofit_take_a_shift(shifted):
+    X, y, groups, _ = shifted
+    reg = _fit(CodeNetworkRegressor, X, y.astype(float), groups, input_shift=3)
+    assert reg.input_shift_ == 3 and len(reg.codes_[0]) == 3 + 2
+    base = _mlp(6)
+    net = _fit(CodeNetwork, X, y % 3, groups, input_shift=2, base_model=base)
+    assert len(net.codes_[0]) == 2 + 2
+    # a retrofit starts from the pretrained model: zero shift, hidden codes not centred
+    assert net.predict_proba(X[:5]).shape == (5, 3)
+
+
+def test_shift_with_a_coded_base_model_is_refused(shifted):
+    X, y, groups, _ = shifted
+    coded = add_condition_codes(_mlp(6), 2)
+    with pytest.raises(ValueError, match="base_model already has one"):
+        _fit(CodeNetwork, X, y % 3, groups, input_shift=2, base_model=coded)
