@@ -9,6 +9,8 @@ regularisation and reports:
 * **offset explained**: how much of the between-speaker feature offset (each training
   speaker's mean of ``x - mean of its class``) a linear map of the codes explains,
   leave-one-speaker-out R^2 (the link the ``codes`` method's prior relies on);
+* the same for codes with an input-level part (``input_shift``: a feature offset per
+  speaker, the same for every context frame, learned with the hidden code);
 * **reach**: recording accuracy of the held-out speakers with the prior mean code and
   with an oracle code fitted on *all* their recordings and scored on the same ones (no
   prior): an upper bound of what a code can do for a new speaker, against the same
@@ -36,6 +38,7 @@ REGULARISATION = {  # evaluate's CODE_REGULARISATION candidates
     "none": dict(code_dropout=0.0, code_l2=1e-3),
     "dropout+l2": dict(code_dropout=0.3, code_l2=0.1),
 }
+CONTEXT_FRAMES = 11  # the loaders' frames: 13 MFCCs stacked with +/- 5 frames
 
 
 def parse_args() -> argparse.Namespace:
@@ -122,13 +125,17 @@ def main() -> None:
     print(f"oracle shift (own offset removed, network trained on shifted speakers): "
           f"held-out recording accuracy {100 * oracle_shift:.1f}%\n")
 
-    print(f"{'training codes':<14} {'own code':>9} {'mean code':>10} {'offset R2':>10} "
+    print(f"{'training codes':<20} {'own code':>9} {'mean code':>10} {'offset R2':>10} "
           f"{'prior mean':>11} {'oracle code':>12}")
-    for name, params in REGULARISATION.items():
+    shift = X.shape[1] // CONTEXT_FRAMES
+    variants = [(name, params) for name, params in REGULARISATION.items()]
+    variants += [(f"{name}+shift", {**params, "input_shift": shift})
+                 for name, params in REGULARISATION.items()]
+    for name, params in variants:
         net = fit(X[train], **params)
         own = net.score(X[train], y[train], groups=groups[train])
         mean = net.score(X[train], y[train])
-        codes = np.stack([net.codes_[k] for k in keys.tolist()])
+        codes = np.stack([net.codes_[k] for k in keys.tolist()])[:, net.input_shift_:]
         r2 = loo_r2(codes, offsets)
         prior = utterance_accuracy(np.log(net.predict_proba(X[test]) + 1e-12),
                                    y_index[test], units[test])
@@ -139,10 +146,11 @@ def main() -> None:
         oracle = utterance_accuracy(
             np.log(adapter.predict_proba(X[test], groups=groups[test]) + 1e-12),
             y_index[test], units[test])
-        print(f"{name:<14} {100 * own:>8.1f}% {100 * mean:>9.1f}% {r2:>10.2f} "
+        print(f"{name:<20} {100 * own:>8.1f}% {100 * mean:>9.1f}% {r2:>10.2f} "
               f"{100 * prior:>10.1f}% {100 * oracle:>11.1f}%")
-    print("\nown/mean code: frame accuracy on the training speakers' own rows; prior mean "
-          "and oracle code: recording accuracy of the held-out speakers")
+    print("\nown/mean code: frame accuracy on the training speakers' own rows; offset R2: "
+          "of the training speakers' offsets from their hidden codes; prior mean and oracle "
+          "code: recording accuracy of the held-out speakers")
 
 
 if __name__ == "__main__":
