@@ -32,7 +32,7 @@ from ._groups import encode_groups
 from ._input_shift import check_input_shift, condition_offsets
 from ._model_copy import clone_with_weights
 from ._persist import pop_models, push_models
-from ._prior import prior_from_codes
+from ._prior import SHRINKAGE_ESTIMATORS, prior_from_codes
 from ._retrofit import CODE, FEATURES, rewire
 from ._task import Classification, Regression
 from ._training import (
@@ -63,11 +63,13 @@ class _BaseCodeNetwork(BaseEstimator):
     _parameter_constraints: dict = {
         **Architecture.constraints,
         **Schedule.constraints,
-        "code_size": [Interval(Integral, 1, None, closed="left")],
+        "code_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "code_layers": [StrOptions({"all", "input"}), "array-like"],
         "code_l2": [Interval(Real, 0, None, closed="left")],
         "code_dropout": [Interval(Real, 0, 1, closed="left")],
         "input_shift": [None, StrOptions({"full"}), Interval(Integral, 1, None, closed="left")],
+        "prior_shrinkage": [Interval(Real, 0, 1, closed="both"),
+                            StrOptions(set(SHRINKAGE_ESTIMATORS))],
         "base_model": [keras.Model, None],
         "random_state": ["random_state"],
     }
@@ -91,6 +93,7 @@ class _BaseCodeNetwork(BaseEstimator):
         n_iter_no_change=10,
         tol=1e-4,
         input_shift=None,
+        prior_shrinkage=1e-3,
         base_model=None,
         random_state=None,
         verbose=0,
@@ -110,6 +113,7 @@ class _BaseCodeNetwork(BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
         self.input_shift = input_shift
+        self.prior_shrinkage = prior_shrinkage
         self.base_model = base_model
         self.random_state = random_state
         self.verbose = verbose
@@ -153,6 +157,8 @@ class _BaseCodeNetwork(BaseEstimator):
         seeds = Seeds(self.random_state)
 
         shift = self._shift_period(X.shape[1])
+        self.code_size_ = auto_code_size(len(keys)) if self.code_size == "auto" else int(
+            self.code_size)
         core, pairs = self._initial_model(X, task, seeds.generator("weights"), shift)
         joint = self.base_model is None
         trainer = CodeTrainer(
@@ -217,7 +223,7 @@ class _BaseCodeNetwork(BaseEstimator):
     def _store(self, core, keys, codes, history) -> None:
         self.model_ = core
         self.codes_ = dict(zip(keys, codes, strict=True))
-        self.code_prior_ = prior_from_codes(codes)
+        self.code_prior_ = prior_from_codes(codes, self.prior_shrinkage)
         self.loss_curve_ = list(history.loss)
         if history.val_loss is not None:
             self.validation_loss_curve_ = list(history.val_loss)
@@ -230,7 +236,7 @@ class _BaseCodeNetwork(BaseEstimator):
         if self.base_model is None:
             architecture = Architecture.from_params(self.get_params(deep=False))
             return joint_network(
-                X.shape[1], architecture, task, self.code_size, self.code_layers, rng, shift
+                X.shape[1], architecture, task, self.code_size_, self.code_layers, rng, shift
             )
         width = (getattr(self.base_model, "inputs", None) or [None])[0]
         width = None if width is None else width.shape[-1]
@@ -257,7 +263,7 @@ class _BaseCodeNetwork(BaseEstimator):
         if names == [FEATURES, CODE]:
             return clone_with_weights(self.base_model), None
         if len(names) == 1:
-            return rewire(self.base_model, int(self.code_size), self.code_layers, shift)
+            return rewire(self.base_model, self.code_size_, self.code_layers, shift)
         raise ValueError(
             "base_model must have either one input (it is then retrofitted with "
             f"add_condition_codes) or inputs named {[FEATURES, CODE]}; got inputs {names}."
@@ -328,6 +334,11 @@ class _BaseCodeNetwork(BaseEstimator):
         super().__setstate__(push_models(state))
 
 
+def auto_code_size(n_conditions: int) -> int:
+    """``code_size="auto"``: four training conditions per code dimension, 2 to 16."""
+    return int(np.clip(n_conditions // 4, 2, 16))
+
+
 def _input_names(model) -> list[str]:
     return [getattr(t, "name", None) for t in getattr(model, "inputs", None) or []]
 
@@ -337,9 +348,11 @@ _PARAMETERS_DOC = """
     ----------
     hidden_layer_sizes : array-like of int, default=(256, 256)
         Units of each hidden Dense layer. Ignored with ``base_model``.
-    code_size : int, default=16
+    code_size : int or "auto", default=16
         Length of the hidden part of a condition code (the part fed to the hidden
-        layers). Ignored when ``base_model`` already has a code input.
+        layers). ``"auto"``: from the number ``N`` of training conditions,
+        ``clip(N // 4, 2, 16)``, at least four conditions per dimension of the codes'
+        covariance. Ignored when ``base_model`` already has a code input.
     code_layers : {"all", "input"} or list of int, default="all"
         Hidden layers the code feeds into (see :func:`add_condition_codes`). ``"all"``:
         every hidden layer, as in Xue et al. (2014), who found that connecting the code
@@ -393,6 +406,10 @@ default="relu"
         starts on shift-normalised conditions; with a one-input ``base_model`` it
         starts at zero. The shift part is neither penalised by ``code_l2`` nor
         rescaled. None: no shift part.
+    prior_shrinkage : float in [0, 1], "oas" or "ledoit_wolf", default=1e-3
+        How the covariance of ``code_prior_`` is shrunk: a fixed fraction toward a
+        scaled identity, or the fraction estimated from the codes (OAS, Ledoit-Wolf)
+        toward their own variances, see :func:`~skdc._prior.prior_from_codes`.
     base_model : keras.Model or None, default=None
         ``None``: joint (speaker-adaptive) training of the whole network, the ``B_l``
         and the codes. A pretrained model: its weights are copied, never modified;
@@ -427,7 +444,7 @@ _NOTES_DOC = """
     the average training condition. The output is unchanged by this
     reparametrisation. With ``base_model`` the codes are not centred: the zero code
     keeps reproducing the pretrained model. The prior ``code_prior_`` is the mean and
-    (slightly shrunk) covariance of the normalised codes.
+    covariance of the normalised codes, shrunk by ``prior_shrinkage``.
 
     References
     ----------
@@ -449,9 +466,11 @@ _ATTRIBUTES_DOC = """
         first) of each training group.
     input_shift_ : int
         Entries of feature shift at the start of every code (0: none).
+    code_size_ : int
+        Entries of hidden code after them (``code_size``, or its ``"auto"`` value).
     code_prior_ : CodePrior
-        Mean and covariance of the training codes, the covariance slightly shrunk toward
-        a scaled identity so that it stays invertible with few conditions.
+        Mean and covariance of the training codes, the covariance shrunk by
+        ``prior_shrinkage`` so that it stays invertible with few conditions.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -548,6 +567,7 @@ class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
         n_iter_no_change=10,
         tol=1e-4,
         input_shift=None,
+        prior_shrinkage=1e-3,
         base_model=None,
         random_state=None,
         verbose=0,
@@ -559,7 +579,7 @@ class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
             learning_rate_init=learning_rate_init, batch_size=batch_size, max_iter=max_iter,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             n_iter_no_change=n_iter_no_change, tol=tol, input_shift=input_shift,
-            base_model=base_model,
+            prior_shrinkage=prior_shrinkage, base_model=base_model,
             random_state=random_state, verbose=verbose,
         )
         self.class_weight = class_weight

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
+from sklearn.covariance import ledoit_wolf, oas
 
 __all__ = ["CodePrior", "prior_from_codes", "resolve_code_init"]
 
@@ -30,20 +31,34 @@ class CodePrior(NamedTuple):
     covariance: np.ndarray
 
 
-def prior_from_codes(codes: np.ndarray, shrinkage: float = 1e-3) -> CodePrior:
+#: Shrinkage estimators of ``prior_from_codes`` by name (scikit-learn's, which return
+#: the shrunk covariance and the shrinkage).
+SHRINKAGE_ESTIMATORS = {"oas": oas, "ledoit_wolf": ledoit_wolf}
+
+
+def prior_from_codes(codes: np.ndarray, shrinkage: float | str = 1e-3) -> CodePrior:
     """Fit a Gaussian prior to a table of codes, one row per condition.
 
-    The covariance is shrunk toward a scaled identity (by ``shrinkage``) so that it
-    stays invertible when there are fewer conditions than code dimensions.
+    With a number, the covariance is shrunk by that fraction toward a scaled identity,
+    so that it stays invertible when there are fewer conditions than code dimensions.
+    With ``"oas"`` or ``"ledoit_wolf"`` the fraction is estimated from the codes
+    (Chen et al. 2010's oracle approximating shrinkage; Ledoit & Wolf 2004), on codes
+    scaled to unit variance per dimension: the correlations are shrunk toward zero,
+    each dimension keeping its own variance (the parts of a code, a feature shift and
+    a hidden code, have different scales).
     """
     codes = np.asarray(codes, dtype=np.float64)
     if codes.ndim != 2 or codes.shape[0] < 1:
         raise ValueError(f"codes must be a non-empty 2-D table, got shape {codes.shape}.")
     mean = codes.mean(axis=0)
-    if codes.shape[0] > 1:
-        cov = np.atleast_2d(np.cov(codes, rowvar=False))
-    else:
-        cov = np.eye(codes.shape[1])
+    if codes.shape[0] < 2:
+        return CodePrior(mean, np.eye(codes.shape[1]))
+    if isinstance(shrinkage, str):
+        scale = np.maximum(codes.std(axis=0), 1e-12)
+        shrunk, _ = SHRINKAGE_ESTIMATORS[shrinkage](codes / scale)
+        n = len(codes)  # scikit-learn's estimates divide by n; np.cov's by n - 1
+        return CodePrior(mean, shrunk * np.outer(scale, scale) * n / (n - 1))
+    cov = np.atleast_2d(np.cov(codes, rowvar=False))
     scale = max(np.trace(cov) / cov.shape[0], 1e-12)
     cov = (1.0 - shrinkage) * cov + shrinkage * scale * np.eye(cov.shape[0])
     return CodePrior(mean, cov)

@@ -734,7 +734,19 @@ def test_codes_with_an_input_shift_do_at_least_what_the_shift_does(shifted):
     X, y, groups = shifted
     out = evaluate(X, y, groups, shots=(0, 8), folds=3, repeats=1, tune=False,
                    methods=["codes", "si", "shift"], input_shift="full",
-                   method_params={"codes": ("none", 1.0)}, random_state=0, **FAST)
-    assert out["settings"]["input_shift"] == 6
+                   prior_shrinkage="oas", method_params={"codes": ("none", 1.0)},
+                   random_state=0, **FAST)
+    assert out["settings"]["input_shift"] == 6 and out["settings"]["prior_shrinkage"] == "oas"
     acc = {m: e["k"]["8"]["accuracy"] for m, e in out["methods"].items()}
     assert acc["codes"] >= acc["shift"] - 0.02 and acc["codes"] > acc["si"] + 0.05
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"prior_shrinkage": "lw"}, "prior_shrinkage must be a number in \\[0, 1\\], 'oas'"),
+    ({"prior_shrinkage": 2.0}, "prior_shrinkage must be"),
+    ({"input_shift": 4}, "input_shift=4 must be a positive divisor of the number of features"),
+])
+def test_bad_code_settings_are_refused_before_training(shifted, kwargs, match):
+    X, y, groups = shifted
+    with pytest.raises(ValueError, match=match):
+        evaluate(X, y, groups, shots=(0, 1), folds=3, repeats=1, tune=False, **kwargs)

@@ -117,3 +117,4 @@ def test_shift_with_a_coded_base_model_is_refused(shifted):
     coded = add_condition_codes(_mlp(6), 2)
     with pytest.raises(ValueError, match="base_model already has one"):
         _fit(CodeNetwork, X, y % 3, groups, input_shift=2, base_model=coded)
+

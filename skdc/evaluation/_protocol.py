@@ -78,6 +78,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from numbers import Real
 
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
@@ -86,6 +87,7 @@ from sklearn.preprocessing import StandardScaler
 
 from .._input_shift import check_input_shift
 from .._normalizer import ConditionNormalizer
+from .._prior import SHRINKAGE_ESTIMATORS
 from ._baselines import METHODS, describe_candidates, get_method
 from ._episodes import HeldOut, Layout
 from ._fold import FoldContext, Settings
@@ -161,6 +163,15 @@ def _check_enough_units(layout: Layout, keys, max_k: int, rows: bool) -> None:
         )
 
 
+def _check_prior_shrinkage(value) -> None:
+    if isinstance(value, str) and value in SHRINKAGE_ESTIMATORS:
+        return
+    if isinstance(value, Real) and not isinstance(value, bool) and 0 <= value <= 1:
+        return
+    raise ValueError(f"prior_shrinkage must be a number in [0, 1], "
+                     f"{' or '.join(map(repr, SHRINKAGE_ESTIMATORS))}; got {value!r}.")
+
+
 def _default_code_size(n_features: int) -> int:
     return int(np.clip(2 * n_features, 4, 16))
 
@@ -180,6 +191,7 @@ def evaluate(
     hidden_layer_sizes: Sequence[int] = (64, 64),
     code_size: int | str = "auto",
     input_shift: int | str | None = None,
+    prior_shrinkage: float | str = 1e-3,
     max_epochs: int = 200,
     batch_size: int = 200,
     learning_rate_init: float = 1e-3,
@@ -243,6 +255,9 @@ def evaluate(
         feature offset per condition, learned with the hidden code by ``codes`` and
         ``codes_unsup``. For frame features stacked over context frames, the features
         per frame (e.g. 13 for 13 MFCCs with +/- 5 frames of context).
+    prior_shrinkage : float, "oas" or "ledoit_wolf", default=1e-3
+        Shrinkage of the training codes' covariance, the codes' prior
+        (:class:`~skdc.CodeNetwork`'s ``prior_shrinkage``).
     max_epochs : int, default=200
         Maximum training epochs of every network.
     batch_size : int, default=200
@@ -318,10 +333,12 @@ def evaluate(
             isinstance(max_train_conditions, int | np.integer) and max_train_conditions >= 2):
         raise ValueError("max_train_conditions must be an int of at least 2 (codes need "
                          f"conditions to learn from), or None; got {max_train_conditions!r}.")
+    _check_prior_shrinkage(prior_shrinkage)
     settings = Settings(
         hidden_layer_sizes=tuple(int(h) for h in hidden_layer_sizes),
         code_size=_default_code_size(X.shape[1]) if code_size == "auto" else int(code_size),
         input_shift=check_input_shift(input_shift, X.shape[1]) or None,
+        prior_shrinkage=prior_shrinkage,
         max_epochs=int(max_epochs),
         batch_size=int(batch_size),
         learning_rate_init=float(learning_rate_init),
@@ -393,6 +410,7 @@ def _settings_entry(settings: Settings, tune: bool, candidates: dict, random_sta
         "code_size": settings.code_size,
         "code_layers": settings.code_layers,
         "input_shift": settings.input_shift,
+        "prior_shrinkage": settings.prior_shrinkage,
         "max_epochs": settings.max_epochs,
         "batch_size": settings.batch_size,
         "learning_rate_init": settings.learning_rate_init,
