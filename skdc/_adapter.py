@@ -24,6 +24,7 @@ from ._engine import EngineSpec, Problem, Settings
 from ._export import export_codes
 from ._graph import output_activation, output_units, resolve_code_input
 from ._groups import encode_groups, encode_units, validation_split
+from ._laplace import code_posteriors, evidence_alpha, posterior_draws, whitened
 from ._optimizers import OPTIMIZERS
 from ._persist import pop_models, push_models
 from ._prior import CodePrior, resolve_code_init
@@ -82,7 +83,8 @@ class _BaseCodeAdapter(BaseEstimator):
         "optimizer": [StrOptions(set(OPTIMIZERS))],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "alpha": [Interval(Real, 0, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="left"), StrOptions({"evidence"})],
+        "posterior": [None, StrOptions({"laplace"})],
         "tol": [Interval(Real, 0, None, closed="left")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
@@ -105,6 +107,7 @@ class _BaseCodeAdapter(BaseEstimator):
         learning_rate=0.05,
         max_iter=200,
         alpha=1.0,
+        posterior=None,
         tol=1e-4,
         n_iter_no_change=10,
         batch_size=None,
@@ -123,6 +126,7 @@ class _BaseCodeAdapter(BaseEstimator):
         self.learning_rate = learning_rate
         self.max_iter = max_iter
         self.alpha = alpha
+        self.posterior = posterior
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
         self.batch_size = batch_size
@@ -192,6 +196,11 @@ class _BaseCodeAdapter(BaseEstimator):
                 f"optimizer={self.optimizer!r} does not support partial_fit (it has no single "
                 "step); use 'adam', 'sgd' or 'rms_sgd' for online adaptation."
             )
+        if self.posterior is not None or self.alpha == "evidence":
+            raise ValueError(
+                "posterior='laplace' and alpha='evidence' need all of a condition's rows in "
+                "one fit; partial_fit sees one batch at a time. Use fit."
+            )
         settings = self._settings()
         settings.max_iter, settings.tol = 1, 0.0
         return self._fit(X, y, groups, sample_weight, settings, incremental=True, units=units)
@@ -200,7 +209,7 @@ class _BaseCodeAdapter(BaseEstimator):
         return Settings(
             optimizer=self.optimizer,
             learning_rate=float(self.learning_rate),
-            alpha=float(self.alpha),
+            alpha=1.0 if self.alpha == "evidence" else float(self.alpha),
             max_iter=int(self.max_iter),
             tol=float(self.tol),
             n_iter_no_change=int(self.n_iter_no_change),
@@ -224,7 +233,8 @@ class _BaseCodeAdapter(BaseEstimator):
 
     def _reset(self):
         self._table = CodeTable()
-        for name in ("code_", "codes_", "loss_curve_", "best_loss_", "n_iter_"):
+        for name in ("code_", "codes_", "loss_curve_", "best_loss_", "n_iter_",
+                     "code_covariance_", "code_covariances_", "alpha_"):
             self.__dict__.pop(name, None)
 
     def _fit(self, X, y, groups, sample_weight, settings, incremental, units=None):
@@ -253,8 +263,35 @@ class _BaseCodeAdapter(BaseEstimator):
             problem, validation = problem.subset(~held), problem.subset(held)
         result = self._run(problem, init, settings, validation=validation,
                            state=state if incremental or self.warm_start else None)
+        if self.alpha == "evidence":
+            result = self._maximise_evidence(problem, result, settings, validation)
         self._store(keys, result, incremental)
+        if self.posterior == "laplace":
+            self._store_posteriors(keys, problem, settings, result.codes)
         return self
+
+    def _maximise_evidence(self, problem, result, settings, validation):
+        """Refit with MacKay's update of ``alpha`` until it settles (at most 10 fits)."""
+        for _ in range(10):
+            cov, cov_u = code_posteriors(self._engine, problem, settings, result.codes)
+            u = whitened(problem, result.codes)
+            alpha = evidence_alpha(settings.alpha, u, cov_u)
+            settled = abs(np.log(alpha / settings.alpha)) < 0.01
+            settings.alpha = alpha
+            if settled:
+                break
+            result = self._run(problem, result.codes, settings, validation=validation)
+        self.alpha_ = settings.alpha
+        return result
+
+    def _store_posteriors(self, keys, problem, settings, codes) -> None:
+        cov, _ = code_posteriors(self._engine, problem, settings, codes)
+        if keys is None:
+            self.code_covariance_ = cov[0]
+            self.code_covariances_ = {}
+        else:
+            self.code_covariance_ = np.asarray(self._prior.covariance, np.float64)
+            self.code_covariances_ = dict(zip(keys, cov))
 
     def _run(self, problem, init, settings, *, validation=None, state=None):
         """Fit the code table, in shards over ``n_jobs`` workers when there are many groups."""
@@ -402,12 +439,20 @@ class _BaseCodeAdapter(BaseEstimator):
         table = np.stack([self.codes_.get(k, self.code_) for k in keys])
         return table, idx
 
-    def _outputs(self, X, groups):
+    def _predictions(self, X, groups):
+        """The task's predictions (probabilities, targets): with the codes, or averaged
+        over draws from their posteriors with ``posterior="laplace"``."""
         check_is_fitted(self)
-        engine = self._get_engine()
+        engine = self._get_engine()  # rebuilds the task of an unpickled adapter
         X = self._check_X(X, reset=False)
         table, idx = self._code_rows(groups, len(X))
-        return engine.predict(X, table, idx)
+        if self.posterior is None or not hasattr(self, "code_covariance_"):
+            return self._task.convert(engine.predict(X, table, idx))
+        keys, _ = self._encode_groups(groups, len(X))
+        covs = np.stack([self.code_covariance_] if keys is None else
+                        [self.code_covariances_.get(k, self.code_covariance_) for k in keys])
+        draws = posterior_draws(table, covs, np.random.default_rng(0))  # same draws each call
+        return np.mean([self._task.convert(engine.predict(X, t, idx)) for t in draws], axis=0)
 
 
 def _not_converged(optimizer: str, max_iter: int, tol: float) -> str:
@@ -466,7 +511,20 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         Strength of the Gaussian prior. ``alpha=1`` is MAP estimation under the
         prior: the penalty counts like one row's worth of evidence per unit of
         squared Mahalanobis distance, and fades as a condition brings more rows.
-        ``alpha=0`` is maximum likelihood.
+        ``alpha=0`` is maximum likelihood. ``"evidence"``: chosen to maximise the
+        Laplace evidence of the groups being fitted, by MacKay's fixed point
+        (``alpha_ = gamma / sum_g |u_g|^2`` over the whitened codes ``u_g``, ``gamma``
+        their well-determined entries), refitting from the previous codes until it
+        changes by less than 1% (at most 10 refits); with many groups the prior
+        strength is then learned from them. Needs ``fit`` (not ``partial_fit``).
+    posterior : {None, "laplace"}, default=None
+        ``"laplace"``: after fit, each code's posterior is the Gaussian at its MAP
+        estimate with the objective's Hessian as precision (``code_covariance_``,
+        ``code_covariances_``; central differences of the gradient, ``2 d`` passes
+        over the rows), and predictions average over 32 codes drawn from it (the
+        same draws at every call); rows of groups not seen in fit draw from the
+        prior. Where a code from one or two utterances would over-commit, the
+        average stays cautious. Needs ``fit`` (not ``partial_fit``).
     tol : float, default=1e-4
         Stop a code when its objective has not improved by ``tol`` for
         ``n_iter_no_change`` iterations. ``tol=0.0`` runs exactly ``max_iter``
@@ -535,6 +593,13 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         rows of groups not seen in fit (the initial code, i.e. the prior mean).
     codes_ : dict
         Learned code of each group (empty after a fit without ``groups``).
+    code_covariance_ : ndarray of shape (code_dim, code_dim)
+        With ``posterior="laplace"``: posterior covariance of ``code_`` (after a fit
+        with ``groups``, the prior's, for unseen groups).
+    code_covariances_ : dict
+        With ``posterior="laplace"``: posterior covariance of each group's code.
+    alpha_ : float
+        With ``alpha="evidence"``: the prior strength reached.
     classes_ : ndarray of shape (n_outputs,)
         Labels of the model's output units.
     loss_curve_ : list of float
@@ -605,6 +670,7 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         learning_rate=0.05,
         max_iter=200,
         alpha=1.0,
+        posterior=None,
         tol=1e-4,
         n_iter_no_change=10,
         batch_size=None,
@@ -621,7 +687,8 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
     ):
         super().__init__(
             model, code_input=code_input, code_init=code_init, optimizer=optimizer,
-            learning_rate=learning_rate, max_iter=max_iter, alpha=alpha, tol=tol,
+            learning_rate=learning_rate, max_iter=max_iter, alpha=alpha, posterior=posterior,
+            tol=tol,
             n_iter_no_change=n_iter_no_change, batch_size=batch_size, jit_compile=jit_compile,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             warm_start=warm_start, random_state=random_state, n_jobs=n_jobs, verbose=verbose,
@@ -694,8 +761,7 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
 
         Rows of a group seen in ``fit`` use its code; other rows use ``code_``.
         """
-        outputs = self._outputs(X, groups)  # rebuilds the task of an unpickled adapter
-        return self._task.convert(outputs)
+        return self._predictions(X, groups)
 
     def predict_log_proba(self, X, groups=None) -> np.ndarray:
         """Logarithm of :meth:`predict_proba`."""
@@ -753,9 +819,9 @@ class CodeAdapterRegressor(RegressorMixin, _BaseCodeAdapter):
         return self._task.encode(y, n_rows)
 
     def predict(self, X, groups=None) -> np.ndarray:
-        """Model output for each row (rows of unseen groups use ``code_``)."""
-        outputs = self._outputs(X, groups)  # rebuilds the task of an unpickled adapter
-        return self._task.convert(outputs)
+        """Model output for each row (rows of unseen groups use ``code_``); with
+        ``posterior="laplace"``, its mean over the codes' posterior."""
+        return self._predictions(X, groups)
 
     def score(self, X, y, groups=None, sample_weight=None) -> float:
         """R² of :meth:`predict` on ``X, y``."""

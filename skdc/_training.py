@@ -293,7 +293,7 @@ class CodeTrainer(keras.Model):
         self.dropout_seed = keras.random.SeedGenerator(seed + 1)
         if self.input_shift:
             self.table.build((None,))
-            start = np.asarray(self.table.embeddings)
+            start = np.array(keras.ops.convert_to_numpy(self.table.embeddings))  # writable copy
             start[:, : self.input_shift] = 0.0 if shift_init is None else shift_init
             self.table.embeddings.assign(start)
 

@@ -72,7 +72,7 @@ def shifted():
 
 
 def _fit(cls, X, y, groups, **params):
-    net = cls((16,), code_size=2, max_iter=30, random_state=0, **params)
+    net = cls((16,), code_size=2, random_state=0, **{"max_iter": 30, **params})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return net.fit(X, y, groups=groups)
@@ -92,13 +92,19 @@ def test_code_network_learns_each_conditions_shift(shifted):
     assert net.score(X, y, groups=groups) > plain.score(X, y, groups=groups) + 0.05
 
 
-def test_shift_codes_adapt_a_new_condition(shifted):
+def test_shift_codes_adapt_new_conditions(shifted):
     X, y, groups, _ = shifted
-    train, new = groups < 10, np.flatnonzero(groups == 10)
-    net = _fit(CodeNetwork, X[train], y[train], groups[train], input_shift="full")
-    adapter = net.adapter(max_iter=100, optimizer="lbfgs").fit(X[new[:20]], y[new[:20]])
-    assert adapter.code_.shape == (8,)
-    assert adapter.score(X[new[20:]], y[new[20:]]) >= net.score(X[new[20:]], y[new[20:]])
+    train = groups < 10
+    net = _fit(CodeNetwork, X[train], y[train], groups[train], input_shift="full",
+               max_iter=100)
+    new = np.flatnonzero(~train)
+    adapt = np.concatenate([new[groups[new] == g][:30] for g in (10, 11)])
+    test = np.setdiff1d(new, adapt)
+    adapter = net.adapter(max_iter=100, optimizer="lbfgs")
+    adapter.fit(X[adapt], y[adapt], groups=groups[adapt])
+    assert adapter.codes_[10].shape == (8,)
+    adapted = adapter.score(X[test], y[test], groups=groups[test])
+    assert adapted > net.score(X[test], y[test]) + 0.05  # the prior mean code
 
 
 def test_regressor_and_retrofit_take_a_shift(shifted):
