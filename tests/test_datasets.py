@@ -540,3 +540,68 @@ def test_arabic_small_protocol_run(shared_home, asc_dataset):
     for method in ("codes", "si"):
         for k in ("0", "1"):
             assert 1 / 3 < results["methods"][method]["k"][k]["accuracy"] <= 1
+
+
+def test_augment_factor_one_reproduces_the_originals(shared_home, recordings):
+    load = partial(load_spoken_digits, shared_home, speakers="theo", max_per_speaker_digit=1)
+    plain = load()
+    same = load(augment={"speed": [1.0], "vtlp": [1.0]})
+    n = len(plain.data)
+    assert len(same.data) == 3 * n
+    np.testing.assert_array_equal(same.data[:n], plain.data)
+    for copy in (same.data[n : 2 * n], same.data[2 * n :]):
+        np.testing.assert_array_equal(copy, plain.data)
+    np.testing.assert_array_equal(same.groups[:n], plain.groups)
+    assert set(same.groups[n:]) == {"theo|speed=1", "theo|vtlp=1"}
+    np.testing.assert_array_equal(same.source_groups, np.tile(plain.groups, 3))
+    assert list(same.utterances["augment"][:1]) == [""]
+    assert len(set(same.utterance)) == 3 * len(set(plain.utterance))  # copies their own units
+
+
+def test_augment_speed_and_vtlp_warp_the_voice(shared_home, recordings):
+    load = partial(load_spoken_digits, shared_home, speakers="theo", max_per_speaker_digit=1,
+                   features="logmel", context=0, return_utterances=True)
+    out = load(augment={"speed": [0.8, 1.25], "vtlp": [0.8]})
+    n = len(out.data) // 4
+    original, slow, fast, vtlp = (out.data[i * n : (i + 1) * n] for i in range(4))
+    duration = np.asarray(out.utterances["duration"])
+    np.testing.assert_allclose(duration[n : 2 * n] / duration[:n], 1.25, rtol=0.02)
+    np.testing.assert_allclose(duration[2 * n : 3 * n] / duration[:n], 0.8, rtol=0.02)
+    assert all(len(v) == len(o) for v, o in zip(vtlp, original))  # vtlp keeps the frames
+    # energy moves down the mel bands when frequencies are scaled by 0.8
+    def centroid(x):
+        energy = np.exp(np.concatenate(x))
+        return float((energy * np.arange(energy.shape[1])).sum() / energy.sum())
+    assert centroid(vtlp) < centroid(original) - 1 and centroid(slow) < centroid(original) - 1
+    assert centroid(fast) > centroid(original)
+
+
+def test_speed_perturbation_scales_every_frequency():
+    t = np.arange(8000) / 8000
+    tone = np.sin(2 * np.pi * 500 * t).astype(np.float32)
+    for factor in (0.9, 1.1):
+        out = _audio.resample_speed(tone, factor)
+        assert abs(len(out) - 8000 / factor) <= 1
+        peak = np.argmax(np.abs(np.fft.rfft(out))) * 8000 / len(out)
+        assert abs(peak - 500 * factor) < 2
+    assert _audio.resample_speed(tone, 1.0) is tone
+
+
+def test_warp_matrix_moves_a_bin():
+    matrix = _audio._warp_matrix(9, 2.0)  # output bin k reads input bin k / 2
+    spectrum = np.zeros(9, np.float32)
+    spectrum[2] = 1.0
+    np.testing.assert_allclose(spectrum @ matrix, np.eye(9)[4] + 0.5 * (np.eye(9)[3]
+                                                                          + np.eye(9)[5]))
+    np.testing.assert_array_equal(_audio._warp_matrix(5, 1.0), np.eye(5))
+
+
+@pytest.mark.parametrize("augment, message", [
+    ({"pitch": [1.1]}, "augment must be None or a dict with keys among 'speed', 'vtlp'"),
+    ({"speed": [3.0]}, "factors must be numbers in \\[0.5, 2\\]"),
+    ({"vtlp": ["x"]}, "factors must be numbers"),
+    ([0.9], "augment must be None or a dict"),
+])
+def test_bad_augment(augment, message):
+    with pytest.raises(ValueError, match=message):
+        _audio.check_framing("mfcc", 40, 13, 5, 0.025, 0.01, 16000, augment=augment)

@@ -226,6 +226,7 @@ def load_arabic_speech_commands(
     frame_length: float = 0.025,
     frame_step: float = 0.010,
     cmvn: str | None = None,
+    augment: dict | None = None,
     speakers: str | int | Sequence[str | int] | None = None,
     max_per_speaker_keyword: int | None = None,
     return_utterances: bool = False,
@@ -314,7 +315,7 @@ def load_arabic_speech_commands(
     >>> # speaker-disjoint split: sklearn.model_selection.GroupKFold with asc.groups
     """
     framing = check_framing(features, n_mels, n_mfcc, context, frame_length, frame_step,
-                            SAMPLE_RATE, cmvn)
+                            SAMPLE_RATE, cmvn, augment)
     chosen = _check_keywords(keywords)
     chosen_speakers = _check_speakers(speakers)
     check_max_per(max_per_speaker_keyword, "max_per_speaker_keyword")

@@ -18,6 +18,10 @@ _LOG_FLOOR = 1e-6
 _CHUNK = 16384  # frames per tf.signal call, bounds memory
 _STD_FLOOR = 1e-8  # a coefficient constant over an utterance is only centred
 CMVN_MODES = ("utterance", "utterance-mean")
+#: Kinds of ``augment``: speed perturbation (the signal resampled, Ko et al. 2015) and
+#: vocal-tract-length perturbation (the spectrum's frequency axis scaled, Jaitly &
+#: Hinton 2013).
+AUGMENTATIONS = ("speed", "vtlp")
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class Framing:
     n_mfcc: int
     context: int
     cmvn: str | None = None
+    augment: tuple = ()  # (kind, factor) pairs: a warped copy of every recording each
 
     @property
     def n_features(self) -> int:
@@ -45,7 +50,7 @@ def _positive_int(value) -> bool:
 
 
 def check_framing(features, n_mels, n_mfcc, context, frame_length, frame_step,
-                  sample_rate: int, cmvn=None) -> Framing:
+                  sample_rate: int, cmvn=None, augment=None) -> Framing:
     """Validate the feature parameters of a loader; ``ValueError`` naming the bad one."""
     if features not in ("mfcc", "logmel"):
         raise ValueError(f"features must be 'mfcc' or 'logmel', got {features!r}.")
@@ -68,7 +73,28 @@ def check_framing(features, n_mels, n_mfcc, context, frame_length, frame_step,
         )
     fft_length = 1 << (length - 1).bit_length()  # next power of two
     return Framing(features, sample_rate, length, step, fft_length, int(n_mels), int(n_mfcc),
-                   int(context), cmvn)
+                   int(context), cmvn, _check_augment(augment))
+
+
+def _check_augment(augment) -> tuple:
+    """``augment`` as ``(kind, factor)`` pairs, in the order given."""
+    if augment is None:
+        return ()
+    if not isinstance(augment, dict) or set(augment) - set(AUGMENTATIONS):
+        raise ValueError(
+            "augment must be None or a dict with keys among "
+            f"{', '.join(map(repr, AUGMENTATIONS))} and lists of factors, e.g. "
+            f"{{'speed': [0.9, 1.1]}}; got {augment!r}."
+        )
+    pairs = []
+    for kind, factors in augment.items():
+        for factor in np.atleast_1d(np.asarray(factors, dtype=object)).tolist():
+            if (isinstance(factor, bool) or not isinstance(factor, int | float | np.number)
+                    or not 0.5 <= factor <= 2.0):
+                raise ValueError(f"augment[{kind!r}] factors must be numbers in [0.5, 2], "
+                                 f"got {factor!r}.")
+            pairs.append((kind, float(factor)))
+    return tuple(pairs)
 
 
 def framing_documented(sample_rate: int):
@@ -104,7 +130,20 @@ def _framing_doc(sample_rate: int) -> str:
         Per-recording normalisation of the frame features, before context stacking:
         ``"utterance"`` gives every coefficient zero mean and unit variance over the
         frames of its recording (CMVN); ``"utterance-mean"`` only subtracts the mean
-        (CMN); None leaves the features as computed."""
+        (CMN); None leaves the features as computed.
+    augment : dict or None, default=None
+        More voices than speakers: ``{{"speed": [0.9, 1.1], "vtlp": [0.9, 1.1]}}`` adds,
+        for every factor, a warped copy of every recording, each copy of a speaker
+        its own condition (speaker ``"<speaker>|speed=0.9"``, utterance
+        ``"<utterance>|speed=0.9"``). ``"speed"`` resamples the signal (duration
+        divided by the factor, every frequency multiplied by it); ``"vtlp"`` scales
+        the frequency axis of each frame's spectrum by the factor (content above the
+        Nyquist frequency is lost, silence fills the top when shrinking). A factor
+        of 1 gives copies equal to the originals. The Bunch then also has
+        ``source_groups`` (each row's original speaker) and the utterance table an
+        ``augment`` column (``""`` for originals): keep a speaker's copies on the
+        side of its originals when splitting (``GroupKFold`` on ``source_groups``),
+        and adapt and score on originals only."""
 
 
 def check_max_per(value, name: str) -> None:
@@ -141,12 +180,15 @@ def frames(signal: np.ndarray, framing: Framing) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(signal, length)[::step][:n_frames]
 
 
-def frame_features(stacked_frames: np.ndarray, framing: Framing) -> np.ndarray:
+def frame_features(stacked_frames: np.ndarray, framing: Framing,
+                   warp: float = 1.0) -> np.ndarray:
     """Log-mel or MFCC features of frames of shape (n_frames, frame_length).
 
     Frames of all recordings go through ``tf.signal`` together: one frame per row, so
     ``tf.signal.stft`` with ``frame_step=frame_length`` gives the same spectra as running
     it on each recording, in a few large batches instead of thousands of small calls.
+    ``warp`` scales the frequency axis of the magnitude spectra (VTLP): the energy at
+    ``f`` moves to ``warp * f``.
     """
     import tensorflow as tf
 
@@ -165,13 +207,44 @@ def frame_features(stacked_frames: np.ndarray, framing: Framing) -> np.ndarray:
             frame_step=framing.frame_length,
             fft_length=framing.fft_length,
         )[:, 0, :]
-        features = tf.math.log(tf.matmul(tf.abs(spectra), mel) + _LOG_FLOOR)
+        magnitude = tf.abs(spectra)
+        if warp != 1.0:
+            magnitude = tf.matmul(magnitude, _warp_matrix(framing.fft_length // 2 + 1, warp))
+        features = tf.math.log(tf.matmul(magnitude, mel) + _LOG_FLOOR)
         if framing.features == "mfcc":
             features = tf.signal.mfccs_from_log_mel_spectrograms(features)[:, : framing.n_mfcc]
         out.append(features.numpy())
     if not out:
         return np.empty((0, framing.n_features), dtype=np.float32)
     return np.concatenate(out)
+
+
+def _warp_matrix(n_bins: int, warp: float) -> np.ndarray:
+    """``(n_bins, n_bins)`` linear interpolation: output bin ``k`` reads the spectrum at
+    bin ``k / warp`` (zero beyond the last bin)."""
+    source = np.arange(n_bins) / warp
+    low = np.floor(source).astype(int)
+    frac = source - low
+    matrix = np.zeros((n_bins, n_bins), np.float32)
+    inside = low < n_bins - 1
+    k = np.flatnonzero(inside)
+    matrix[low[k], k] = 1.0 - frac[k]
+    matrix[low[k] + 1, k] = frac[k]
+    last = np.flatnonzero(np.isclose(source, n_bins - 1))
+    matrix[n_bins - 1, last] = 1.0
+    return matrix
+
+
+def resample_speed(signal: np.ndarray, factor: float) -> np.ndarray:
+    """The signal played ``factor`` times faster (speed perturbation)."""
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+
+    if factor == 1.0:
+        return signal
+    ratio = Fraction(factor).limit_denominator(100)
+    return resample_poly(signal, ratio.denominator, ratio.numerator).astype(np.float32)
 
 
 def normalize_utterances(features: np.ndarray, lengths: np.ndarray,
@@ -228,13 +301,12 @@ def speech_bunch(paths: Sequence[Path], table: dict[str, np.ndarray], framing: F
     ``data`` are frames, labelled with their recording's target, speaker and utterance.
     """
     signals = [read_wav(path, framing.sample_rate) for path in paths]
-    cut = [frames(signal, framing) for signal in signals]
-    lengths = np.array([len(f) for f in cut], dtype=np.int64)
-    per_frame = frame_features(np.concatenate(cut), framing)
-    per_frame = normalize_utterances(per_frame, lengths, framing.cmvn)
-    data = stack_context(per_frame, lengths, framing.context)
-    table = {**table, "n_frames": lengths,
-             "duration": np.array([len(s) for s in signals]) / framing.sample_rate}
+    versions = [_version(signals, table, framing, "", 1.0)]
+    versions += [_version(signals, table, framing, kind, factor)
+                 for kind, factor in framing.augment]
+    data = np.concatenate([v[0] for v in versions])
+    lengths = np.concatenate([v[1] for v in versions])
+    table = {key: np.concatenate([v[2][key] for v in versions]) for key in versions[0][2]}
     pd = import_pandas(required=False)
     bunch = Bunch(
         feature_names=feature_names(framing),
@@ -248,9 +320,13 @@ def speech_bunch(paths: Sequence[Path], table: dict[str, np.ndarray], framing: F
     if return_utterances:
         bunch.update(data=np.split(data, np.cumsum(lengths)[:-1]), target=target,
                      groups=speaker, utterance=utterance)
+        if framing.augment:
+            bunch.source_groups = table["source_speaker"]
         return bunch
     bunch.update(data=data, target=np.repeat(target, lengths),
                  groups=np.repeat(speaker, lengths), utterance=np.repeat(utterance, lengths))
+    if framing.augment:
+        bunch.source_groups = np.repeat(table["source_speaker"], lengths)
     if as_frame:
         frame = import_pandas(required=True).DataFrame(data, columns=bunch.feature_names)
         frame[target_column] = bunch.target
@@ -258,3 +334,28 @@ def speech_bunch(paths: Sequence[Path], table: dict[str, np.ndarray], framing: F
         frame["utterance"] = bunch.utterance
         bunch.frame = frame
     return bunch
+
+
+def _version(signals: list, table: dict, framing: Framing, kind: str,
+             factor: float) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Stacked features, frames per recording and the utterance table of the originals
+    (``kind=""``) or of one warped copy of every recording."""
+    if kind == "speed":
+        signals = [resample_speed(s, factor) for s in signals]
+    cut = [frames(signal, framing) for signal in signals]
+    lengths = np.array([len(f) for f in cut], dtype=np.int64)
+    per_frame = frame_features(np.concatenate(cut), framing,
+                               warp=factor if kind == "vtlp" else 1.0)
+    per_frame = normalize_utterances(per_frame, lengths, framing.cmvn)
+    data = stack_context(per_frame, lengths, framing.context)
+    table = {**table, "n_frames": lengths,
+             "duration": np.array([len(s) for s in signals]) / framing.sample_rate}
+    if framing.augment:
+        tag = f"{kind}={factor:g}" if kind else ""
+        suffix = f"|{tag}" if kind else ""
+        table["source_speaker"] = np.asarray(table["speaker"])
+        table["speaker"] = np.array([f"{s}{suffix}" for s in table["speaker"]], dtype=object)
+        table["utterance"] = np.array([f"{u}{suffix}" for u in table["utterance"]],
+                                      dtype=object)
+        table["augment"] = np.full(len(lengths), tag, dtype=object)
+    return data, lengths, table

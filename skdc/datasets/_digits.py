@@ -183,6 +183,7 @@ def load_spoken_digits(
     frame_length: float = 0.025,
     frame_step: float = 0.010,
     cmvn: str | None = None,
+    augment: dict | None = None,
     speakers: str | Sequence[str] | None = None,
     max_per_speaker_digit: int | None = None,
     return_utterances: bool = False,
@@ -262,7 +263,7 @@ def load_spoken_digits(
     >>> # speaker-disjoint split: sklearn.model_selection.LeaveOneGroupOut with fsdd.groups
     """
     framing = check_framing(features, n_mels, n_mfcc, context, frame_length, frame_step,
-                            SAMPLE_RATE, cmvn)
+                            SAMPLE_RATE, cmvn, augment)
     check_max_per(max_per_speaker_digit, "max_per_speaker_digit")
     check_layout(return_utterances, as_frame)
     recordings = _recordings_folder(data_home, download_if_missing)

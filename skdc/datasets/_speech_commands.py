@@ -415,6 +415,7 @@ def load_speech_commands(
     frame_length: float = 0.025,
     frame_step: float = 0.010,
     cmvn: str | None = None,
+    augment: dict | None = None,
     speakers: str | Sequence[str] | None = None,
     max_per_speaker_word: int | None = None,
     min_per_speaker: int | None = None,
@@ -530,7 +531,7 @@ def load_speech_commands(
     _check_silence(include_silence, subset)
     _check_download(download_if_missing)
     framing = check_framing(features, n_mels, n_mfcc, context, frame_length, frame_step,
-                            SAMPLE_RATE, cmvn)
+                            SAMPLE_RATE, cmvn, augment)
     chosen_speakers = _check_speakers(speakers)
     check_max_per(max_per_speaker_word, "max_per_speaker_word")
     check_max_per(min_per_speaker, "min_per_speaker")
