@@ -26,7 +26,7 @@ from ._graph import output_activation, output_units, resolve_code_input
 from ._groups import encode_groups, encode_units, validation_split
 from ._laplace import code_posteriors, evidence_alpha, posterior_draws, whitened
 from ._optimizers import OPTIMIZERS
-from ._persist import pop_models, push_models
+from ._persist import pop_models, push_models, with_new_params
 from ._prior import CodePrior, resolve_code_init
 from ._sharding import fit_sharded
 from ._task import Classification, Regression
@@ -152,7 +152,7 @@ class _BaseCodeAdapter(BaseEstimator):
         return pop_models(state)
 
     def __setstate__(self, state):
-        state.setdefault("jit_compile", "auto")  # pickled before the parameter existed
+        state = with_new_params(self, state)
         if "_codes" in state:  # skdc 0.1: plain dicts, the tied code under a string key
             state["_table"] = CodeTable.from_dicts(state.pop("_codes"),
                                                    state.pop("_opt_state", {}), _LEGACY_TIED)
@@ -194,7 +194,7 @@ class _BaseCodeAdapter(BaseEstimator):
         if not OPTIMIZERS[self.optimizer].supports_partial_fit:
             raise ValueError(
                 f"optimizer={self.optimizer!r} does not support partial_fit (it has no single "
-                "step); use 'adam', 'sgd' or 'rms_sgd' for online adaptation."
+                "step); use 'adam', 'sgd', 'gd' or 'rms_sgd' for online adaptation."
             )
         if self.posterior is not None or self.alpha == "evidence":
             raise ValueError(
@@ -495,10 +495,13 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         to a code or ``CodePrior`` each: every group of a grouped fit gets its own
         prior (groups not in it, and ``code_``, use the zero code with identity
         covariance).
-    optimizer : {"adam", "sgd", "rms_sgd", "lbfgs"}, default="adam"
+    optimizer : {"adam", "sgd", "gd", "rms_sgd", "lbfgs"}, default="adam"
         ``"adam"`` needs no tuning of the gradient's scale; ``"sgd"`` uses
-        momentum 0.9; ``"rms_sgd"`` divides the gradient by its RMS (the
-        original Keras recipe, kept for comparison); ``"lbfgs"`` (scipy's
+        momentum 0.9; ``"gd"`` is plain gradient descent in the prior's whitened
+        coordinates, the inner procedure of an episodically trained
+        :class:`~skdc.CodeNetwork` (its ``adapter()`` sets it up); ``"rms_sgd"``
+        divides the gradient by its RMS (the original Keras recipe, kept for
+        comparison); ``"lbfgs"`` (scipy's
         L-BFGS-B) converges in the fewest steps for the low-dimensional code.
     learning_rate : float, default=0.05
         Step size of the first-order optimizers. Codes live on the unit scale of

@@ -18,21 +18,24 @@ few rows.
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral, Real
 
 import keras
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ._clone import clone_sharing
+from ._episodic import train_episodic
 from ._groups import encode_groups
 from ._input_shift import check_input_shift, condition_offsets
 from ._model_copy import clone_with_weights
-from ._persist import pop_models, push_models
-from ._prior import SHRINKAGE_ESTIMATORS, prior_from_codes
+from ._persist import pop_models, push_models, with_new_params
+from ._prior import SHRINKAGE_ESTIMATORS, CodePrior, prior_from_codes
 from ._retrofit import CODE, FEATURES, rewire
 from ._task import Classification, Regression
 from ._training import (
@@ -70,6 +73,9 @@ class _BaseCodeNetwork(BaseEstimator):
         "input_shift": [None, StrOptions({"full"}), Interval(Integral, 1, None, closed="left")],
         "prior_shrinkage": [Interval(Real, 0, 1, closed="both"),
                             StrOptions(set(SHRINKAGE_ESTIMATORS))],
+        "training": [StrOptions({"joint", "episodic"})],
+        "support_size": [Interval(Integral, 1, None, closed="left")],
+        "inner_steps": [Interval(Integral, 1, None, closed="left")],
         "base_model": [keras.Model, None],
         "random_state": ["random_state"],
     }
@@ -94,6 +100,9 @@ class _BaseCodeNetwork(BaseEstimator):
         tol=1e-4,
         input_shift=None,
         prior_shrinkage=1e-3,
+        training="joint",
+        support_size=32,
+        inner_steps=5,
         base_model=None,
         random_state=None,
         verbose=0,
@@ -114,6 +123,9 @@ class _BaseCodeNetwork(BaseEstimator):
         self.tol = tol
         self.input_shift = input_shift
         self.prior_shrinkage = prior_shrinkage
+        self.training = training
+        self.support_size = support_size
+        self.inner_steps = inner_steps
         self.base_model = base_model
         self.random_state = random_state
         self.verbose = verbose
@@ -160,6 +172,10 @@ class _BaseCodeNetwork(BaseEstimator):
         self.code_size_ = auto_code_size(len(keys)) if self.code_size == "auto" else int(
             self.code_size)
         core, pairs = self._initial_model(X, task, seeds.generator("weights"), shift)
+        self.input_shift_ = shift
+        if self.training == "episodic":
+            self._fit_episodic(core, keys, rows, y, task, schedule, seeds, shift)
+            return self
         joint = self.base_model is None
         trainer = CodeTrainer(
             core,
@@ -179,10 +195,31 @@ class _BaseCodeNetwork(BaseEstimator):
         history = train(trainer, rows, held, task.keras_loss(), schedule,
                         seeds.generator("shuffle"))
         codes = normalise_codes(core, trainer.codes(), pairs, centre=joint, input_shift=shift)
-        self.input_shift_ = shift
         self._store(core, keys, codes, history)
+        self.code_prior_ = prior_from_codes(codes, self.prior_shrinkage)
         warn_unless_stopped(history, type(self).__name__, self.max_iter)
         return self
+
+    def _fit_episodic(self, core, keys, rows, y, task, schedule, seeds, shift: int) -> None:
+        """Episodic training (:mod:`skdc._episodic`); each training condition's code is
+        then the inner procedure run on all its rows."""
+        if self.early_stopping:
+            raise ValueError("early_stopping is not available with training='episodic': "
+                             "the stopping rule watches the query loss of the episodes.")
+        z0 = np.zeros(core.inputs[1].shape[-1])
+        z0[shift:] = seeds.generator("codes").normal(size=len(z0) - shift)
+        history, z0, step = train_episodic(
+            core, rows, task.keras_loss(), schedule, seeds.generator("shuffle"),
+            support=int(self.support_size), inner_steps=int(self.inner_steps),
+            alpha=self.alpha, z0=z0.astype(np.float32))
+        self.model_ = core
+        self.code_prior_ = CodePrior(z0, np.diag(step))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            adapter = self.adapter().fit(rows.features, y, groups=rows.group)
+        codes = np.stack([adapter.codes_[g] for g in range(len(keys))])
+        self._store(core, keys, codes, history)
+        warn_unless_stopped(history, type(self).__name__, self.max_iter)
 
     def _weigh(self, task, weight, target, group) -> np.ndarray:
         """Row weights of the fit: ``sample_weight`` (the classifier adds class weights)."""
@@ -223,7 +260,6 @@ class _BaseCodeNetwork(BaseEstimator):
     def _store(self, core, keys, codes, history) -> None:
         self.model_ = core
         self.codes_ = dict(zip(keys, codes, strict=True))
-        self.code_prior_ = prior_from_codes(codes, self.prior_shrinkage)
         self.loss_curve_ = list(history.loss)
         if history.val_loss is not None:
             self.validation_loss_curve_ = list(history.val_loss)
@@ -315,6 +351,9 @@ class _BaseCodeNetwork(BaseEstimator):
 
     def _adapter(self, cls, defaults, params):
         check_is_fitted(self, "model_")
+        if self.training == "episodic":  # the inner procedure the network was trained for
+            defaults = {"optimizer": "gd", "learning_rate": 1.0, "alpha": 0.0, "tol": 0.0,
+                        "max_iter": int(self.inner_steps), **defaults}
         return cls(
             self.model_,
             **{"code_input": CODE, "code_init": self.code_prior_, **defaults, **params},
@@ -331,7 +370,7 @@ class _BaseCodeNetwork(BaseEstimator):
         return pop_models(super().__getstate__())
 
     def __setstate__(self, state):
-        super().__setstate__(push_models(state))
+        super().__setstate__(push_models(with_new_params(self, state)))
 
 
 def auto_code_size(n_conditions: int) -> int:
@@ -410,6 +449,26 @@ default="relu"
         How the covariance of ``code_prior_`` is shrunk: a fixed fraction toward a
         scaled identity, or the fraction estimated from the codes (OAS, Ledoit-Wolf)
         toward their own variances, see :func:`~skdc._prior.prior_from_codes`.
+    training : {"joint", "episodic"}, default="joint"
+        ``"joint"``: one code per training condition learned with the network from
+        all of the condition's rows (speaker-adaptive training). ``"episodic"``:
+        trained the way a new condition's code is learned (first-order CAVIA, see
+        :mod:`skdc._episodic`): every step takes ``batch_size // (2 *
+        support_size)`` conditions, runs ``inner_steps`` gradient steps on the code
+        from a learned initial code over ``support_size`` of each one's rows, with
+        learned per-entry step sizes, and trains the network, the ``B_l``, the
+        initial code and the step sizes on the loss of ``support_size`` other rows.
+        ``code_prior_`` is then that initial code and the step sizes as a diagonal
+        covariance, :meth:`adapter` runs the same inner procedure
+        (``optimizer="gd"``, ``learning_rate=1``, ``max_iter=inner_steps``,
+        ``alpha=0``), and ``codes_`` are its result on each training condition's
+        rows. ``early_stopping`` is refused; ``code_l2``, ``code_dropout`` and
+        ``prior_shrinkage`` do not apply.
+    support_size : int, default=32
+        Rows of a condition in an episode's support set (and in its query set),
+        drawn at random from the condition's rows; only with ``"episodic"``.
+    inner_steps : int, default=5
+        Gradient steps on the code per episode; only with ``"episodic"``.
     base_model : keras.Model or None, default=None
         ``None``: joint (speaker-adaptive) training of the whole network, the ``B_l``
         and the codes. A pretrained model: its weights are copied, never modified;
@@ -568,6 +627,9 @@ class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
         tol=1e-4,
         input_shift=None,
         prior_shrinkage=1e-3,
+        training="joint",
+        support_size=32,
+        inner_steps=5,
         base_model=None,
         random_state=None,
         verbose=0,
@@ -579,7 +641,8 @@ class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
             learning_rate_init=learning_rate_init, batch_size=batch_size, max_iter=max_iter,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             n_iter_no_change=n_iter_no_change, tol=tol, input_shift=input_shift,
-            prior_shrinkage=prior_shrinkage, base_model=base_model,
+            prior_shrinkage=prior_shrinkage, training=training, support_size=support_size,
+            inner_steps=inner_steps, base_model=base_model,
             random_state=random_state, verbose=verbose,
         )
         self.class_weight = class_weight

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import inspect
 import json
 import os
 import tempfile
@@ -147,6 +148,15 @@ def pop_models(state: dict) -> dict:
 def push_models(state: dict) -> dict:
     """Inverse of :func:`pop_models`."""
     return {k: model_from_bytes(v[2], v[1]) if _is_archive(v) else v for k, v in state.items()}
+
+
+def with_new_params(estimator, state: dict) -> dict:
+    """``state`` with every constructor parameter it lacks set to its default: an
+    estimator pickled before a parameter existed loads and behaves as it did."""
+    signature = inspect.signature(type(estimator).__init__)
+    missing = {name: p.default for name, p in signature.parameters.items()
+               if name != "self" and name not in state and p.default is not p.empty}
+    return {**missing, **state}
 
 
 def _is_archive(value) -> bool:

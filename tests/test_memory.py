@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from skdc import CodeAdapter, _backend
+from skdc._backend import memory
 from skdc.evaluation import _finetune
 
 
@@ -45,6 +46,8 @@ def test_compiled_functions_of_dropped_models_are_freed(monkeypatch):
         return fn
 
     monkeypatch.setattr(backend, "compile", tracked)
+    # A fresh counter: earlier tests' compilations would shift where the collections fall.
+    monkeypatch.setattr(memory, "COLLECTION", type(memory.COLLECTION)(every=4))
     X = np.random.default_rng(0).normal(size=(30, 3)).astype("float32")
     y = (X[:, 0] > 0).astype(int)
     models = []

@@ -101,3 +101,15 @@ def test_in_memory_round_trip_keeps_fitted_state(teacher, one_condition):
     loaded = joblib.load(buffer)
     assert loaded.n_iter_ == 5 and loaded.loss_curve_ == adapter.loss_curve_
     assert loaded.model is not teacher  # a model of its own, loaded with safe_mode
+
+
+def test_network_pickled_before_new_parameters_loads_with_their_defaults():
+    from skdc import CodeNetwork
+
+    net = CodeNetwork(hidden_layer_sizes=(4,), code_size=2, max_iter=1)
+    state = net.__getstate__()
+    for name in ("training", "support_size", "inner_steps", "input_shift", "prior_shrinkage"):
+        del state[name]
+    loaded = CodeNetwork.__new__(CodeNetwork)
+    loaded.__setstate__(state)
+    assert loaded.get_params() == net.get_params()
