@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from keras import ops
 
-__all__ = ["OPTIMIZERS", "Adam", "Lbfgs", "Optimizer", "RmsSgd", "Sgd"]
+__all__ = ["OPTIMIZERS", "Adam", "GradientDescent", "Lbfgs", "Optimizer", "RmsSgd", "Sgd"]
 
 
 class Optimizer:
@@ -72,6 +72,16 @@ class Sgd(Optimizer):
         return velocity, (velocity,)
 
 
+class GradientDescent(Optimizer):
+    """Plain gradient descent: the inner procedure of episodic training
+    (:mod:`skdc._episodic`), which learns its step sizes into the prior's whitening."""
+
+    name = "gd"
+
+    def update(self, grad, slots, t, learning_rate):
+        return -learning_rate * grad, ()
+
+
 class RmsSgd(Optimizer):
     """The gradient divided by its root mean square (the original Keras recipe)."""
 
@@ -91,4 +101,5 @@ class Lbfgs(Optimizer):
     supports_early_stopping = False
 
 
-OPTIMIZERS: dict[str, Optimizer] = {o.name: o for o in (Adam(), Sgd(), RmsSgd(), Lbfgs())}
+OPTIMIZERS: dict[str, Optimizer] = {
+    o.name: o for o in (Adam(), Sgd(), GradientDescent(), RmsSgd(), Lbfgs())}

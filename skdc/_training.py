@@ -59,6 +59,7 @@ __all__ = [
     "predict_in_chunks",
     "progress",
     "si_twin",
+    "spec_of",
     "train",
     "warn_unless_stopped",
 ]
@@ -488,11 +489,11 @@ class EpochRunner:
         # oneDNN graph rewrite breaks on the coded layers' MatMul+BiasAdd+Add+Relu and
         # the whole function then runs unoptimised (JAX specialises on shapes anyway).
         signature = [
-            _spec(self.state),
-            _spec(self.data, rows=True),
+            spec_of(self.state),
+            spec_of(self.data, rows=True),
             Spec((None, None), "int32"),
             Spec((None, None), "float32"),
-            _spec(self.validation or [], rows=True),
+            spec_of(self.validation or [], rows=True),
         ]
         self._epoch = self.backend.compile(self._epoch_impl, signature, False)
         self.val_loss: float | None = None
@@ -571,11 +572,11 @@ class EpochRunner:
             variable.assign(value)
 
 
-def _spec(tree, rows: bool = False):
+def spec_of(tree, rows: bool = False):
     """The :class:`~skdc._backend.Spec` tree of a tree of tensors (with ``rows``, the
     first dimension is left unknown)."""
     if isinstance(tree, list | tuple):
-        return [_spec(t, rows) for t in tree]
+        return [spec_of(t, rows) for t in tree]
     shape = tuple(tree.shape)
     return Spec((None, *shape[1:]) if rows else shape, keras.backend.standardize_dtype(tree.dtype))
 

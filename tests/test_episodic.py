@@ -1,0 +1,86 @@
+"""Episodic (first-order CAVIA-style) training of code networks."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+
+from skdc import CodeNetwork, CodeNetworkRegressor
+from skdc._synthetic import make_conditions, make_teacher
+
+
+@pytest.fixture(scope="module")
+def data():
+    teacher = make_teacher(random_state=0)
+    return make_conditions(teacher, n_conditions=24, rows_per_condition=60, random_state=1)
+
+
+def _episodic(X, y, groups, cls=CodeNetwork, **params):
+    net = cls((32,), code_size=3, max_iter=60, random_state=0, training="episodic",
+              support_size=5, batch_size=200, learning_rate_init=1e-2, **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return net.fit(X, y, groups=groups)
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    X, y, groups, _ = data
+    train = groups < 20
+    return _episodic(X[train], y[train], groups[train])
+
+
+def test_adapter_runs_the_inner_procedure_and_adapts(trained, data):
+    X, y, groups, _ = data
+    adapter = trained.adapter()
+    params = adapter.get_params()
+    assert (params["optimizer"], params["learning_rate"], params["max_iter"],
+            params["alpha"]) == ("gd", 1.0, 5, 0.0)
+    z0, steps = trained.code_prior_.mean, np.diag(trained.code_prior_.covariance)
+    assert z0.shape == (3,) and np.all(steps > 0)
+    gains = []
+    for g in range(20, 24):
+        new = np.flatnonzero(groups == g)
+        fitted = trained.adapter().fit(X[new[:5]], y[new[:5]])
+        gains.append(fitted.score(X[new[5:]], y[new[5:]]) - trained.score(X[new[5:]], y[new[5:]]))
+    assert np.mean(gains) > 0.1  # five rows, five steps: well above the initial code
+
+
+def test_one_inner_step_is_a_scaled_gradient_step(trained, data):
+    X, y, groups, _ = data
+    rows = np.flatnonzero(groups == 21)[:5]
+    z0 = trained.code_prior_.mean
+    steps = np.diag(trained.code_prior_.covariance)
+    one = trained.adapter(max_iter=1).fit(X[rows], y[rows]).code_
+    model, index = trained.model_, np.searchsorted(trained.classes_, y[rows])
+
+    def loss(z):
+        proba = model.predict([X[rows], np.tile(z, (len(rows), 1))], verbose=0)
+        return -np.mean(np.log(proba[np.arange(len(rows)), index].astype(np.float64)))
+
+    eps = 1e-2
+    grad = np.array([(loss(z0 + eps * e) - loss(z0 - eps * e)) / (2 * eps)
+                     for e in np.eye(3)])
+    np.testing.assert_allclose(one, z0 - steps * grad, atol=2e-3)
+
+
+def test_training_codes_come_from_the_inner_procedure(trained, data):
+    X, y, groups, _ = data
+    train = groups < 20
+    assert sorted(trained.codes_) == list(range(20))
+    again = trained.adapter().fit(X[train], y[train], groups=groups[train])
+    for g in range(20):
+        np.testing.assert_allclose(trained.codes_[g], again.codes_[g], atol=1e-5)
+
+
+def test_regressor_and_input_shift_train_episodically(data):
+    X, y, groups, _ = data
+    reg = _episodic(X, y.astype(float), groups, cls=CodeNetworkRegressor, input_shift=2)
+    assert len(reg.code_prior_.mean) == 2 + 3 and np.isfinite(reg.loss_curve_).all()
+
+
+def test_episodic_refuses_early_stopping(data):
+    X, y, groups, _ = data
+    with pytest.raises(ValueError, match="early_stopping is not available with training="):
+        _episodic(X, y, groups, early_stopping=True)
