@@ -36,7 +36,7 @@ if missing.
 import argparse
 import json
 
-from speaker_curve import plot_curve, pooled_seeds, speaker_curve
+from speaker_curve import add_code_arguments, code_options, plot_curve, pooled_seeds, speaker_curve
 
 from skdc.datasets import load_arabic_speech_commands
 from skdc.evaluation import METHODS as ALL_METHODS
@@ -57,6 +57,7 @@ def parse_args() -> argparse.Namespace:
                         help="'digits', 'all', or comma-separated keywords")
     parser.add_argument("--per-keyword", type=int, default=None,
                         help="takes per speaker and keyword (default: all 10)")
+    add_code_arguments(parser)
     parser.add_argument("--train-speakers", default=None,
                         help="comma-separated numbers of training speakers per fold")
     parser.add_argument("--normalize", choices=["none", "utterance", "speaker"], default="none",
@@ -116,7 +117,7 @@ def run(asc, args, seed: int, max_train_conditions=None) -> dict:
         normalize=None if args.normalize == "none" else args.normalize,
         hidden_layer_sizes=(256, 256), max_epochs=args.epochs, batch_size=512,
         tune=tune, method_params=params, max_train_conditions=max_train_conditions,
-        random_state=seed, progress=True,
+        random_state=seed, progress=True, **code_options(args),
         n_jobs=args.jobs,
     )
 

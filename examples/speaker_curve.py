@@ -1,10 +1,35 @@
-"""What the speech examples share: several seeds pooled (``--seed 0,1,2``) and the
+"""What the speech examples share: the codes' options (``--input-shift``,
+``--prior-shrinkage``, ``--training``), several seeds pooled (``--seed 0,1,2``) and the
 training-speaker curve, how many training speakers codes need, per seed and on average
 (``--train-speakers``)."""
+
+import argparse
 
 import numpy as np
 
 from skdc.evaluation import format_table, pool_seeds
+
+
+def add_code_arguments(parser: argparse.ArgumentParser) -> None:
+    """The codes' options of :func:`skdc.evaluation.evaluate`, for ``code_options``."""
+    parser.add_argument("--input-shift", default="none",
+                        help="the codes' input-level part: none, full, or the features per "
+                             "frame (13 for 13 MFCCs stacked over context frames)")
+    parser.add_argument("--prior-shrinkage", default="0.001",
+                        help="of the codes' prior covariance: a number, oas or ledoit_wolf")
+    parser.add_argument("--training", choices=["joint", "episodic"], default="joint",
+                        help="how the coded networks learn")
+
+
+def code_options(args) -> dict:
+    """``evaluate`` keywords from the options of :func:`add_code_arguments`."""
+    shift = args.input_shift
+    shrinkage = args.prior_shrinkage
+    return {
+        "input_shift": None if shift == "none" else shift if shift == "full" else int(shift),
+        "prior_shrinkage": shrinkage if shrinkage in ("oas", "ledoit_wolf") else float(shrinkage),
+        "training": args.training,
+    }
 
 
 def pooled_seeds(run, args) -> dict:

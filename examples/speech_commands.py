@@ -31,7 +31,7 @@ The test set is downloaded (checksum-verified, 112 MB) into the data home if mis
 import argparse
 import json
 
-from speaker_curve import plot_curve, pooled_seeds, speaker_curve
+from speaker_curve import add_code_arguments, code_options, plot_curve, pooled_seeds, speaker_curve
 
 from skdc.datasets import load_speech_commands
 from skdc.evaluation import METHODS as ALL_METHODS
@@ -50,6 +50,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--min-per-speaker", type=int, default=8)
     parser.add_argument("--normalize", choices=["none", "utterance", "speaker"], default="none")
+    add_code_arguments(parser)
     parser.add_argument("--train-speakers", default=None,
                         help="comma-separated numbers of training speakers per fold")
     parser.add_argument("--seed", default="0",
@@ -72,6 +73,7 @@ def run(data, args, seed: int, max_train_conditions=None) -> dict:
         hidden_layer_sizes=(256, 256), max_epochs=args.epochs, batch_size=512, tune=False,
         method_params={m: ALL_METHODS[m].default for m in methods if ALL_METHODS[m].grid},
         max_train_conditions=max_train_conditions, random_state=seed, progress=True,
+        **code_options(args),
         n_jobs=args.jobs,
     )
 

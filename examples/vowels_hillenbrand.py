@@ -18,9 +18,10 @@ import argparse
 import json
 
 import numpy as np
+from speaker_curve import add_code_arguments, code_options, pooled_seeds
 
 from skdc.datasets import load_hillenbrand
-from skdc.evaluation import evaluate, format_table, plot_results
+from skdc.evaluation import evaluate, plot_results
 
 
 def main() -> None:
@@ -30,6 +31,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--shots", default="0,1,2,5,8")
     parser.add_argument("--methods", default=None, help="comma-separated (default: all)")
+    add_code_arguments(parser)
+    parser.add_argument("--seed", default="0",
+                        help="comma-separated random_state values; several are pooled")
     parser.add_argument("--jobs", type=int, default=-1,
                         help="folds in parallel processes (default: all cores)")
     parser.add_argument("--json", help="save the results as JSON")
@@ -39,14 +43,12 @@ def main() -> None:
     h95 = load_hillenbrand(args.data_home, features=["F0", "F1", "F2", "F3"])
     print(f"Hillenbrand (1995): {len(h95.target)} vowels, {len(set(h95.groups))} speakers, "
           f"{len(h95.target_names)} vowels; features log F0-F3\n")
-    results = evaluate(
+    results = pooled_seeds(lambda seed: evaluate(
         np.log(h95.data), h95.target, h95.groups,
         shots=[int(k) for k in args.shots.split(",")], folds=args.folds,
         repeats=args.repeats, methods=args.methods.split(",") if args.methods else None,
-        random_state=0, progress=True, n_jobs=args.jobs,
-    )
-    print(format_table(results))
-    print(f"\n{results['seconds']:.0f} s")
+        random_state=seed, progress=True, n_jobs=args.jobs, **code_options(args),
+    ), args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -741,10 +741,31 @@ def test_codes_with_an_input_shift_do_at_least_what_the_shift_does(shifted):
     assert acc["codes"] >= acc["shift"] - 0.02 and acc["codes"] > acc["si"] + 0.05
 
 
+def test_episodic_codes_adapt_by_their_inner_procedure(shifted, monkeypatch):
+    X, y, groups = shifted
+    from skdc import CodeNetwork
+
+    fitted = []
+    real_adapter = CodeNetwork.adapter
+
+    def adapter(net, **params):
+        fitted.append((net.training, params))
+        return real_adapter(net, **params)
+
+    monkeypatch.setattr(CodeNetwork, "adapter", adapter)
+    out = evaluate(X, y, groups, shots=(0, 8), folds=3, repeats=1, tune=False,
+                   methods=["codes", "si"], training="episodic", random_state=0, **FAST)
+    assert out["settings"]["training"] == "episodic"
+    assert fitted and all(t == "episodic" and set(p) <= {"random_state"} for t, p in fitted)
+    acc = {m: e["k"]["8"]["accuracy"] for m, e in out["methods"].items()}
+    assert acc["codes"] > acc["si"] + 0.05  # conditions apart by an offset: codes adapt
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"prior_shrinkage": "lw"}, "prior_shrinkage must be a number in \\[0, 1\\], 'oas'"),
     ({"prior_shrinkage": 2.0}, "prior_shrinkage must be"),
     ({"input_shift": 4}, "input_shift=4 must be a positive divisor of the number of features"),
+    ({"training": "maml"}, "training must be 'joint' or 'episodic'"),
 ])
 def test_bad_code_settings_are_refused_before_training(shifted, kwargs, match):
     X, y, groups = shifted

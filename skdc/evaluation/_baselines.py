@@ -193,9 +193,12 @@ class Codes(Method):
                 f"({', '.join(map(_number, alphas))})")
 
     def adapter(self, ctx: FoldContext, param, code_init=None):
-        """The fold's ``CodeAdapter`` for ``param``, L-BFGS with the shared settings."""
+        """The fold's ``CodeAdapter`` for ``param``: L-BFGS with the shared settings, or
+        for an episodically trained network its own inner procedure (``alpha`` unused)."""
         alpha = param[1]
         net = ctx.code_network(*_network(param))
+        if ctx.settings.training == "episodic":  # the inner procedure it was trained for
+            return net.adapter(random_state=ctx.seed)
         # frames of one utterance are not independent evidence: the prior counts per unit
         return net.adapter(
             code_init=net.code_prior_ if code_init is None else code_init,
@@ -217,7 +220,8 @@ class Codes(Method):
             out[~fitted] = _log(net.predict_proba(ep.X_score[~fitted]))
         if fitted.any():
             rows = known & np.isin(ep.g_adapt, adapted)
-            priors = self._priors(ctx, param, ep, index, rows)
+            priors = (None if ctx.settings.training == "episodic" else
+                      self._priors(ctx, param, ep, index, rows))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 adapter = self.adapter(ctx, param, priors).fit(

@@ -46,6 +46,7 @@ class Settings:
     code_layers: str = "all"
     input_shift: int | None = None  # shift entries of the codes (CodeNetwork's input_shift)
     prior_shrinkage: float | str = 1e-3  # of the codes' prior covariance
+    training: str = "joint"  # of the coded networks (CodeNetwork's training)
     alpha: float = 1e-5
     learning_rate_init: float = 1e-3
     batch_size: int = 200
@@ -66,7 +67,8 @@ class Settings:
         return CodeNetwork(**asdict(self.architecture()), **asdict(self.schedule()),
                            code_size=self.code_size, code_layers=self.code_layers,
                            input_shift=self.input_shift,
-                           prior_shrinkage=self.prior_shrinkage, random_state=random_state)
+                           prior_shrinkage=self.prior_shrinkage, training=self.training,
+                           random_state=random_state)
 
     def twin(self, X, y, groups, random_state: int):
         """The twin of ``network(random_state)`` without codes (same initial weights,

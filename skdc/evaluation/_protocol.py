@@ -192,6 +192,7 @@ def evaluate(
     code_size: int | str = "auto",
     input_shift: int | str | None = None,
     prior_shrinkage: float | str = 1e-3,
+    training: str = "joint",
     max_epochs: int = 200,
     batch_size: int = 200,
     learning_rate_init: float = 1e-3,
@@ -258,6 +259,11 @@ def evaluate(
     prior_shrinkage : float, "oas" or "ledoit_wolf", default=1e-3
         Shrinkage of the training codes' covariance, the codes' prior
         (:class:`~skdc.CodeNetwork`'s ``prior_shrinkage``).
+    training : {"joint", "episodic"}, default="joint"
+        How the coded networks learn (:class:`~skdc.CodeNetwork`'s ``training``). With
+        ``"episodic"``, ``codes`` and ``codes_unsup`` adapt by the networks' own inner
+        procedure (a few gradient steps from the learned initial code): their ``alpha``
+        and the shift-given prior of ``codes`` are not used.
     max_epochs : int, default=200
         Maximum training epochs of every network.
     batch_size : int, default=200
@@ -334,11 +340,14 @@ def evaluate(
         raise ValueError("max_train_conditions must be an int of at least 2 (codes need "
                          f"conditions to learn from), or None; got {max_train_conditions!r}.")
     _check_prior_shrinkage(prior_shrinkage)
+    if training not in ("joint", "episodic"):
+        raise ValueError(f"training must be 'joint' or 'episodic'; got {training!r}.")
     settings = Settings(
         hidden_layer_sizes=tuple(int(h) for h in hidden_layer_sizes),
         code_size=_default_code_size(X.shape[1]) if code_size == "auto" else int(code_size),
         input_shift=check_input_shift(input_shift, X.shape[1]) or None,
         prior_shrinkage=prior_shrinkage,
+        training=training,
         max_epochs=int(max_epochs),
         batch_size=int(batch_size),
         learning_rate_init=float(learning_rate_init),
@@ -411,6 +420,7 @@ def _settings_entry(settings: Settings, tune: bool, candidates: dict, random_sta
         "code_layers": settings.code_layers,
         "input_shift": settings.input_shift,
         "prior_shrinkage": settings.prior_shrinkage,
+        "training": settings.training,
         "max_epochs": settings.max_epochs,
         "batch_size": settings.batch_size,
         "learning_rate_init": settings.learning_rate_init,
