@@ -131,20 +131,28 @@ class CodeGraph:
         seed = {id(t): x for t, x in zip(self.feature_inputs, x_parts)}
         with self._scope(weights):
             values = _run_nodes(self._f_nodes, seed)
-        return [values[id(t)] for t in self._f_frontier]
+        # float32 between the parts (the compiled steps' signature); the head's layers
+        # cast back to their compute dtype exactly
+        return [_float32(values[id(t)]) for t in self._f_frontier]
 
     def forward(self, weights: list, frontier: list, codes, group_index):
-        """Outputs for rows whose code is ``codes[group_index]``."""
+        """Outputs (float32, whatever the model's dtype policy) for rows whose code is
+        ``codes[group_index]``."""
         with self._scope(weights):
             if not self.is_split:
                 inputs = list(frontier)
                 inputs.insert(self.code_index, ops.take(codes, group_index, axis=0))
-                return self._model()(inputs, training=False)
+                return ops.cast(self._model()(inputs, training=False), "float32")
             code_values = _run_nodes(self._c_nodes, {id(self._code_input): codes})
             seed = {id(t): v for t, v in zip(self._f_frontier, frontier)}
             seed.update({id(t): ops.take(code_values[id(t)], group_index, axis=0)
                          for t in self._c_frontier})
-            return _run_nodes(self._m_nodes, seed)[id(self._output)]
+            return ops.cast(_run_nodes(self._m_nodes, seed)[id(self._output)], "float32")
+
+
+def _float32(value):
+    dtype = keras.backend.standardize_dtype(value.dtype)
+    return ops.cast(value, "float32") if "float" in dtype and dtype != "float32" else value
 
 
 def resolve_code_input(model, code_input) -> int:

@@ -229,7 +229,18 @@ def test_grouped_fit_equals_separate_fits(teacher, conditions):
         for g in range(10):
             mine = rows[groups[rows] == g]
             alone = CodeAdapter(teacher, optimizer=optimizer, random_state=0).fit(X[mine], y[mine])
-            np.testing.assert_allclose(joint.codes_[g], alone.code_, atol=1e-3)
+            # the same objective; the kept best codes can lie apart along a flat valley
+            # (rms_sgd oscillates: 1.1e-3 apart at objectives 1.3e-7 apart, TF 2.21)
+            np.testing.assert_allclose(_objective(teacher, X[mine], y[mine], joint.codes_[g]),
+                                       _objective(teacher, X[mine], y[mine], alone.code_),
+                                       rtol=0, atol=1e-5)
+            np.testing.assert_allclose(joint.codes_[g], alone.code_, atol=1e-2)
+
+
+def _objective(model, X, y, code) -> float:
+    """The MAP objective of ``code`` (prior N(0, I), alpha=1) in float64."""
+    proba = model.predict([X, np.tile(code, (len(X), 1))], verbose=0).astype(np.float64)
+    return -np.mean(np.log(proba[np.arange(len(X)), y])) + 0.5 * code @ code / len(X)
 
 
 def test_grouped_predict_uses_each_groups_code(teacher, conditions):
