@@ -36,6 +36,7 @@ _LAZY = {
     "add_condition_codes": "._retrofit",
     "allow_unsafe_models": "._persist",
     "enable_compilation_cache": "._warmup",
+    "from_embedding": "._embedding",
     "warmup": "._warmup",
 }
 _SUBPACKAGES = ("datasets", "evaluation")
@@ -53,6 +54,7 @@ __all__ = [
     "datasets",
     "enable_compilation_cache",
     "evaluation",
+    "from_embedding",
     "warmup",
     "__version__",
 ]

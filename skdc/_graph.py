@@ -35,7 +35,8 @@ from keras import ops
 
 from ._backend import Spec
 
-__all__ = ["CodeGraph", "output_activation", "output_units", "resolve_code_input"]
+__all__ = ["CodeGraph", "input_name", "output_activation", "output_units", "resolve_code_input",
+           "run_nodes"]
 
 _FEATURES, _CODE = "features", "code"
 
@@ -130,7 +131,7 @@ class CodeGraph:
             return list(x_parts)
         seed = {id(t): x for t, x in zip(self.feature_inputs, x_parts)}
         with self._scope(weights):
-            values = _run_nodes(self._f_nodes, seed)
+            values = run_nodes(self._f_nodes, seed)
         # float32 between the parts (the compiled steps' signature); the head's layers
         # cast back to their compute dtype exactly
         return [_float32(values[id(t)]) for t in self._f_frontier]
@@ -143,11 +144,11 @@ class CodeGraph:
                 inputs = list(frontier)
                 inputs.insert(self.code_index, ops.take(codes, group_index, axis=0))
                 return ops.cast(self._model()(inputs, training=False), "float32")
-            code_values = _run_nodes(self._c_nodes, {id(self._code_input): codes})
+            code_values = run_nodes(self._c_nodes, {id(self._code_input): codes})
             seed = {id(t): v for t, v in zip(self._f_frontier, frontier)}
             seed.update({id(t): ops.take(code_values[id(t)], group_index, axis=0)
                          for t in self._c_frontier})
-            return ops.cast(_run_nodes(self._m_nodes, seed)[id(self._output)], "float32")
+            return ops.cast(run_nodes(self._m_nodes, seed)[id(self._output)], "float32")
 
 
 def _float32(value):
@@ -163,7 +164,7 @@ def resolve_code_input(model, code_input) -> int:
         inputs = list(model.inputs)
     except (AttributeError, ValueError):
         inputs = []
-    names = [_input_name(t) for t in inputs]
+    names = [input_name(t) for t in inputs]
     if len(inputs) < 2:
         raise ValueError(
             "model needs at least two inputs (features and a condition code); it has "
@@ -179,6 +180,7 @@ def resolve_code_input(model, code_input) -> int:
                 f"code_input={code_input} is out of range; the model's inputs are {names}."
             )
         index = code_input % len(inputs)
+    _check_differentiable(model, inputs[index], names[index])
     if len(inputs[index].shape) != 2:
         raise ValueError(
             f"The code input {names[index]!r} must have shape (None, code_dim); it has "
@@ -189,7 +191,21 @@ def resolve_code_input(model, code_input) -> int:
     return index
 
 
-def _input_name(tensor) -> str:
+def _check_differentiable(model, code, name: str) -> None:
+    """A code is learned by gradients: an integer input, or one read by an Embedding
+    lookup, has none (the fit would stand still and report convergence)."""
+    dtype = keras.backend.standardize_dtype(code.dtype)
+    lookups = [node.operation for nodes in getattr(model, "_nodes_by_depth", {}).values()
+               for node in nodes if isinstance(node.operation, keras.layers.Embedding)
+               and any(t is code for t in node.input_tensors)]
+    if "float" not in dtype or lookups:
+        raise TypeError(
+            f"The code input {name!r} is {'looked up by an Embedding' if lookups else dtype}:"
+            " a code is learned by gradients, which do not flow through an id. Turn the "
+            f"embedding into a code input with skdc.from_embedding(model, {name!r}).")
+
+
+def input_name(tensor) -> str:
     history = getattr(tensor, "_keras_history", None)
     if history is not None:
         return history.operation.name
@@ -211,7 +227,7 @@ def output_units(model) -> int:
     return int(np.prod(model.outputs[0].shape[1:], dtype=int))
 
 
-def _run_nodes(nodes, values: dict) -> dict:
+def run_nodes(nodes, values: dict) -> dict:
     """Run ``nodes`` (in order) on ``values``, a map of tensor id to value."""
     values = dict(values)
     for node in nodes:
