@@ -24,6 +24,7 @@ from ._engine import EngineSpec, Problem, Settings
 from ._export import export_codes
 from ._graph import output_activation, output_units, resolve_code_input
 from ._groups import encode_groups, encode_units, validation_split
+from ._inputs import as_rows
 from ._laplace import code_posteriors, evidence_alpha, posterior_draws, whitened
 from ._optimizers import OPTIMIZERS
 from ._persist import pop_models, push_models, with_new_params
@@ -417,7 +418,8 @@ class _BaseCodeAdapter(BaseEstimator):
 
     # -- validation of inputs --------------------------------------------------
     def _check_X(self, X, reset: bool):
-        X = validate_data(self, X, reset=reset, dtype=[np.float32, np.float64])
+        X = validate_data(self, as_rows(X, self._engine.graph), reset=reset,
+                          dtype=[np.float32, np.float64])
         expected = self._engine.graph.n_features
         if expected is not None and X.shape[1] != expected:
             raise ValueError(

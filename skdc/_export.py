@@ -27,6 +27,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from ._graph import input_name
 from ._model_copy import UniqueNames, clone_with_weights
 
 __all__ = ["code_of", "export_codes", "with_code", "with_code_table"]
@@ -173,7 +174,7 @@ def code_of(codes: dict, code: np.ndarray, group=None) -> np.ndarray:
 
 
 def _feature_inputs(model, code_index) -> list:
-    return [keras.Input(tuple(t.shape[1:]), dtype=t.dtype, name=t.name)
+    return [keras.Input(tuple(t.shape[1:]), dtype=t.dtype, name=input_name(t))
             for i, t in enumerate(model.inputs) if i != code_index]
 
 
@@ -197,8 +198,13 @@ def _assemble(model, code_index, inputs, features, code, head, name) -> keras.Mo
     copy = clone_with_weights(model)
     arguments = list(features)
     arguments.insert(code_index, code)
+    keyed = isinstance(model.input, dict)  # inputs by name: called, and exported, by name
+    if keyed:
+        arguments = {input_name(t): a for t, a in zip(model.inputs, arguments)}
     output = copy(arguments)
     if head is not None:
         output = head(output)
+    if keyed:
+        return keras.Model({t.name: t for t in inputs}, output, name=name)
     # one input as a bare tensor: a SavedModel's `serve` then takes a tensor, not a list
     return keras.Model(inputs[0] if len(inputs) == 1 else inputs, output, name=name)

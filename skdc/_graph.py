@@ -66,6 +66,8 @@ class CodeGraph:
         self.code_dim = int(inputs[code_index].shape[-1])
         self.feature_inputs = [t for i, t in enumerate(inputs) if i != code_index]
         self.feature_shapes = [tuple(t.shape[1:]) for t in self.feature_inputs]
+        self.feature_names = [input_name(t) for t in self.feature_inputs]
+        self.dict_inputs = isinstance(model.input, dict)  # keyed by name, not by position
         # one flat feature input of unknown width (shape (None,)) takes any number of columns
         self.n_features = (
             None
@@ -93,7 +95,7 @@ class CodeGraph:
     def frontier_specs(self) -> list[Spec]:
         """Specs of the feature frontier (batch dimension ``None``)."""
         tensors = self._f_frontier if self.is_split else self.feature_inputs
-        return [Spec((None, *t.shape[1:])) for t in tensors]
+        return [Spec((None, *t.shape[1:]), _frontier_dtype(t)) for t in tensors]
 
     def weight_specs(self, as_arguments: bool = True) -> list[Spec]:
         """Specs of :meth:`weights` (none when the variables are read in place)."""
@@ -149,6 +151,12 @@ class CodeGraph:
             seed.update({id(t): ops.take(code_values[id(t)], group_index, axis=0)
                          for t in self._c_frontier})
             return ops.cast(run_nodes(self._m_nodes, seed)[id(self._output)], "float32")
+
+
+def _frontier_dtype(tensor) -> str:
+    """Float frontier tensors pass as float32 (:func:`_float32`); masks and ids as they are."""
+    dtype = keras.backend.standardize_dtype(tensor.dtype)
+    return "float32" if "float" in dtype else dtype
 
 
 def _float32(value):

@@ -15,7 +15,7 @@ from skdc._synthetic import make_conditions, make_teacher  # noqa: E402
 BACKEND_MODULES = ("test_adapter.py", "test_backends.py", "test_class_weight.py",
                    "test_defects.py", "test_embedding.py", "test_episodic.py", "test_export.py",
                    "test_input_shift.py", "test_laplace.py", "test_mixed_precision.py",
-                   "test_persistence.py", "test_units.py")
+                   "test_persistence.py", "test_shapes.py", "test_units.py")
 
 
 def pytest_collection_modifyitems(config, items):

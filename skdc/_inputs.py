@@ -1,0 +1,62 @@
+"""``X`` as the model takes it: one 2-D table of rows, from N-D arrays or a dict.
+
+The engine works on a 2-D table, one row per example, its columns the model's feature
+inputs flattened one after the other (:meth:`CodeGraph.split_features` cuts them back).
+Users may give ``X`` shaped like the model's feature input, ``(n, *input_shape)`` (an
+utterance of frames, a spectrogram), or, for a model with named feature inputs, a dict
+of such arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+__all__ = ["as_rows"]
+
+
+def as_rows(X, graph):
+    """``X`` as a 2-D table for ``graph``'s feature inputs; 2-D ``X`` is returned as it
+    is (the scikit-learn validation that follows checks it)."""
+    if isinstance(X, Mapping):
+        return _from_dict(X, graph)
+    if graph.dict_inputs and len(graph.feature_names) > 1:
+        raise ValueError(
+            f"The model takes its features as a dict {graph.feature_names}: pass X as a "
+            "dict of arrays with those keys (a flat table's columns cannot be matched to "
+            "named inputs unambiguously).")
+    array = X if hasattr(X, "ndim") and hasattr(X, "shape") else None
+    if array is None or array.ndim <= 2:
+        return X
+    if len(graph.feature_shapes) > 1:
+        raise ValueError(
+            f"X has shape {array.shape}, but the model has {len(graph.feature_shapes)} "
+            f"feature inputs {graph.feature_names}: pass a dict of arrays, or a 2-D table "
+            "of their flattened columns.")
+    return _flatten(np.asarray(array), graph.feature_shapes[0], "X")
+
+
+def _from_dict(X: Mapping, graph):
+    names = graph.feature_names
+    missing = [n for n in names if n not in X]
+    extra = [k for k in X if k not in names]
+    if missing or extra:
+        raise ValueError(f"X's keys {sorted(X)} do not match the model's feature inputs "
+                         f"{names} (missing {missing}, unexpected {extra}).")
+    parts = [_flatten(np.asarray(X[n]), shape, f"X[{n!r}]")
+             for n, shape in zip(names, graph.feature_shapes)]
+    if len({len(p) for p in parts}) > 1:
+        raise ValueError("X's arrays have different numbers of rows: "
+                         f"{ {n: len(p) for n, p in zip(names, parts)} }.")
+    return np.concatenate(parts, axis=1)
+
+
+def _flatten(array: np.ndarray, shape: tuple, what: str) -> np.ndarray:
+    if array.shape[1:] == tuple(shape):
+        return array.reshape(len(array), -1)
+    if array.ndim == 2 and array.shape[1] == int(np.prod(shape, dtype=int)):
+        return array
+    raise ValueError(f"{what} has shape {array.shape}, but the model's feature input takes "
+                     f"{(None, *shape)} (or its {int(np.prod(shape, dtype=int))} values per "
+                     "row flattened).")

@@ -1,0 +1,102 @@
+"""X shaped like the model's feature input: N-D arrays and dicts, on every backend."""
+
+import io
+import warnings
+
+import joblib
+import keras
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+
+from skdc import CodeAdapter
+
+T, F = 6, 4
+
+
+def _per_frame_code(x, z):
+    """The code concatenated to every frame."""
+    return keras.layers.Concatenate()([x, keras.layers.RepeatVector(T)(z)])
+
+
+def _conv1d():
+    x, z = keras.Input((T, F), name="features"), keras.Input((2,), name="code")
+    h = keras.layers.Conv1D(8, 3, activation="relu")(_per_frame_code(x, z))
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    return keras.Model([x, z], keras.layers.Dense(3, activation="softmax")(h))
+
+
+def _masked_lstm():
+    x, z = keras.Input((T, F), name="features"), keras.Input((2,), name="code")
+    h = keras.layers.LSTM(8)(_per_frame_code(keras.layers.Masking()(x), z))
+    return keras.Model([x, z], keras.layers.Dense(3, activation="softmax")(h))
+
+
+def _conv2d():
+    x, z = keras.Input((T, F, 1), name="features"), keras.Input((2,), name="code")
+    h = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    h = keras.layers.Concatenate()([keras.layers.Flatten()(h), z])
+    return keras.Model([x, z], keras.layers.Dense(3, activation="softmax")(h))
+
+
+def _fit(model, X, y, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return CodeAdapter(model, max_iter=10, learning_rate=0.1, random_state=0, **kw).fit(X, y)
+
+
+@pytest.mark.parametrize("build", [_conv1d, _masked_lstm, _conv2d])
+def test_nd_X_fits_predicts_exports_and_persists(build):
+    keras.utils.set_random_seed(0)
+    model = build()
+    shape = tuple(model.inputs[0].shape[1:])
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, *shape)).astype("float32")
+    if build is _masked_lstm:
+        X[:10, 4:] = 0.0  # padded frames, masked
+    y = np.arange(30) % 3
+    adapter = _fit(model, X, y)
+    flat = _fit(model, X.reshape(30, -1), y)
+    np.testing.assert_array_equal(adapter.code_, flat.code_)
+    proba = adapter.predict_proba(X)
+    np.testing.assert_allclose(proba, adapter.predict_proba(X.reshape(30, -1)), rtol=1e-6)
+    expected = model.predict([X, np.tile(adapter.code_, (30, 1))], verbose=0)
+    np.testing.assert_allclose(proba, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(adapter.to_keras().predict(X, verbose=0), proba,
+                               rtol=1e-4, atol=1e-5)
+    buffer = io.BytesIO()
+    joblib.dump(adapter, buffer)
+    buffer.seek(0)
+    np.testing.assert_allclose(joblib.load(buffer).predict_proba(X), proba, rtol=1e-6)
+
+
+def test_a_wrong_shape_names_both_shapes():
+    X = np.zeros((5, T + 1, F), "float32")
+    with pytest.raises(ValueError, match=r"X has shape \(5, 7, 4\), but the model's feature "
+                                         r"input takes \(None, 6, 4\)"):
+        CodeAdapter(_conv1d()).fit(X, np.zeros(5, int))
+
+
+def _dict_model():
+    a, b = keras.Input((3,), name="mfcc"), keras.Input((2,), name="pitch")
+    z = keras.Input((2,), name="code")
+    h = keras.layers.Dense(8, activation="tanh")(keras.layers.Concatenate()([a, b, z]))
+    return keras.Model({"pitch": b, "mfcc": a, "code": z},
+                       keras.layers.Dense(3, activation="softmax")(h))
+
+
+def test_dict_X_for_a_dict_input_model():
+    keras.utils.set_random_seed(0)
+    model = _dict_model()
+    rng = np.random.default_rng(0)
+    X = {"mfcc": rng.normal(size=(30, 3)), "pitch": rng.normal(size=(30, 2))}
+    y = np.arange(30) % 3
+    adapter = _fit(model, X, y)
+    expected = model.predict({**X, "code": np.tile(adapter.code_, (30, 1))}, verbose=0)
+    np.testing.assert_allclose(adapter.predict_proba(X), expected, rtol=1e-4, atol=1e-5)
+    exported = adapter.to_keras()
+    np.testing.assert_allclose(exported.predict(X, verbose=0), expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"takes its features as a dict \['mfcc', 'pitch'\]"):
+        adapter.predict_proba(np.hstack([X["mfcc"], X["pitch"]]))
+    with pytest.raises(ValueError, match=r"missing \['pitch'\], unexpected \['f0'\]"):
+        adapter.predict_proba({"mfcc": X["mfcc"], "f0": X["pitch"]})
