@@ -9,11 +9,14 @@ of such arrays.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["as_rows"]
+_WRAPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # wrapper -> model
+
+__all__ = ["as_rows", "flat_rows", "shaped_rows", "with_flat_features", "without_flat_features"]
 
 
 def as_rows(X, graph):
@@ -57,6 +60,45 @@ def _flatten(array: np.ndarray, shape: tuple, what: str) -> np.ndarray:
         return array.reshape(len(array), -1)
     if array.ndim == 2 and array.shape[1] == int(np.prod(shape, dtype=int)):
         return array
+    if len(shape) == 1 and np.prod(array.shape[1:], dtype=int) == shape[0]:
+        return array.reshape(len(array), -1)  # a model that takes its examples flattened
     raise ValueError(f"{what} has shape {array.shape}, but the model's feature input takes "
                      f"{(None, *shape)} (or its {int(np.prod(shape, dtype=int))} values per "
                      "row flattened).")
+
+
+def flat_rows(X):
+    """An N-D array of examples as a 2-D table (other ``X`` unchanged, for validation)."""
+    return X.reshape(len(X), -1) if getattr(X, "ndim", 2) > 2 else X
+
+
+def with_flat_features(model):
+    """``model`` (inputs features and code) taking its features as flat rows: a model of
+    its own whose ``"features"`` input of ``prod(shape)`` columns is reshaped back, so
+    that 2-D machinery trains it. Returns ``model`` itself when its features are flat."""
+    import keras
+
+    features, code = model.inputs
+    shape = tuple(features.shape[1:])
+    if len(shape) == 1:
+        return model
+    if None in shape:
+        raise ValueError(f"base_model's features have shape {(None, *shape)}: give the "
+                         "model a fixed length (pad every example to it, with Masking).")
+    flat = keras.Input((int(np.prod(shape, dtype=int)),), name=features.name)
+    code_in = keras.Input(tuple(code.shape[1:]), name=code.name)
+    out = model([keras.layers.Reshape(shape)(flat), code_in])
+    wrapper = keras.Model([flat, code_in], out, name=model.name)
+    _WRAPPED[wrapper] = model
+    return wrapper
+
+
+def without_flat_features(model):
+    """The model that :func:`with_flat_features` wrapped (its weights are the wrapper's)."""
+    return _WRAPPED.get(model, model)
+
+
+def shaped_rows(X: np.ndarray, model) -> np.ndarray:
+    """A 2-D table of rows shaped like ``model``'s (first) feature input."""
+    shape = tuple(model.inputs[0].shape[1:])
+    return X if len(shape) == 1 else X.reshape(len(X), *shape)

@@ -33,10 +33,12 @@ from ._clone import clone_sharing
 from ._episodic import train_episodic
 from ._groups import encode_groups
 from ._input_shift import check_input_shift, condition_offsets
+from ._inputs import flat_rows, shaped_rows, with_flat_features, without_flat_features
 from ._model_copy import clone_with_weights
 from ._persist import pop_models, push_models, with_new_params
 from ._prior import SHRINKAGE_ESTIMATORS, CodePrior, prior_from_codes
-from ._retrofit import CODE, FEATURES, rewire
+from ._retrofit import CODE, FEATURES, is_dense_chain, rewire
+from ._retrofit_graph import retrofit_graph
 from ._task import Classification, Regression
 from ._training import (
     Architecture,
@@ -157,7 +159,8 @@ class _BaseCodeNetwork(BaseEstimator):
         return self._fit(X, y, groups, sample_weight)
 
     def _fit(self, X, y, groups, sample_weight):
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), **self._y_checks)
+        X, y = validate_data(self, flat_rows(X), y, dtype=(np.float64, np.float32),
+                             **self._y_checks)
         X = np.asarray(X, dtype=np.float32)
         task = self._new_task(y)
         keys, group = self._training_groups(groups, len(X))
@@ -258,7 +261,7 @@ class _BaseCodeNetwork(BaseEstimator):
         return keys, group
 
     def _store(self, core, keys, codes, history) -> None:
-        self.model_ = core
+        self.model_ = without_flat_features(core)  # the features in the model's own shape
         self.codes_ = dict(zip(keys, codes, strict=True))
         self.loss_curve_ = list(history.loss)
         if history.val_loss is not None:
@@ -274,11 +277,13 @@ class _BaseCodeNetwork(BaseEstimator):
             return joint_network(
                 X.shape[1], architecture, task, self.code_size_, self.code_layers, rng, shift
             )
-        width = (getattr(self.base_model, "inputs", None) or [None])[0]
-        width = None if width is None else width.shape[-1]
-        if width != X.shape[1]:
-            raise ValueError(f"X has {X.shape[1]} features, but base_model takes {width}.")
+        features = (getattr(self.base_model, "inputs", None) or [None])[0]
+        shape = None if features is None else tuple(features.shape[1:])
+        if shape is None or None not in shape and np.prod(shape, dtype=int) != X.shape[1]:
+            raise ValueError(f"X has {X.shape[1]} values per row, but base_model's features "
+                             f"have shape {shape} (X may also be given as (n, *shape)).")
         core, pairs = self._coded_base_model(shift)
+        core = with_flat_features(core)
         n_out = core.outputs[0].shape[-1]
         if n_out != task.n_outputs:
             raise ValueError(
@@ -298,8 +303,12 @@ class _BaseCodeNetwork(BaseEstimator):
         names = _input_names(self.base_model)
         if names == [FEATURES, CODE]:
             return clone_with_weights(self.base_model), None
-        if len(names) == 1:
+        if len(names) == 1 and is_dense_chain(self.base_model):
             return rewire(self.base_model, self.code_size_, self.code_layers, shift)
+        if len(names) == 1 and not shift:
+            layers = self.code_layers
+            layers = layers if isinstance(layers, str) else [str(x) for x in layers]
+            return retrofit_graph(self.base_model, self.code_size_, layers), None
         raise ValueError(
             "base_model must have either one input (it is then retrofitted with "
             f"add_condition_codes) or inputs named {[FEATURES, CODE]}; got inputs {names}."
@@ -343,9 +352,10 @@ class _BaseCodeNetwork(BaseEstimator):
 
     def _forward(self, X, groups) -> np.ndarray:
         check_is_fitted(self, "model_")
-        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        X = validate_data(self, flat_rows(X), dtype=(np.float64, np.float32), reset=False)
         X = np.asarray(X, dtype=np.float32)
-        return predict_in_chunks(self.model_, [X, self._codes_for(groups, len(X))])
+        return predict_in_chunks(self.model_, [shaped_rows(X, self.model_),
+                                               self._codes_for(groups, len(X))])
 
     # --- adaptation ----------------------------------------------------------------------
 

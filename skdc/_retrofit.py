@@ -16,8 +16,10 @@ import numpy as np
 
 from ._input_shift import check_input_shift, shift_features
 from ._model_copy import UniqueNames
+from ._retrofit_graph import retrofit_graph
 
-__all__ = ["CODE", "FEATURES", "add_condition_codes", "code_consumers", "rewire"]
+__all__ = ["CODE", "FEATURES", "add_condition_codes", "code_consumers", "is_dense_chain",
+           "rewire"]
 
 FEATURES = "features"
 CODE = "code"
@@ -51,6 +53,7 @@ def add_condition_codes(
     layers: str | Sequence[int] = "all",
     *,
     input_shift: int | str | None = None,
+    kind: str = "add",
 ) -> keras.Model:
     """Retrofit a condition-code input into a pretrained Keras model.
 
@@ -60,7 +63,14 @@ def add_condition_codes(
 
         h_l = act(W_l h_{l-1} + b_l + B_l z)
 
-    so a zero code reproduces the original model exactly. With ``input_shift``, the
+    so a zero code reproduces the original model exactly. Any other functional or
+    Sequential model (convolutions, LSTM/GRU/Bidirectional, attention, residual merges,
+    several feature inputs), or layers chosen by name, or ``kind="scale"``: the model's
+    graph is replayed and each chosen layer takes ``B_l z`` per unit or channel,
+    broadcast over time and space, in its pre-activation if it has an ``activation``
+    (Dense, convolutions) and on its output otherwise (recurrent, attention, merges);
+    ``kind="scale"`` multiplies the output by ``2 sigmoid(B_l z)`` instead (LHUC-style).
+    With ``input_shift``, the
     code starts with ``p`` more entries, an offset added to the features before the
     first layer (tiled over the columns with period ``p``), so that a condition's code
     also holds the feature shift that normalises it (:mod:`skdc._input_shift`). The
@@ -73,9 +83,8 @@ def add_condition_codes(
     Parameters
     ----------
     model : keras.Model
-        A built Sequential or functional model with one 2-D input ``(batch,
-        n_features)`` and one output, made of a chain of Dense layers and row-wise
-        layers between them (activations, dropout, noise, normalisation, rescaling).
+        A built Sequential or functional model with one output: a chain of Dense
+        layers (row-wise layers between them) on one 2-D input, or any graph.
     code_size : int
         Length of the code vector.
     layers : {"all", "input"} or list of int, default="all"
@@ -84,11 +93,17 @@ def add_condition_codes(
         layer only, which is the same as concatenating the code to the features (the
         original recipe of Abdel-Hamid & Jiang, 2013). A list of indices selects hidden
         Dense layers by position (0 is the first; negative indices count from the end).
+        A list of layer names selects those layers in any model. On a model that is not
+        a Dense chain, ``"all"`` is every layer with weights but the one giving the
+        output, ``"input"`` the layers that read an input.
     input_shift : None, "full" or int, default=None
         None: no shift part. ``"full"``: one offset per feature, the code's first
         ``n_features`` entries. An int ``p`` dividing ``n_features``: ``p`` offsets
         repeated every ``p`` columns, e.g. the number of features per frame of frames
         stacked with their context (the same offset for every context frame).
+        Dense chains with ``kind="add"`` only.
+    kind : {"add", "scale"}, default="add"
+        ``"add"``: ``+ B_l z``; ``"scale"``: ``* 2 sigmoid(B_l z)`` per unit or channel.
 
     Returns
     -------
@@ -99,9 +114,10 @@ def add_condition_codes(
     Raises
     ------
     ValueError
-        If the model has several inputs or outputs, an input that is not 2-D, a layer
-        that cannot be rewired (convolutions, recurrent layers, merges, nested models;
-        the message names the layer), or no Dense layer at a requested position.
+        If the model is not built or has several outputs, a chosen layer cannot take
+        a code (a nested model, a shared layer, several outputs; the message names
+        it), a name or position selects no layer, or ``input_shift`` is asked of a
+        model that is not a Dense chain.
 
     Examples
     --------
@@ -117,10 +133,25 @@ def add_condition_codes(
     True
     """
     code_size = _check_code_size(code_size)
+    if kind != "add" or not isinstance(layers, str) and any(isinstance(x, str) for x in layers) \
+            or not is_dense_chain(model):
+        if input_shift is not None:
+            raise ValueError("input_shift needs a chain of Dense layers coded with "
+                             "kind='add' and layers 'all', 'input' or indices.")
+        return retrofit_graph(model, code_size, layers, kind)
     _layer_chain(model)  # a model it cannot rewire is refused before input_shift is read
     shift = check_input_shift(input_shift, model.inputs[0].shape[-1])
     coded, _ = rewire(model, code_size, layers, shift)
     return coded
+
+
+def is_dense_chain(model) -> bool:
+    """Whether ``model`` is a chain of Dense and row-wise layers (:func:`rewire` codes it)."""
+    try:
+        _layer_chain(model)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_code_size(code_size) -> int:

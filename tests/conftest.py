@@ -12,7 +12,8 @@ from skdc._synthetic import make_conditions, make_teacher  # noqa: E402
 #: backend in CI (``KERAS_BACKEND=jax python -m pytest -m backend``). A test elsewhere
 #: joins with ``@pytest.mark.backend``; ``test_backends.py`` checks that these exist.
 # (test_network marks its own backend subset)
-BACKEND_MODULES = ("test_adapter.py", "test_backends.py", "test_class_weight.py",
+BACKEND_MODULES = ("test_adapter.py", "test_architectures.py", "test_backends.py",
+                   "test_class_weight.py",
                    "test_defects.py", "test_embedding.py", "test_episodic.py", "test_export.py",
                    "test_input_shift.py", "test_laplace.py", "test_mixed_precision.py",
                    "test_persistence.py", "test_shapes.py", "test_units.py")

@@ -607,10 +607,7 @@ def _rnn_model():
 @pytest.mark.parametrize(
     ("build", "kwargs", "error", "match"),
     [
-        (_conv_model, {}, ValueError, "'to_frames' \\(Reshape\\)"),
-        (_skip_model, {}, ValueError, "'skip'"),
-        (_rnn_model, {}, ValueError, "2-D inputs"),
-        (_nested_model, {}, ValueError, "'inner_mlp' \\(Sequential\\): nested"),
+        (_nested_model, {}, ValueError, "layer 'inner_mlp' is a nested model"),
         (lambda: keras.Sequential([keras.layers.Dense(2)]), {}, ValueError, "not built"),
         (_si_model, {"layers": [2]}, ValueError, "out of range"),
         (_si_model, {"layers": []}, ValueError, "empty"),
@@ -629,6 +626,17 @@ def _rnn_model():
 def test_retrofit_errors(build, kwargs, error, match):
     with pytest.raises(error, match=match):
         add_condition_codes(build(), **{"code_size": 2, **kwargs})
+
+
+@pytest.mark.parametrize(("build", "layers"),
+                         [(_conv_model, "all"), (_skip_model, "all"), (_rnn_model, ["rnn"])])
+def test_models_beyond_dense_chains_are_retrofitted(build, layers):
+    # once refused; now coded through their graph (tests/test_architectures.py)
+    model = build()
+    coded = add_condition_codes(model, code_size=2, layers=layers)
+    X = np.random.default_rng(0).normal(size=(4, *model.inputs[0].shape[1:])).astype("float32")
+    np.testing.assert_array_equal(coded.predict([X, np.zeros((4, 2), "float32")], verbose=0),
+                                  model.predict(X, verbose=0))
 
 
 @pytest.mark.backend
