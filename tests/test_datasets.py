@@ -297,6 +297,20 @@ def test_spoken_digits_return_utterances(shared_home, recordings):
     assert all(x.shape[1] == 143 for x in fsdd.data)
 
 
+def test_spoken_digits_padded_utterances(shared_home, recordings):
+    kw = dict(speakers=["george"], max_per_speaker_digit=1, features="logmel", context=0)
+    listed = load_spoken_digits(shared_home, return_utterances=True, **kw)
+    padded = load_spoken_digits(shared_home, return_utterances="padded", **kw)
+    lengths = [len(x) for x in listed.data]
+    assert padded.data.shape == (10, max(lengths), listed.data[0].shape[1])
+    np.testing.assert_array_equal(padded.n_frames, lengths)
+    for x, row, n in zip(listed.data, padded.data, lengths):
+        np.testing.assert_array_equal(row[:n], x)
+        assert not row[n:].any()
+    with pytest.raises(ValueError, match="return_utterances must be True, False or 'padded'"):
+        load_spoken_digits(shared_home, return_utterances="pad", **kw)
+
+
 def test_stack_context_repeats_edge_frames():
     features = np.arange(5.0)[:, None]  # two recordings: frames 0-2 and 3-4
     stacked = _audio.stack_context(features, np.array([3, 2]), context=1)

@@ -229,7 +229,7 @@ def load_arabic_speech_commands(
     augment: dict | None = None,
     speakers: str | int | Sequence[str | int] | None = None,
     max_per_speaker_keyword: int | None = None,
-    return_utterances: bool = False,
+    return_utterances: bool | str = False,
     as_frame: bool = False,
 ) -> Bunch:
     """Load Arabic Speech Commands v1.0 as frame-level features (classification).
@@ -261,9 +261,12 @@ def load_arabic_speech_commands(
     max_per_speaker_keyword : int, default=None
         Load at most this many takes of each keyword per speaker (the first ones), e.g.
         for a quick subset; None loads all 10.
-    return_utterances : bool, default=False
+    return_utterances : bool or "padded", default=False
         If True, ``data`` is a list with one (n_frames_i, n_features) array per recording
         and ``target``, ``groups`` and ``utterance`` have one entry per recording.
+        ``"padded"``: ``data`` is one array of shape (n_recordings, n_frames, n_features),
+        every recording zero-padded at its end to the longest, ``n_frames`` its lengths
+        (for sequence models: ``keras.layers.Masking`` skips the padding).
     as_frame : bool, default=False
         If True, also build ``frame``, a pandas DataFrame with the features and columns
         ``keyword``, ``speaker`` and ``utterance``. Not available with

@@ -152,9 +152,21 @@ def check_max_per(value, name: str) -> None:
         raise ValueError(f"{name} must be a positive int or None, got {value!r}.")
 
 
-def check_layout(return_utterances: bool, as_frame: bool) -> None:
+def check_layout(return_utterances: bool | str, as_frame: bool) -> None:
+    if not (isinstance(return_utterances, bool) or return_utterances == "padded"):
+        raise ValueError("return_utterances must be True, False or 'padded'; got "
+                         f"{return_utterances!r}.")
     if as_frame and return_utterances:
         raise ValueError("as_frame=True is not available with return_utterances=True.")
+
+
+def pad_frames(recordings: Sequence[np.ndarray]) -> np.ndarray:
+    """(n_recordings, n_frames, n_features): each recording zero-padded at its end."""
+    out = np.zeros((len(recordings), max(len(r) for r in recordings),
+                    recordings[0].shape[1]), recordings[0].dtype)
+    for i, r in enumerate(recordings):
+        out[i, : len(r)] = r
+    return out
 
 
 def read_wav(path: Path, sample_rate: int) -> np.ndarray:
@@ -293,7 +305,7 @@ def feature_names(framing: Framing) -> list[str]:
 
 def speech_bunch(paths: Sequence[Path], table: dict[str, np.ndarray], framing: Framing, *,
                  target_column: str, target_names: np.ndarray, descr: str,
-                 return_utterances: bool, as_frame: bool) -> Bunch:
+                 return_utterances: bool | str, as_frame: bool) -> Bunch:
     """The Bunch of a frame-level speech data set.
 
     ``table`` has one entry per recording in ``paths`` and must hold ``utterance``,
@@ -318,8 +330,10 @@ def speech_bunch(paths: Sequence[Path], table: dict[str, np.ndarray], framing: F
     )
     utterance, speaker, target = table["utterance"], table["speaker"], table[target_column]
     if return_utterances:
-        bunch.update(data=np.split(data, np.cumsum(lengths)[:-1]), target=target,
-                     groups=speaker, utterance=utterance)
+        recordings = np.split(data, np.cumsum(lengths)[:-1])
+        if return_utterances == "padded":
+            recordings, bunch.n_frames = pad_frames(recordings), lengths
+        bunch.update(data=recordings, target=target, groups=speaker, utterance=utterance)
         if framing.augment:
             bunch.source_groups = table["source_speaker"]
         return bunch

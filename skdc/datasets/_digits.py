@@ -186,7 +186,7 @@ def load_spoken_digits(
     augment: dict | None = None,
     speakers: str | Sequence[str] | None = None,
     max_per_speaker_digit: int | None = None,
-    return_utterances: bool = False,
+    return_utterances: bool | str = False,
     as_frame: bool = False,
 ) -> Bunch:
     """Load the Free Spoken Digit Dataset as frame-level features (classification).
@@ -211,9 +211,12 @@ def load_spoken_digits(
     max_per_speaker_digit : int, default=None
         Load at most this many recordings of each digit per speaker (the lowest indices),
         e.g. for a quick subset; None loads all.
-    return_utterances : bool, default=False
+    return_utterances : bool or "padded", default=False
         If True, ``data`` is a list with one (n_frames_i, n_features) array per recording
         and ``target``, ``groups`` and ``utterance`` have one entry per recording.
+        ``"padded"``: ``data`` is one array of shape (n_recordings, n_frames, n_features),
+        every recording zero-padded at its end to the longest, ``n_frames`` its lengths
+        (for sequence models: ``keras.layers.Masking`` skips the padding).
     as_frame : bool, default=False
         If True, also build ``frame``, a pandas DataFrame with the features and columns
         ``digit``, ``speaker`` and ``utterance`` (off by default: it copies ``data``).

@@ -419,7 +419,7 @@ def load_speech_commands(
     speakers: str | Sequence[str] | None = None,
     max_per_speaker_word: int | None = None,
     min_per_speaker: int | None = None,
-    return_utterances: bool = False,
+    return_utterances: bool | str = False,
     as_frame: bool = False,
 ) -> Bunch:
     """Load Speech Commands v0.02 as frame-level features (classification).
@@ -469,9 +469,12 @@ def load_speech_commands(
     min_per_speaker : int, default=None
         Keep only speakers with at least this many recordings (counted after the other
         selections), e.g. to have data for per-speaker adaptation; None keeps all.
-    return_utterances : bool, default=False
+    return_utterances : bool or "padded", default=False
         If True, ``data`` is a list with one (n_frames_i, n_features) array per recording
         and ``target``, ``groups`` and ``utterance`` have one entry per recording.
+        ``"padded"``: ``data`` is one array of shape (n_recordings, n_frames, n_features),
+        every recording zero-padded at its end to the longest, ``n_frames`` its lengths
+        (for sequence models: ``keras.layers.Masking`` skips the padding).
     as_frame : bool, default=False
         If True, also build ``frame``, a pandas DataFrame with the features and columns
         ``label``, ``speaker`` and ``utterance``. Not available with
