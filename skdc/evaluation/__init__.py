@@ -49,9 +49,10 @@ from ._pooling import pool_seeds
 from ._protocol import DEFAULT_SHOTS, evaluate
 from ._protocol import __doc__ as _protocol_doc
 from ._report import format_table, plot_results
+from ._significance import PairedBootstrap, error_reduction
 
 _protocol_body = _protocol_doc.split("\n", 2)[2]  # without its title line
 __doc__ = f"{__doc__}\n{_protocol_body}"
 
-__all__ = ["DEFAULT_SHOTS", "METHODS", "evaluate", "format_table", "plot_results",
-           "pool_seeds"]
+__all__ = ["DEFAULT_SHOTS", "METHODS", "PairedBootstrap", "error_reduction", "evaluate",
+           "format_table", "plot_results", "pool_seeds"]
