@@ -3,8 +3,8 @@
 What a keyword-spotting practitioner has: a small convolutional network over whole
 one-second utterances (40 log-mel bands every 10 ms, per-utterance mean normalised
 unless ``--cmvn none``, zero-padded to one length), trained speaker-independently
-(SI) on the Speech Commands test set's speakers with at least 8 recordings (10 keywords + ``_unknown_``), in
-speaker-disjoint folds. Then, per fold:
+(SI) on the Speech Commands test set's speakers with at least 8 recordings (10
+keywords + ``_unknown_``), in speaker-disjoint folds. Then, per fold:
 
 * ``codes``: codes retrofitted into its convolutions and dense layer
   (``add_condition_codes`` through ``CodeNetwork(base_model=si)``: the SI weights stay
