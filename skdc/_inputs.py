@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Mapping
 
 import numpy as np
+from scipy.sparse import issparse
 
 _WRAPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # wrapper -> model
 
@@ -22,6 +23,8 @@ __all__ = ["as_rows", "flat_rows", "shaped_rows", "with_flat_features", "without
 def as_rows(X, graph):
     """``X`` as a 2-D table for ``graph``'s feature inputs; 2-D ``X`` is returned as it
     is (the scikit-learn validation that follows checks it)."""
+    if issparse(X):  # a DOK matrix is a dict: validation refuses sparse input by name
+        return X
     if isinstance(X, Mapping):
         return _from_dict(X, graph)
     if graph.dict_inputs and len(graph.feature_names) > 1:

@@ -102,6 +102,9 @@ EXPECTED = {
 ROUNDING = {
     "check_sample_weight_equivalence_on_dense_data": _FLOAT32,
     "check_methods_subset_invariance": _BATCH_ROUNDING,
+    "check_methods_sample_order_invariance": (
+        "float32 matmul kernels round by the rows' order too: seen 5e-7 relative with "
+        "TensorFlow 2.21 and numpy 2.4, the check asks 1e-7"),
 }
 
 
