@@ -13,7 +13,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from ._graph import input_name, run_nodes
+from ._graph import input_name, operation_nodes, run_nodes
 from ._model_copy import clone_with_weights
 from ._prior import CodePrior, prior_from_codes
 from ._retrofit import CODE
@@ -87,9 +87,7 @@ def from_embedding(model: keras.Model, id_input: str, *, shrinkage: float | str 
     values = {id(old): new for old, new in zip(
         [t for t in copy.inputs if t is not id_tensor], new_inputs)}
     values[id(embedding.output)] = looked_up
-    nodes = [node for depth in sorted(copy._nodes_by_depth, reverse=True)
-             for node in copy._nodes_by_depth[depth]
-             if not node.is_input and node.operation is not embedding]
+    nodes = [node for node in operation_nodes(copy) if node.operation is not embedding]
     values = run_nodes(nodes, values)
     rebuilt = keras.Model([*new_inputs, code], values[id(copy.outputs[0])], name=model.name)
     return EmbeddingCodes(rebuilt, table, prior_from_codes(table, shrinkage))
@@ -99,7 +97,7 @@ def _lookup(model, id_tensor, id_input: str):
     """The one ``Embedding`` layer that reads ``id_tensor``; clear errors otherwise."""
     if "int" not in keras.backend.standardize_dtype(id_tensor.dtype):
         raise TypeError(f"input {id_input!r} is {id_tensor.dtype}, not an integer id.")
-    consumers = [node.operation for depth in model._nodes_by_depth.values() for node in depth
+    consumers = [node.operation for node in operation_nodes(model)
                  if any(t is id_tensor for t in node.input_tensors)]
     if len(consumers) != 1 or not isinstance(consumers[0], keras.layers.Embedding):
         found = [type(c).__name__ for c in consumers]

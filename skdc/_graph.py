@@ -35,8 +35,8 @@ from keras import ops
 
 from ._backend import Spec
 
-__all__ = ["CodeGraph", "input_name", "output_activation", "output_units", "resolve_code_input",
-           "run_nodes"]
+__all__ = ["CodeGraph", "input_name", "operation_nodes", "output_activation", "output_units",
+           "resolve_code_input", "run_nodes"]
 
 _FEATURES, _CODE = "features", "code"
 
@@ -203,8 +203,8 @@ def _check_differentiable(model, code, name: str) -> None:
     """A code is learned by gradients: an integer input, or one read by an Embedding
     lookup, has none (the fit would stand still and report convergence)."""
     dtype = keras.backend.standardize_dtype(code.dtype)
-    lookups = [node.operation for nodes in getattr(model, "_nodes_by_depth", {}).values()
-               for node in nodes if isinstance(node.operation, keras.layers.Embedding)
+    lookups = [node.operation for node in operation_nodes(model)
+               if isinstance(node.operation, keras.layers.Embedding)
                and any(t is code for t in node.input_tensors)]
     if "float" not in dtype or lookups:
         raise TypeError(
@@ -248,27 +248,30 @@ def run_nodes(nodes, values: dict) -> dict:
     return values
 
 
+def operation_nodes(model) -> list:
+    """The nodes of a functional ``model`` that run an operation, inputs first (the
+    order ``run_nodes`` needs); empty when the model has no graph."""
+    nodes_by_depth = getattr(model, "_nodes_by_depth", None) or {}
+    return [node for depth in sorted(nodes_by_depth, reverse=True)
+            for node in nodes_by_depth[depth]
+            if node.operation is not None and not node.is_input]
+
+
 def _split_plan(model, code_index):
     """Nodes and frontiers of the three parts, or ``None`` when the graph cannot split."""
-    nodes_by_depth = getattr(model, "_nodes_by_depth", None)
-    if not nodes_by_depth:
+    if not getattr(model, "_nodes_by_depth", None):
         return None
     try:
-        return _plan_nodes(model, code_index, nodes_by_depth)
+        return _plan_nodes(model, code_index)
     except (AttributeError, TypeError, KeyError):
         return None
 
 
-def _plan_nodes(model, code_index, nodes_by_depth):
+def _plan_nodes(model, code_index):
     deps: dict[int, frozenset] = {}
     for i, t in enumerate(model.inputs):
         deps[id(t)] = frozenset({_CODE if i == code_index else _FEATURES})
-    ordered = [
-        node
-        for depth in sorted(nodes_by_depth, reverse=True)
-        for node in nodes_by_depth[depth]
-        if node.operation is not None and not node.is_input
-    ]
+    ordered = operation_nodes(model)
     for node in ordered:
         d = frozenset().union(*(deps[id(t)] for t in node.input_tensors))
         if not d:  # a node without inputs: keep the plain graph

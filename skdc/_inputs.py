@@ -12,6 +12,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Mapping
 
+import keras
 import numpy as np
 from scipy.sparse import issparse
 
@@ -79,8 +80,6 @@ def with_flat_features(model):
     """``model`` (inputs features and code) taking its features as flat rows: a model of
     its own whose ``"features"`` input of ``prod(shape)`` columns is reshaped back, so
     that 2-D machinery trains it. Returns ``model`` itself when its features are flat."""
-    import keras
-
     features, code = model.inputs
     shape = tuple(features.shape[1:])
     if len(shape) == 1:

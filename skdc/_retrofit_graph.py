@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from ._graph import input_name
+from ._graph import input_name, operation_nodes
 from ._model_copy import UniqueNames, clone_with_weights
 
 __all__ = ["KINDS", "retrofit_graph"]
@@ -34,8 +34,7 @@ def retrofit_graph(model: keras.Model, code_size: int, layers, kind: str = "add"
     copy = clone_with_weights(_functional(model))
     for layer in copy.layers:
         layer.trainable = False
-    nodes = [node for depth in sorted(copy._nodes_by_depth, reverse=True)
-             for node in copy._nodes_by_depth[depth] if not node.is_input]
+    nodes = operation_nodes(copy)
     targets = _targets(copy, nodes, layers)
     names = UniqueNames({layer.name for layer in copy.layers} | {_CODE})
     single = len(copy.inputs) == 1
