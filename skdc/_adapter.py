@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
-from sklearn.utils import check_random_state
+from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import (
     _check_sample_weight,
@@ -418,9 +418,11 @@ class _BaseCodeAdapter(BaseEstimator):
 
     # -- validation of inputs --------------------------------------------------
     def _check_X(self, X, reset: bool):
-        X = validate_data(self, as_rows(X, self._engine.graph), reset=reset,
-                          dtype=[np.float32, np.float64])
         expected = self._engine.graph.n_features
+        rows = as_rows(X, self._engine.graph)
+        if expected is None and not reset:  # utterances of any length, not fit's alone
+            return check_array(rows, dtype=[np.float32, np.float64])
+        X = validate_data(self, rows, reset=reset, dtype=[np.float32, np.float64])
         if expected is not None and X.shape[1] != expected:
             raise ValueError(
                 f"X has {X.shape[1]} features, but the model's feature inputs take {expected}."

@@ -34,6 +34,7 @@ import numpy as np
 from keras import ops
 
 from ._backend import Spec
+from ._inputs import variable_shape_rows
 
 __all__ = ["CodeGraph", "input_name", "operation_nodes", "output_activation", "output_units",
            "resolve_code_input", "run_nodes"]
@@ -68,18 +69,20 @@ class CodeGraph:
         self.feature_shapes = [tuple(t.shape[1:]) for t in self.feature_inputs]
         self.feature_names = [input_name(t) for t in self.feature_inputs]
         self.dict_inputs = isinstance(model.input, dict)  # keyed by name, not by position
-        # one flat feature input of unknown width (shape (None,)) takes any number of columns
+        # one feature input with one unknown dimension (a flat input of any width, or
+        # utterances of any length, (None, F)) takes rows of any multiple of the rest
         self.n_features = (
             None
             if any(None in s for s in self.feature_shapes)
             else int(sum(np.prod(s, dtype=int) for s in self.feature_shapes))
         )
         if self.n_features is None and (len(self.feature_shapes) > 1 or
-                                        len(self.feature_shapes[0]) != 1):
+                                        self.feature_shapes[0].count(None) > 1):
             raise ValueError(
                 "The model's feature inputs have unknown sizes "
-                f"{self.feature_shapes}; only a single input of shape (None, None) can take "
-                "a variable number of columns."
+                f"{self.feature_shapes}; only a single feature input with one unknown "
+                "dimension (e.g. (None, n_features) for utterances of any length) can take "
+                "examples of varying size."
             )
         self.output_activation = output_activation(model)
         self.n_outputs = output_units(model)
@@ -118,7 +121,7 @@ class CodeGraph:
     def split_features(self, X: np.ndarray) -> list[np.ndarray]:
         """Cut the columns of a 2-D ``X`` into the model's feature inputs."""
         if self.n_features is None:
-            return [X]
+            return [variable_shape_rows(X, self.feature_shapes[0])]
         parts, start = [], 0
         for shape in self.feature_shapes:
             width = int(np.prod(shape, dtype=int))

@@ -18,7 +18,10 @@ from scipy.sparse import issparse
 
 _WRAPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # wrapper -> model
 
-__all__ = ["as_rows", "flat_rows", "shaped_rows", "with_flat_features", "without_flat_features"]
+__all__ = [
+    "as_rows", "flat_rows", "shaped_rows", "variable_shape_rows", "with_flat_features",
+    "without_flat_features",
+]
 
 
 def as_rows(X, graph):
@@ -60,15 +63,38 @@ def _from_dict(X: Mapping, graph):
 
 
 def _flatten(array: np.ndarray, shape: tuple, what: str) -> np.ndarray:
-    if array.shape[1:] == tuple(shape):
+    if _matches(array.shape[1:], shape):
         return array.reshape(len(array), -1)
-    if array.ndim == 2 and array.shape[1] == int(np.prod(shape, dtype=int)):
+    known = _known_size(shape)
+    if array.ndim == 2 and (array.shape[1] % known == 0 if None in shape
+                            else array.shape[1] == known):
         return array
-    if len(shape) == 1 and np.prod(array.shape[1:], dtype=int) == shape[0]:
+    if len(shape) == 1 and None not in shape and np.prod(array.shape[1:], dtype=int) == known:
         return array.reshape(len(array), -1)  # a model that takes its examples flattened
+    values = ("a multiple of " if None in shape else "") + f"{known} values"
     raise ValueError(f"{what} has shape {array.shape}, but the model's feature input takes "
-                     f"{(None, *shape)} (or its {int(np.prod(shape, dtype=int))} values per "
-                     "row flattened).")
+                     f"{(None, *shape)} (or {values} per row flattened).")
+
+
+def _matches(shape: tuple, model_shape: tuple) -> bool:
+    """``shape`` is ``model_shape``, its unknown (``None``) dimensions any size."""
+    return len(shape) == len(model_shape) and all(
+        m is None or s == m for s, m in zip(shape, model_shape))
+
+
+def _known_size(shape: tuple) -> int:
+    return int(np.prod([d for d in shape if d is not None], dtype=int))
+
+
+def variable_shape_rows(X, shape: tuple):
+    """Rows of a 2-D ``X`` reshaped for a feature input whose ``shape`` has one unknown
+    dimension (``(None, n_features)``: utterances of any length, padded alike)."""
+    known = _known_size(shape)
+    if X.shape[1] % known:
+        raise ValueError(f"X has {X.shape[1]} values per row, not a multiple of the "
+                         f"{known} that the model's feature input {(None, *shape)} takes "
+                         "per step of its unknown dimension.")
+    return X.reshape(len(X), *(-1 if d is None else d for d in shape))
 
 
 def flat_rows(X):
@@ -84,12 +110,14 @@ def with_flat_features(model):
     shape = tuple(features.shape[1:])
     if len(shape) == 1:
         return model
-    if None in shape:
-        raise ValueError(f"base_model's features have shape {(None, *shape)}: give the "
-                         "model a fixed length (pad every example to it, with Masking).")
-    flat = keras.Input((int(np.prod(shape, dtype=int)),), name=features.name)
+    if shape.count(None) > 1:
+        raise ValueError(f"base_model's features have shape {(None, *shape)}: more than one "
+                         "unknown dimension; give the model fixed sizes but one (e.g. "
+                         "(None, n_features) for utterances of any length).")
+    flat = keras.Input((None if None in shape else _known_size(shape),), name=features.name)
     code_in = keras.Input(tuple(code.shape[1:]), name=code.name)
-    out = model([keras.layers.Reshape(shape)(flat), code_in])
+    target = tuple(-1 if d is None else d for d in shape)
+    out = model([keras.layers.Reshape(target)(flat), code_in])
     wrapper = keras.Model([flat, code_in], out, name=model.name)
     _WRAPPED[wrapper] = model
     return wrapper
@@ -103,4 +131,4 @@ def without_flat_features(model):
 def shaped_rows(X: np.ndarray, model) -> np.ndarray:
     """A 2-D table of rows shaped like ``model``'s (first) feature input."""
     shape = tuple(model.inputs[0].shape[1:])
-    return X if len(shape) == 1 else X.reshape(len(X), *shape)
+    return X if len(shape) == 1 else variable_shape_rows(X, shape)

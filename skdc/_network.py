@@ -27,7 +27,12 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_co
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_array,
+    check_is_fitted,
+    validate_data,
+)
 
 from ._clone import clone_sharing
 from ._episodic import train_episodic
@@ -279,7 +284,8 @@ class _BaseCodeNetwork(BaseEstimator):
             )
         features = (getattr(self.base_model, "inputs", None) or [None])[0]
         shape = None if features is None else tuple(features.shape[1:])
-        if shape is None or None not in shape and np.prod(shape, dtype=int) != X.shape[1]:
+        known = None if shape is None else int(np.prod([d for d in shape if d is not None]))
+        if shape is None or X.shape[1] % known if None in shape else X.shape[1] != known:
             raise ValueError(f"X has {X.shape[1]} values per row, but base_model's features "
                              f"have shape {shape} (X may also be given as (n, *shape)).")
         core, pairs = self._coded_base_model(shift)
@@ -352,7 +358,11 @@ class _BaseCodeNetwork(BaseEstimator):
 
     def _forward(self, X, groups) -> np.ndarray:
         check_is_fitted(self, "model_")
-        X = validate_data(self, flat_rows(X), dtype=(np.float64, np.float32), reset=False)
+        if None in self.model_.inputs[0].shape[1:]:  # utterances of any length
+            X = check_array(flat_rows(X), dtype=(np.float64, np.float32))
+        else:
+            X = validate_data(self, flat_rows(X), dtype=(np.float64, np.float32),
+                              reset=False)
         X = np.asarray(X, dtype=np.float32)
         return predict_in_chunks(self.model_, [shaped_rows(X, self.model_),
                                                self._codes_for(groups, len(X))])

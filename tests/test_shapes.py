@@ -100,3 +100,73 @@ def test_dict_X_for_a_dict_input_model():
         adapter.predict_proba(np.hstack([X["mfcc"], X["pitch"]]))
     with pytest.raises(ValueError, match=r"missing \['pitch'\], unexpected \['f0'\]"):
         adapter.predict_proba({"mfcc": X["mfcc"], "f0": X["pitch"]})
+
+
+def _any_length_lstm(code: bool = True):
+    """Utterances of any length: ``Input((None, F))``, padding masked."""
+    x = keras.Input((None, F), name="features")
+    h = keras.layers.LSTM(8, name="lstm")(keras.layers.Masking()(x))
+    if not code:
+        h = keras.layers.Dense(8, activation="tanh", name="hidden")(h)
+        return keras.Model(x, keras.layers.Dense(3, activation="softmax")(h))
+    z = keras.Input((2,), name="code")
+    h = keras.layers.Dense(8, activation="tanh")(keras.layers.Concatenate()([h, z]))
+    return keras.Model([x, z], keras.layers.Dense(3, activation="softmax")(h))
+
+
+def _padded(n: int, length: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, length, F)).astype("float32")
+    X[: n // 3, length // 2:] = 0.0  # shorter utterances, padded
+    return X
+
+
+def test_a_model_of_any_length_fits_and_predicts_other_lengths():
+    keras.utils.set_random_seed(0)
+    model = _any_length_lstm()
+    X, y = _padded(30, T, 0), np.arange(30) % 3
+    adapter = _fit(model, X, y)
+    np.testing.assert_array_equal(_fit(model, X.reshape(30, -1), y).code_, adapter.code_)
+    longer = _padded(7, T + 3, 1)  # another padded length than fit's
+    expected = model.predict([longer, np.tile(adapter.code_, (7, 1))], verbose=0)
+    np.testing.assert_allclose(adapter.predict_proba(longer), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(adapter.to_keras().predict(longer, verbose=0), expected,
+                               rtol=1e-4, atol=1e-5)
+    buffer = io.BytesIO()
+    joblib.dump(adapter, buffer)
+    buffer.seek(0)
+    np.testing.assert_allclose(joblib.load(buffer).predict_proba(longer), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"X has 10 values per row, not a multiple of the 4"):
+        adapter.predict(np.zeros((2, 10), "float32"))
+    with pytest.raises(ValueError, match=r"X has shape \(2, 5, 3\), but the model's feature "
+                                         r"input takes \(None, None, 4\)"):
+        adapter.predict(np.zeros((2, 5, 3), "float32"))
+
+
+def test_a_code_network_on_a_model_of_any_length():
+    from skdc import CodeNetwork
+
+    keras.utils.set_random_seed(0)
+    X, y = _padded(40, T, 0), np.arange(40) % 3
+    groups = np.repeat(np.arange(4), 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        net = CodeNetwork(base_model=_any_length_lstm(code=False), code_size=2,
+                          code_layers=["hidden"], max_iter=2, random_state=0)
+        net.fit(X, y, groups=groups)
+        assert tuple(net.model_.inputs[0].shape[1:]) == (None, F)
+        longer = _padded(6, T + 3, 1)
+        codes = np.stack([net.codes_[g] for g in [0, 0, 1, 1, 2, 3]])
+        expected = net.model_.predict([longer, codes], verbose=0)
+        np.testing.assert_allclose(net.predict_proba(longer, groups=[0, 0, 1, 1, 2, 3]),
+                                   expected, rtol=1e-4, atol=1e-5)
+        adapter = net.adapter(max_iter=5).fit(X[:6], y[:6])
+    assert adapter.predict(longer).shape == (6,)
+
+
+def test_two_unknown_dimensions_are_refused():
+    x, z = keras.Input((None, None, 4), name="features"), keras.Input((2,), name="code")
+    h = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling2D()(x), z])
+    model = keras.Model([x, z], keras.layers.Dense(3, activation="softmax")(h))
+    with pytest.raises(ValueError, match="only a single feature input with one unknown"):
+        CodeAdapter(model).fit(np.zeros((4, 6), "float32"), np.arange(4) % 3)
