@@ -616,7 +616,9 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
     n_iter_ : int
         Iterations run.
     n_features_in_ : int
-        Number of feature columns.
+        Number of feature columns (of ``X`` flattened to rows). For a model with an
+        input of unknown length, ``Input((None, F))``, the width seen in fit:
+        predictions take any length.
     code_dim_ : int
         Length of a code.
 
