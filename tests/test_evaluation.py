@@ -115,6 +115,15 @@ def test_reproducible_and_paired(shifted):
     assert first["methods"] == second["methods"]  # also with folds in two worker processes
 
 
+def test_nd_X_is_evaluated_one_example_per_row(shifted):
+    X, y, groups = shifted
+    kw = dict(shots=(0, 2), folds=2, repeats=1, methods=["si", "shift"], tune=False,
+              random_state=0, **FAST)
+    utterances = X.reshape(len(X), 1, X.shape[1])  # (n, frames, features)
+    assert evaluate(utterances, y, groups, **kw)["methods"] == evaluate(
+        X, y, groups, **kw)["methods"]
+
+
 def test_draws_are_nested_and_seeded():
     g_idx = np.repeat(np.arange(3), 5)
     X, y = np.zeros((15, 1)), np.zeros(15, dtype=int)

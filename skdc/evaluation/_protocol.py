@@ -113,8 +113,10 @@ def check_inputs(X, y, groups, shots: Iterable[int], folds: int, repeats: int,
     list of methods.
     """
     X = np.asarray(X)
+    if X.ndim > 2:  # each example (an utterance of frames, a spectrogram) one row
+        X = X.reshape(len(X), -1)
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"X must be a non-empty 2-D array, got shape {X.shape}.")
+        raise ValueError(f"X must be a non-empty array of rows, got shape {X.shape}.")
     if not np.issubdtype(X.dtype, np.number):
         raise ValueError("X must be numeric.")
     X = X.astype(np.float64)
@@ -213,8 +215,11 @@ def evaluate(
 
     Parameters
     ----------
-    X : array-like of shape (n_samples, n_features)
-        Numeric features.
+    X : array-like of shape (n_samples, n_features) or (n_samples, *shape)
+        Numeric features. An N-D array (utterances of padded frames,
+        ``return_utterances="padded"`` of the audio loaders) is evaluated with each
+        example as one row of its flattened values: the evaluation's networks are MLPs,
+        and the feature shift and normalisations act on every value of that row.
     y : array-like of shape (n_samples,)
         Class labels.
     groups : array-like of shape (n_samples,)
