@@ -420,7 +420,7 @@ class _BaseCodeAdapter(BaseEstimator):
     def _check_X(self, X, reset: bool):
         expected = self._engine.graph.n_features
         rows = as_rows(X, self._engine.graph)
-        if expected is None and not reset:  # utterances of any length, not fit's alone
+        if self._engine.graph.any_length and not reset:  # not fit's length alone
             return check_array(rows, dtype=[np.float32, np.float64])
         X = validate_data(self, rows, reset=reset, dtype=[np.float32, np.float64])
         if expected is not None and X.shape[1] != expected:

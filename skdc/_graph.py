@@ -84,6 +84,8 @@ class CodeGraph:
                 "dimension (e.g. (None, n_features) for utterances of any length) can take "
                 "examples of varying size."
             )
+        # examples of any length, (None, F): predictions need not take fit's length
+        self.any_length = self.n_features is None and len(self.feature_shapes[0]) > 1
         self.output_activation = output_activation(model)
         self.n_outputs = output_units(model)
         self.is_split = False

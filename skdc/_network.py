@@ -358,7 +358,8 @@ class _BaseCodeNetwork(BaseEstimator):
 
     def _forward(self, X, groups) -> np.ndarray:
         check_is_fitted(self, "model_")
-        if None in self.model_.inputs[0].shape[1:]:  # utterances of any length
+        shape = tuple(self.model_.inputs[0].shape[1:])
+        if len(shape) > 1 and None in shape:  # utterances of any length
             X = check_array(flat_rows(X), dtype=(np.float64, np.float32))
         else:
             X = validate_data(self, flat_rows(X), dtype=(np.float64, np.float32),
