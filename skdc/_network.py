@@ -284,8 +284,7 @@ class _BaseCodeNetwork(BaseEstimator):
             )
         features = (getattr(self.base_model, "inputs", None) or [None])[0]
         shape = None if features is None else tuple(features.shape[1:])
-        known = None if shape is None else int(np.prod([d for d in shape if d is not None]))
-        if shape is None or X.shape[1] % known if None in shape else X.shape[1] != known:
+        if shape is None or not _takes_width(shape, X.shape[1]):
             raise ValueError(f"X has {X.shape[1]} values per row, but base_model's features "
                              f"have shape {shape} (X may also be given as (n, *shape)).")
         core, pairs = self._coded_base_model(shift)
@@ -392,6 +391,13 @@ class _BaseCodeNetwork(BaseEstimator):
 
     def __setstate__(self, state):
         super().__setstate__(push_models(with_new_params(self, state)))
+
+
+def _takes_width(shape: tuple, width: int) -> bool:
+    """A feature input of ``shape`` takes rows of ``width`` values (any multiple of its
+    known sizes when one dimension is unknown)."""
+    known = int(np.prod([d for d in shape if d is not None], dtype=int))
+    return width % known == 0 if None in shape else width == known
 
 
 def auto_code_size(n_conditions: int) -> int:

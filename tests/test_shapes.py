@@ -170,3 +170,13 @@ def test_two_unknown_dimensions_are_refused():
     model = keras.Model([x, z], keras.layers.Dense(3, activation="softmax")(h))
     with pytest.raises(ValueError, match="only a single feature input with one unknown"):
         CodeAdapter(model).fit(np.zeros((4, 6), "float32"), np.arange(4) % 3)
+
+
+def test_a_code_network_names_a_width_its_base_model_cannot_take():
+    from skdc import CodeNetwork
+
+    y, groups = np.arange(8) % 3, np.repeat([0, 1], 4)
+    with pytest.raises(ValueError, match=r"X has 10 values per row, but base_model's features "
+                                         r"have shape \(None, 4\)"):
+        CodeNetwork(base_model=_any_length_lstm(code=False), code_layers=["hidden"]).fit(
+            np.zeros((8, 10), "float32"), y, groups=groups)
