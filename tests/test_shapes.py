@@ -45,6 +45,14 @@ def _fit(model, X, y, **kw):
         return CodeAdapter(model, max_iter=10, learning_rate=0.1, random_state=0, **kw).fit(X, y)
 
 
+def _reloaded(estimator):
+    """``estimator`` through a joblib round trip."""
+    buffer = io.BytesIO()
+    joblib.dump(estimator, buffer)
+    buffer.seek(0)
+    return joblib.load(buffer)
+
+
 @pytest.mark.parametrize("build", [_conv1d, _masked_lstm, _conv2d])
 def test_nd_X_fits_predicts_exports_and_persists(build):
     keras.utils.set_random_seed(0)
@@ -64,10 +72,7 @@ def test_nd_X_fits_predicts_exports_and_persists(build):
     np.testing.assert_allclose(proba, expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(adapter.to_keras().predict(X, verbose=0), proba,
                                rtol=1e-4, atol=1e-5)
-    buffer = io.BytesIO()
-    joblib.dump(adapter, buffer)
-    buffer.seek(0)
-    np.testing.assert_allclose(joblib.load(buffer).predict_proba(X), proba, rtol=1e-6)
+    np.testing.assert_allclose(_reloaded(adapter).predict_proba(X), proba, rtol=1e-6)
 
 
 def test_a_wrong_shape_names_both_shapes():
@@ -132,10 +137,7 @@ def test_a_model_of_any_length_fits_and_predicts_other_lengths():
     np.testing.assert_allclose(adapter.predict_proba(longer), expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(adapter.to_keras().predict(longer, verbose=0), expected,
                                rtol=1e-4, atol=1e-5)
-    buffer = io.BytesIO()
-    joblib.dump(adapter, buffer)
-    buffer.seek(0)
-    np.testing.assert_allclose(joblib.load(buffer).predict_proba(longer), expected, rtol=1e-6)
+    np.testing.assert_allclose(_reloaded(adapter).predict_proba(longer), expected, rtol=1e-6)
     with pytest.raises(ValueError, match=r"X has 10 values per row, not a multiple of the 4"):
         adapter.predict(np.zeros((2, 10), "float32"))
     with pytest.raises(ValueError, match=r"X has shape \(2, 5, 3\), but the model's feature "
