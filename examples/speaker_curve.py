@@ -1,7 +1,7 @@
 """What the speech examples share: the codes' options (``--input-shift``,
-``--prior-shrinkage``, ``--training``), several seeds pooled (``--seed 0,1,2``) and the
-training-speaker curve, how many training speakers codes need, per seed and on average
-(``--train-speakers``)."""
+``--prior-shrinkage``, ``--training``, ``--code-start``), several seeds pooled
+(``--seed 0,1,2``) and the training-speaker curve, how many training speakers codes
+need, per seed and on average (``--train-speakers``)."""
 
 import argparse
 
@@ -19,6 +19,10 @@ def add_code_arguments(parser: argparse.ArgumentParser) -> None:
                         help="of the codes' prior covariance: a number, oas or ledoit_wolf")
     parser.add_argument("--training", choices=["joint", "episodic"], default="joint",
                         help="how the coded networks learn")
+    parser.add_argument("--code-start", choices=["scratch", "si", "frozen_si"],
+                        default="scratch",
+                        help="where the coded networks start: their own weights, or the SI "
+                             "network trained on with the codes (si) or kept fixed (frozen_si)")
 
 
 def code_options(args) -> dict:
@@ -29,6 +33,7 @@ def code_options(args) -> dict:
         "input_shift": None if shift == "none" else shift if shift == "full" else int(shift),
         "prior_shrinkage": shrinkage if shrinkage in ("oas", "ledoit_wolf") else float(shrinkage),
         "training": args.training,
+        "code_start": args.code_start,
     }
 
 

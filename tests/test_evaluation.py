@@ -74,6 +74,7 @@ def test_schema(results):
     assert chosen["lhuc"] == [METHODS["lhuc"].default] * 3 and chosen["si"] is None
     assert results["settings"]["adapt_tol"] == 1e-5
     assert results["normalize"] is None and results["settings"]["normalizer"] is None
+    assert results["settings"]["code_start"] == "scratch"
     assert results["settings"]["n_resamples"] == 1000
     # SI-based methods return si's own predictions at k = 0: no error cut, for sure
     for name in ("si", "lhuc", "finetune_last", "finetune_all"):
@@ -771,7 +772,37 @@ def test_episodic_codes_adapt_by_their_inner_procedure(shifted, monkeypatch):
     assert acc["codes"] > acc["si"] + 0.05  # conditions apart by an offset: codes adapt
 
 
+@pytest.mark.parametrize("start", ["si", "frozen_si"])
+def test_coded_networks_start_from_the_si_network(shifted, start):
+    """``code_start``: the coded network is the fold's SI twin with zero ``B_l``, trained
+    on with the codes (``"si"``) or with only the ``B_l`` and codes (``"frozen_si"``:
+    the twin's weights unchanged); its codes adapt like a network of its own."""
+    from skdc.evaluation._episodes import Episode
+
+    X, y, groups = shifted
+    train = groups >= 3
+    settings = Settings(hidden_layer_sizes=(16,), code_size=3, max_epochs=30,
+                        learning_rate_init=1e-2, code_start=start)
+    ctx = FoldContext(X[train], y[train], groups[train], settings, seed=0)
+    net = ctx.code_network("none")
+    if start == "si":
+        assert net.base_model is ctx.si_network
+    else:  # every SI weight is in the coded network, unchanged
+        coded = {w.path: np.asarray(w) for w in net.model_.weights}
+        for w in ctx.si_network.weights:
+            np.testing.assert_array_equal(coded[w.path], np.asarray(w))
+    held = np.flatnonzero(~train)
+    adapt = np.concatenate([held[groups[held] == g][:8] for g in range(3)])
+    score = np.setdiff1d(held, adapt)
+    ep = Episode(X[adapt], y[adapt], groups[adapt], X[score], groups[score], n_groups=3)
+    hits = {name: np.mean(ctx.classes[METHODS[name].log_proba(ctx, ep, param).argmax(axis=1)]
+                          == y[score])
+            for name, param in (("codes", ("none", 1.0)), ("si", None))}
+    assert hits["codes"] > hits["si"] + 0.05  # conditions apart by an offset: codes adapt
+
+
 @pytest.mark.parametrize("kwargs, match", [
+    ({"code_start": "warm"}, "code_start must be one of 'scratch', 'si', 'frozen_si'"),
     ({"prior_shrinkage": "lw"}, "prior_shrinkage must be a number in \\[0, 1\\], 'oas'"),
     ({"prior_shrinkage": 2.0}, "prior_shrinkage must be"),
     ({"input_shift": 4}, "input_shift=4 must be a positive divisor of the number of features"),

@@ -10,11 +10,13 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from .._network import CodeNetwork
+from .._retrofit import add_condition_codes
 from .._training import Architecture, Schedule, si_twin
 from ._finetune import ParameterAdapter
 
 __all__ = [
     "CODE_REGULARISATION",
+    "CODE_STARTS",
     "CodeGivenShift",
     "FoldContext",
     "Settings",
@@ -37,6 +39,13 @@ CODE_REGULARISATION = {
 }
 
 
+# Where a fold's coded networks start: their own random weights, or the fold's trained
+# SI twin retrofitted with zero B_l (a zero code is then the SI network) and trained on
+# with every weight ("si") or with only the B_l and codes ("frozen_si", the twin's
+# weights fixed, as Abdel-Hamid & Jiang 2013 keep the SI network).
+CODE_STARTS = ("scratch", "si", "frozen_si")
+
+
 @dataclass
 class Settings:
     """Network and adaptation settings shared by every method (see ``evaluate``)."""
@@ -47,6 +56,7 @@ class Settings:
     input_shift: int | None = None  # shift entries of the codes (CodeNetwork's input_shift)
     prior_shrinkage: float | str = 1e-3  # of the codes' prior covariance
     training: str = "joint"  # of the coded networks (CodeNetwork's training)
+    code_start: str = "scratch"  # where the coded networks start (see CODE_STARTS)
     alpha: float = 1e-5
     learning_rate_init: float = 1e-3
     batch_size: int = 200
@@ -108,10 +118,24 @@ class FoldContext:
         if key not in cache:
             _, size, layers = key
             net = self.settings.network(self.seed).set_params(
-                **CODE_REGULARISATION[regularisation], code_size=size, code_layers=layers
+                **CODE_REGULARISATION[regularisation], code_size=size, code_layers=layers,
+                **self._start(size, layers),
             )
             cache[key] = self._quiet(lambda: net.fit(self.X, self.y, groups=self.groups))
         return cache[key]
+
+    def _start(self, code_size: int, code_layers) -> dict:
+        """``CodeNetwork`` parameters that start a coded network where
+        ``settings.code_start`` says (``CODE_STARTS``)."""
+        start = self.settings.code_start
+        if start == "scratch":
+            return {}
+        if start == "si":
+            return {"base_model": self.si_network}
+        layers = code_layers if isinstance(code_layers, str) else list(code_layers)
+        coded = add_condition_codes(self.si_network, code_size, layers,
+                                    input_shift=self.settings.input_shift)
+        return {"base_model": coded, "input_shift": None}  # the shift part is in the code
 
     def _network_key(self, regularisation: str, code_size=None, code_layers=None) -> tuple:
         """``code_network``'s arguments with the settings' values filled in: one network

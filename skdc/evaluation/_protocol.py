@@ -90,7 +90,7 @@ from .._normalizer import ConditionNormalizer
 from .._prior import SHRINKAGE_ESTIMATORS
 from ._baselines import METHODS, describe_candidates, get_method
 from ._episodes import HeldOut, Layout
-from ._fold import FoldContext, Settings
+from ._fold import CODE_STARTS, FoldContext, Settings
 from ._normalisation import Normalisation, check_normalize, default_normalizer
 from ._report import ConditionTable, summarise
 from ._significance import PairedBootstrap
@@ -195,6 +195,7 @@ def evaluate(
     input_shift: int | str | None = None,
     prior_shrinkage: float | str = 1e-3,
     training: str = "joint",
+    code_start: str = "scratch",
     max_epochs: int = 200,
     batch_size: int = 200,
     learning_rate_init: float = 1e-3,
@@ -269,6 +270,13 @@ def evaluate(
         ``"episodic"``, ``codes`` and ``codes_unsup`` adapt by the networks' own inner
         procedure (a few gradient steps from the learned initial code): their ``alpha``
         and the shift-given prior of ``codes`` are not used.
+    code_start : {"scratch", "si", "frozen_si"}, default="scratch"
+        Where the coded networks start: their own initial weights (``"scratch"``), or
+        the fold's trained SI network (the ``si`` method's) with zero-initialised
+        ``B_l``, so that before training a zero code gives exactly ``si``'s predictions;
+        ``"si"`` then trains every weight with the codes, ``"frozen_si"`` only the
+        ``B_l`` and the codes (the SI network's weights stay as they are; the shift
+        part of ``input_shift`` is then a feature offset into the SI network).
     max_epochs : int, default=200
         Maximum training epochs of every network.
     batch_size : int, default=200
@@ -347,12 +355,16 @@ def evaluate(
     _check_prior_shrinkage(prior_shrinkage)
     if training not in ("joint", "episodic"):
         raise ValueError(f"training must be 'joint' or 'episodic'; got {training!r}.")
+    if code_start not in CODE_STARTS:
+        raise ValueError(f"code_start must be one of {', '.join(map(repr, CODE_STARTS))}; "
+                         f"got {code_start!r}.")
     settings = Settings(
         hidden_layer_sizes=tuple(int(h) for h in hidden_layer_sizes),
         code_size=_default_code_size(X.shape[1]) if code_size == "auto" else int(code_size),
         input_shift=check_input_shift(input_shift, X.shape[1]) or None,
         prior_shrinkage=prior_shrinkage,
         training=training,
+        code_start=code_start,
         max_epochs=int(max_epochs),
         batch_size=int(batch_size),
         learning_rate_init=float(learning_rate_init),
@@ -426,6 +438,7 @@ def _settings_entry(settings: Settings, tune: bool, candidates: dict, random_sta
         "input_shift": settings.input_shift,
         "prior_shrinkage": settings.prior_shrinkage,
         "training": settings.training,
+        "code_start": settings.code_start,
         "max_epochs": settings.max_epochs,
         "batch_size": settings.batch_size,
         "learning_rate_init": settings.learning_rate_init,
