@@ -92,7 +92,9 @@ class FoldContext:
 
     The coded network, its twin without codes (for ``si``, ``shift``, ``lhuc`` and
     fine-tuning) and the Lobanov network are trained the first time a method asks.
-    All three share architecture, initial weights and training procedure.
+    All three share architecture, initial weights and training procedure (with
+    ``settings.code_start`` other than ``"scratch"``, the coded network starts from
+    the trained twin).
     """
 
     def __init__(self, X, y, groups, settings: Settings, seed: int):
