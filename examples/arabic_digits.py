@@ -36,7 +36,15 @@ if missing.
 import argparse
 import json
 
-from speaker_curve import add_code_arguments, code_options, plot_curve, pooled_seeds, speaker_curve
+from speaker_curve import (
+    add_augment_arguments,
+    add_code_arguments,
+    augment_options,
+    code_options,
+    plot_curve,
+    pooled_seeds,
+    speaker_curve,
+)
 
 from skdc.datasets import load_arabic_speech_commands
 from skdc.evaluation import METHODS as ALL_METHODS
@@ -58,6 +66,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--per-keyword", type=int, default=None,
                         help="takes per speaker and keyword (default: all 10)")
     add_code_arguments(parser)
+    add_augment_arguments(parser)
     parser.add_argument("--train-speakers", default=None,
                         help="comma-separated numbers of training speakers per fold")
     parser.add_argument("--normalize", choices=["none", "utterance", "speaker"], default="none",
@@ -112,6 +121,7 @@ def run(asc, args, seed: int, max_train_conditions=None) -> dict:
     params, tune = method_params(args)
     return evaluate(
         asc.data, asc.target, asc.groups, units=asc.utterance,
+        sources=getattr(asc, "source_groups", None),
         shots=[int(k) for k in args.shots.split(",")], folds=args.folds,
         repeats=args.repeats, methods=args.methods.split(","),
         normalize=None if args.normalize == "none" else args.normalize,
@@ -128,7 +138,8 @@ def main() -> None:
         raise SystemExit("--train-speakers reports error cuts versus si: include si in --methods")
     keywords = args.keywords if args.keywords in ("digits", "all") else args.keywords.split(",")
     asc = load_arabic_speech_commands(args.data_home, keywords=keywords,
-                                      max_per_speaker_keyword=args.per_keyword)
+                                      max_per_speaker_keyword=args.per_keyword,
+                                      augment=augment_options(args))
     print(f"Arabic Speech Commands: {len(asc.utterances)} recordings, {len(asc.target)} "
           f"frames of {asc.data.shape[1]} features, {len(set(asc.groups))} speakers, "
           f"{args.folds} speaker-disjoint folds, normalize={args.normalize}; accuracy per "

@@ -1,5 +1,6 @@
 """What the speech examples share: the codes' options (``--input-shift``,
-``--prior-shrinkage``, ``--training``, ``--code-start``), several seeds pooled
+``--prior-shrinkage``, ``--training``, ``--code-start``), augmented training speakers
+(``--speed``, ``--vtlp``), several seeds pooled
 (``--seed 0,1,2``) and the training-speaker curve, how many training speakers codes
 need, per seed and on average (``--train-speakers``)."""
 
@@ -23,6 +24,22 @@ def add_code_arguments(parser: argparse.ArgumentParser) -> None:
                         default="scratch",
                         help="where the coded networks start: their own weights, or the SI "
                              "network trained on with the codes (si) or kept fixed (frozen_si)")
+
+
+def add_augment_arguments(parser: argparse.ArgumentParser) -> None:
+    """More voices than speakers: the loaders' ``augment`` (see ``augment_options``)."""
+    parser.add_argument("--speed", default=None,
+                        help="comma-separated speed factors (e.g. 0.9,1.1): a speed-perturbed "
+                             "copy of every training speaker per factor, each its own condition")
+    parser.add_argument("--vtlp", default=None,
+                        help="comma-separated vocal-tract-length warping factors, the same way")
+
+
+def augment_options(args) -> dict | None:
+    """The loaders' ``augment`` from ``--speed`` and ``--vtlp`` (None: neither)."""
+    augment = {kind: [float(f) for f in value.split(",")]
+               for kind, value in (("speed", args.speed), ("vtlp", args.vtlp)) if value}
+    return augment or None
 
 
 def code_options(args) -> dict:

@@ -31,7 +31,15 @@ The test set is downloaded (checksum-verified, 112 MB) into the data home if mis
 import argparse
 import json
 
-from speaker_curve import add_code_arguments, code_options, plot_curve, pooled_seeds, speaker_curve
+from speaker_curve import (
+    add_augment_arguments,
+    add_code_arguments,
+    augment_options,
+    code_options,
+    plot_curve,
+    pooled_seeds,
+    speaker_curve,
+)
 
 from skdc.datasets import load_speech_commands
 from skdc.evaluation import METHODS as ALL_METHODS
@@ -51,6 +59,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--min-per-speaker", type=int, default=8)
     parser.add_argument("--normalize", choices=["none", "utterance", "speaker"], default="none")
     add_code_arguments(parser)
+    add_augment_arguments(parser)
     parser.add_argument("--train-speakers", default=None,
                         help="comma-separated numbers of training speakers per fold")
     parser.add_argument("--seed", default="0",
@@ -67,6 +76,7 @@ def run(data, args, seed: int, max_train_conditions=None) -> dict:
     methods = args.methods.split(",")
     return evaluate(
         data.data, data.target, data.groups, units=data.utterance,
+        sources=getattr(data, "source_groups", None),
         shots=[int(k) for k in args.shots.split(",")], folds=args.folds,
         repeats=args.repeats, methods=methods,
         normalize=None if args.normalize == "none" else args.normalize,
@@ -82,7 +92,8 @@ def main() -> None:
     args = parse_args()
     if args.train_speakers and "si" not in args.methods.split(","):
         raise SystemExit("--train-speakers reports error cuts versus si: include si in --methods")
-    data = load_speech_commands(args.data_home, min_per_speaker=args.min_per_speaker)
+    data = load_speech_commands(args.data_home, min_per_speaker=args.min_per_speaker,
+                                augment=augment_options(args))
     print(f"Speech Commands test set: {len(set(data.utterance))} recordings, "
           f"{len(data.target)} frames of {data.data.shape[1]} features, "
           f"{len(set(data.groups))} speakers, {args.folds} speaker-disjoint folds, "

@@ -58,6 +58,7 @@ def results(shifted):
 
 def test_schema(results):
     assert results["n_conditions"] == 12 and results["n_rows"] == 360
+    assert results["n_copies"] == 0
     assert results["folds"] == 3 and results["shots"] == list(SHOTS)
     assert set(results["methods"]) == set(METHODS)
     for entry in results["methods"].values():
@@ -498,6 +499,66 @@ def test_training_condition_draws_are_nested_and_keep_whole_conditions():
     other_fold = _draw_conditions(train, g, 4, random_state=0, fold=2)
     assert not np.array_equal(other_fold, drawn[4])
     assert _draw_conditions(train, g, None, 0, 1) is train
+
+
+def _with_copies(shifted):
+    """Every condition of ``shifted`` and a noisy copy of it, named ``"<g>|copy"``."""
+    X, y, groups = shifted
+    noise = np.random.default_rng(0).normal(scale=0.05, size=X.shape)
+    names = groups.astype(str)
+    return (np.concatenate([X, X + noise]), np.concatenate([y, y]),
+            np.concatenate([names, np.char.add(names, "|copy")]), np.concatenate([names, names]))
+
+
+def test_copies_train_with_their_source_and_are_never_scored(shifted, monkeypatch):
+    """``sources``: folds keep a source with its copies, copies only train, and
+    ``max_train_conditions`` counts sources (the augmented audio loaders' layout)."""
+    from skdc.evaluation import _protocol
+
+    X, y, groups, sources = _with_copies(shifted)
+    folds = []
+    real = _protocol._run_fold
+
+    def run_fold(fold, split, **job):
+        folds.append(split)
+        return real(fold, split, **job)
+
+    monkeypatch.setattr(_protocol, "_run_fold", run_fold)
+    out = evaluate(X, y, groups, sources=sources, shots=(0, 2), folds=3, repeats=1,
+                   methods=["si"], max_train_conditions=6, random_state=0, **FAST)
+    assert out["n_conditions"] == 12 and out["n_copies"] == 12
+    assert sorted(out["per_condition"]["conditions"]) == sorted(set(sources))
+    for train, test in folds:
+        assert set(groups[test]) <= set(sources)  # originals only are held out
+        assert not set(sources[train]) & set(sources[test])
+        assert len(set(sources[train])) == 6  # 6 sources, each with its copy
+        assert len(set(groups[train])) == 12
+
+
+def test_nested_validation_keeps_sources_whole_and_holds_out_originals(shifted):
+    from skdc.evaluation._sources import Sources
+
+    X, y, groups, sources = _with_copies(shifted)
+    keys, g_idx = np.unique(groups, return_inverse=True)
+    split = Sources(groups, g_idx, sources)
+    ctx = FoldContext(X, y, g_idx, Settings(hidden_layer_sizes=(4,), max_epochs=1), seed=0)
+    inner = InnerValidation(ctx, np.arange(len(X)), (0, 2), 0, sources=split.of_rows(
+        np.arange(len(X))))
+    inner_ctx, held = inner._setup()
+    assert len(held.held) and split.original[held.held].all()
+    held_sources = set(sources[np.isin(g_idx, held.held)])
+    assert not held_sources & set(sources[np.isin(g_idx, np.unique(inner_ctx.groups))])
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda s: s[:-1], "sources must have one entry per row of X"),
+    (lambda s: np.where(np.arange(len(s)) == len(s) - 1, "0", s), "has rows of several sources"),
+    (lambda s: np.where(s == "3", "x", s), "source 'x' has no original condition"),
+])
+def test_bad_sources(shifted, change, match):
+    X, y, groups, sources = _with_copies(shifted)
+    with pytest.raises(ValueError, match=match):
+        evaluate(X, y, groups, sources=change(sources), methods=["si"], folds=3)
 
 
 # -- significance -------------------------------------------------------------------------

@@ -95,6 +95,7 @@ from ._fold import CODE_STARTS, FoldContext, Settings
 from ._normalisation import Normalisation, check_normalize, default_normalizer
 from ._report import ConditionTable, summarise
 from ._significance import PairedBootstrap
+from ._sources import Sources
 from ._tuning import InnerValidation, candidates_of, choose
 
 __doc__ = __doc__.replace("{candidates}", describe_candidates())
@@ -189,6 +190,7 @@ def evaluate(
     repeats: int = 5,
     methods: Iterable[str] | None = None,
     units=None,
+    sources=None,
     normalize: str | None = None,
     normalizer: ConditionNormalizer | None = None,
     hidden_layer_sizes: Sequence[int] = (64, 64),
@@ -239,6 +241,13 @@ def evaluate(
         Unit of each row (e.g. the utterance of a frame): units are drawn, adapted on
         and scored whole, a unit's decision summing its rows' log-probabilities.
         Default: every row is a unit.
+    sources : array-like of shape (n_samples,), default=None
+        The original condition of each row when some conditions are augmented copies
+        of others (the audio loaders' ``source_groups`` with ``augment=``): a row whose
+        ``groups`` equals its ``sources`` belongs to an original condition, any other
+        to a copy. Folds keep every source with all its copies on one side (in nested
+        validation too), copies only train (they are never held out or scored), and
+        ``max_train_conditions`` counts sources. Default: every condition is an original.
     normalize : {None, "utterance", "speaker"}, default=None
         Normalise the features before every method (after standardisation), so that
         the table shows what each method adds on top of normalisation:
@@ -374,22 +383,29 @@ def evaluate(
     )
     classes, y_idx = np.unique(y, return_inverse=True)
     keys, g_idx = np.unique(groups, return_inverse=True)
+    sources = Sources(groups, g_idx, sources)
+    if int(folds) > sources.original.sum():
+        raise ValueError(f"folds must be between 2 and the number of sources "
+                         f"({sources.original.sum()}), got {folds}.")
     layout = Layout(g_idx, units)
     settings.rows_per_unit = len(X) / layout.n_units
     if normalize is not None and normalizer is None:
         normalizer = default_normalizer(normalize)
     normalisation = Normalisation(normalize, normalizer, layout, random_state)
     splitter = GroupKFold(n_splits=int(folds), shuffle=True, random_state=random_state)
-    splits = [(_draw_conditions(train, g_idx, max_train_conditions, random_state, fold), test)
-              for fold, (train, test) in enumerate(splitter.split(X, y_idx, g_idx))]
-    job = dict(X=X, y=y_idx, g=g_idx, layout=layout, settings=settings, methods=methods,
+    splits = [(_draw_conditions(train, sources.of_row, max_train_conditions, random_state,
+                                fold), sources.originals(test, g_idx))
+              for fold, (train, test) in enumerate(splitter.split(X, y_idx, sources.of_row))]
+    job = dict(X=X, y=y_idx, g=g_idx, layout=layout, sources=sources, settings=settings,
+               methods=methods,
                candidates=candidates, shots=shots, repeats=int(repeats),
                random_state=random_state, folds=len(splits), normalisation=normalisation)
     per_condition, chosen = _run_folds(splits, job, n_jobs, progress)
     table = ConditionTable.from_scores(per_condition, keys.tolist(), int(random_state))
-    bootstrap = PairedBootstrap(len(keys), 1, int(n_resamples), random_state)
+    bootstrap = PairedBootstrap(int(sources.original.sum()), 1, int(n_resamples), random_state)
     return {
-        "n_conditions": int(len(keys)),
+        "n_conditions": int(sources.original.sum()),
+        "n_copies": sources.n_copies,
         "n_rows": int(len(X)),
         "n_units": int(layout.n_units),
         "n_classes": int(len(classes)),
@@ -483,8 +499,8 @@ def _run_folds(splits, job: dict, n_jobs, progress: bool) -> tuple[dict, dict]:
     return per_condition, chosen
 
 
-def _run_fold(fold, split, *, X, y, g, layout, settings, methods, candidates, shots, repeats,
-              random_state, folds, normalisation, report=None) -> tuple[dict, dict]:
+def _run_fold(fold, split, *, X, y, g, layout, sources, settings, methods, candidates, shots,
+              repeats, random_state, folds, normalisation, report=None) -> tuple[dict, dict]:
     """Scores ``{method: {k: {condition: [accuracy per repeat]}}}`` and choices of one fold.
 
     Every view of the normalisation (all ``k`` together, or one ``k`` at a time when
@@ -503,7 +519,7 @@ def _run_fold(fold, split, *, X, y, g, layout, settings, methods, candidates, sh
         ctx = FoldContext(normalisation.training(Xs, train, view[0]), y[train], g[train],
                           settings, seed)
         inner = InnerValidation(ctx, layout.unit_of_row[train], view, seed, Xs[train],
-                                normalisation)  # trains lazily
+                                normalisation, sources.of_rows(train))  # trains lazily
         for name in methods:
             method = get_method(name)
             param = chosen[name][view] = choose(method, candidates[name], inner)

@@ -18,6 +18,7 @@ from ._baselines import Method, get_method
 from ._episodes import HeldOut, Layout
 from ._fold import FoldContext
 from ._normalisation import Normalisation
+from ._sources import Sources
 
 __all__ = ["INNER_FRACTION", "InnerValidation", "candidates_of", "choose"]
 
@@ -110,11 +111,17 @@ class InnerValidation:
     normalisation : Normalisation, default=None
         Its ``episode_transform`` (statistics of the inner training rows) applies to the
         inner episodes.
+    sources : Sources, default=None
+        Sources of the fold's training rows (``Sources.of_rows``): the inner split keeps
+        sources whole and holds out originals only. None: every condition is its own
+        source.
     """
 
     def __init__(self, ctx: FoldContext, units: np.ndarray, shots: Sequence[int], seed: int,
-                 X_held: np.ndarray | None = None, normalisation: Normalisation | None = None):
+                 X_held: np.ndarray | None = None, normalisation: Normalisation | None = None,
+                 sources: Sources | None = None):
         self.outer, self.units, self.seed = ctx, units, seed
+        self.sources = sources
         self.X_held = ctx.X if X_held is None else X_held
         self.normalisation = normalisation
         self.shots = [k for k in shots if k >= 1] or list(shots)
@@ -126,7 +133,10 @@ class InnerValidation:
             ctx = self.outer
             split = GroupShuffleSplit(n_splits=1, test_size=INNER_FRACTION,
                                       random_state=self.seed)
-            train, val = next(split.split(ctx.X, ctx.y, ctx.groups))
+            whole = ctx.groups if self.sources is None else self.sources.of_row
+            train, val = next(split.split(ctx.X, ctx.y, whole))
+            if self.sources is not None:
+                val = self.sources.originals(val, ctx.groups)
             inner = FoldContext(ctx.X[train], ctx.y[train], ctx.groups[train], ctx.settings,
                                 ctx.seed + 1)
             layout = Layout(ctx.groups, self.units)
