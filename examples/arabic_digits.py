@@ -140,8 +140,9 @@ def main() -> None:
     asc = load_arabic_speech_commands(args.data_home, keywords=keywords,
                                       max_per_speaker_keyword=args.per_keyword,
                                       augment=augment_options(args))
+    speakers = len(set(getattr(asc, "source_groups", asc.groups)))  # copies are not speakers
     print(f"Arabic Speech Commands: {len(asc.utterances)} recordings, {len(asc.target)} "
-          f"frames of {asc.data.shape[1]} features, {len(set(asc.groups))} speakers, "
+          f"frames of {asc.data.shape[1]} features, {speakers} speakers, "
           f"{args.folds} speaker-disjoint folds, normalize={args.normalize}; accuracy per "
           "recording (summed frame log-posteriors)\n")
     if args.train_speakers:

@@ -94,9 +94,10 @@ def main() -> None:
         raise SystemExit("--train-speakers reports error cuts versus si: include si in --methods")
     data = load_speech_commands(args.data_home, min_per_speaker=args.min_per_speaker,
                                 augment=augment_options(args))
+    speakers = len(set(getattr(data, "source_groups", data.groups)))  # copies are not speakers
     print(f"Speech Commands test set: {len(set(data.utterance))} recordings, "
           f"{len(data.target)} frames of {data.data.shape[1]} features, "
-          f"{len(set(data.groups))} speakers, {args.folds} speaker-disjoint folds, "
+          f"{speakers} speakers, {args.folds} speaker-disjoint folds, "
           f"normalize={args.normalize}; accuracy per recording\n")
     if args.train_speakers:
         output = speaker_curve(lambda n, seed: run(data, args, seed, n), args)
