@@ -338,8 +338,9 @@ def evaluate(
     Returns
     -------
     results : dict
-        JSON-ready: ``n_conditions``, ``n_rows``, ``n_units``, ``n_classes``,
-        ``folds``, ``shots``, ``repeats``, ``normalize``, ``methods`` (per method:
+        JSON-ready: ``n_conditions`` (held out and scored: the originals),
+        ``n_copies`` (augmented copies, training only), ``n_rows``, ``n_units``,
+        ``n_classes``, ``folds``, ``shots``, ``repeats``, ``normalize``, ``methods`` (per method:
         ``k`` -> ``{"0": {"accuracy", "ci95", "error_reduction_vs_si",
         "error_reduction_vs_si_interval"}, ...}``, ``transductive``, ``description``,
         ``chosen`` (the hyperparameter per fold; with ``normalize="speaker"``, per fold
@@ -384,9 +385,10 @@ def evaluate(
     classes, y_idx = np.unique(y, return_inverse=True)
     keys, g_idx = np.unique(groups, return_inverse=True)
     sources = Sources(groups, g_idx, sources)
-    if int(folds) > sources.original.sum():
-        raise ValueError(f"folds must be between 2 and the number of sources "
-                         f"({sources.original.sum()}), got {folds}.")
+    n_held = int(sources.original.sum())  # conditions that can be held out: the originals
+    if int(folds) > n_held:
+        raise ValueError(f"folds must be between 2 and the number of sources ({n_held}), got "
+                         f"{folds}.")
     layout = Layout(g_idx, units)
     settings.rows_per_unit = len(X) / layout.n_units
     if normalize is not None and normalizer is None:
@@ -397,14 +399,13 @@ def evaluate(
                                 fold), sources.originals(test, g_idx))
               for fold, (train, test) in enumerate(splitter.split(X, y_idx, sources.of_row))]
     job = dict(X=X, y=y_idx, g=g_idx, layout=layout, sources=sources, settings=settings,
-               methods=methods,
-               candidates=candidates, shots=shots, repeats=int(repeats),
+               methods=methods, candidates=candidates, shots=shots, repeats=int(repeats),
                random_state=random_state, folds=len(splits), normalisation=normalisation)
     per_condition, chosen = _run_folds(splits, job, n_jobs, progress)
     table = ConditionTable.from_scores(per_condition, keys.tolist(), int(random_state))
-    bootstrap = PairedBootstrap(int(sources.original.sum()), 1, int(n_resamples), random_state)
+    bootstrap = PairedBootstrap(n_held, 1, int(n_resamples), random_state)
     return {
-        "n_conditions": int(sources.original.sum()),
+        "n_conditions": n_held,
         "n_copies": sources.n_copies,
         "n_rows": int(len(X)),
         "n_units": int(layout.n_units),
