@@ -234,6 +234,7 @@ def test_method_params_fix_or_list_candidates():
          r"method_params\['codes'\]: candidate 'none' is not valid.*one fixed value is a tuple"),
         ({"codes": ("nothing", 1.0)}, True, r"'codes'\]: value \('nothing', 1.0\).*'dropout'"),
         ({"codes": ("none", -1.0)}, True, "alpha must be a positive"),
+        ({"codes": ("none", "mackay")}, True, "alpha must be a positive"),
         ({"codes": ("none", 1.0, 0)}, True, "code_size must be a positive int, got 0"),
         ({"codes": ("none", 1.0, 4, "middle")}, True, "code_layers must be \"all\", \"input\""),
         ({"codes": ("none", 1.0, 4, "all", 1)}, True, r"\(regularisation, alpha, code_size\)"),
@@ -833,6 +834,29 @@ def test_episodic_codes_adapt_by_their_inner_procedure(shifted, monkeypatch):
     assert acc["codes"] > acc["si"] + 0.05  # conditions apart by an offset: codes adapt
 
 
+def test_laplace_posterior_and_evidence_alpha_reach_the_adapters(shifted, monkeypatch):
+    from skdc import CodeNetwork
+
+    X, y, groups = shifted
+    fitted = []
+    real_adapter = CodeNetwork.adapter
+
+    def adapter(net, **params):
+        fitted.append(params)
+        return real_adapter(net, **params)
+
+    monkeypatch.setattr(CodeNetwork, "adapter", adapter)
+    out = evaluate(X, y, groups, shots=(0, 8), folds=3, repeats=1, tune=False,
+                   methods=["codes", "si"], posterior="laplace",
+                   method_params={"codes": ("none", "evidence")}, random_state=0, **FAST)
+    assert out["settings"]["posterior"] == "laplace"
+    assert out["methods"]["codes"]["chosen"] == [("none", "evidence")] * 3
+    assert fitted and all(p["posterior"] == "laplace" and p["alpha"] == "evidence"
+                          for p in fitted)
+    acc = {m: e["k"]["8"]["accuracy"] for m, e in out["methods"].items()}
+    assert acc["codes"] > acc["si"] + 0.05  # conditions apart by an offset: codes adapt
+
+
 @pytest.mark.parametrize("start", ["si", "frozen_si"])
 def test_coded_networks_start_from_the_si_network(shifted, start):
     """``code_start``: the coded network is the fold's SI twin with zero ``B_l``, trained
@@ -864,6 +888,7 @@ def test_coded_networks_start_from_the_si_network(shifted, start):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"code_start": "warm"}, "code_start must be one of 'scratch', 'si', 'frozen_si'"),
+    ({"posterior": "mc"}, "posterior must be None or 'laplace'"),
     ({"prior_shrinkage": "lw"}, "prior_shrinkage must be a number in \\[0, 1\\], 'oas'"),
     ({"prior_shrinkage": 2.0}, "prior_shrinkage must be"),
     ({"input_shift": 4}, "input_shift=4 must be a positive divisor of the number of features"),

@@ -160,8 +160,10 @@ class Codes(Method):
     description = ("condition code learned from the k labelled rows (MAP; prior: the code's "
                    "posterior given where those rows lie, from the training codes)")
     hyperparameter = ("a pair (how the training codes are regularised, prior strength "
-                      "``alpha``), optionally followed by the coded network's own "
-                      "``code_size`` and ``code_layers`` (default: ``evaluate``'s)")
+                      "``alpha``: a positive number or ``\"evidence\"``, chosen per episode "
+                      "by evidence maximisation over the conditions adapted), optionally "
+                      "followed by the coded network's own ``code_size`` and ``code_layers`` "
+                      "(default: ``evaluate``'s)")
 
     def check_param(self, value):
         choices = ", ".join(map(repr, CODE_REGULARISATION))
@@ -170,7 +172,8 @@ class Codes(Method):
             raise ValueError("expected a tuple (regularisation, alpha), (regularisation, "
                              "alpha, code_size) or (regularisation, alpha, code_size, "
                              f"code_layers) with regularisation one of {choices}")
-        out = (value[0], _positive(value[1], "alpha"))
+        alpha = value[1] if value[1] == "evidence" else _positive(value[1], "alpha")
+        out = (value[0], alpha)
         if len(value) > 2:
             out += (_code_size(value[2]),)
         if len(value) > 3:
@@ -179,7 +182,8 @@ class Codes(Method):
 
     def format_param(self, value) -> str:
         rest = "".join(f", {v!r}" for v in value[2:])
-        return f"``({value[0]!r}, {_number(value[1])}{rest})``"
+        alpha = repr(value[1]) if isinstance(value[1], str) else _number(value[1])
+        return f"``({value[0]!r}, {alpha}{rest})``"
 
     def describe_grid(self) -> str:
         regs = list(dict.fromkeys(r for r, _ in self.grid))
@@ -193,16 +197,19 @@ class Codes(Method):
                 f"({', '.join(map(_number, alphas))})")
 
     def adapter(self, ctx: FoldContext, param, code_init=None):
-        """The fold's ``CodeAdapter`` for ``param``: L-BFGS with the shared settings, or
-        for an episodically trained network its own inner procedure (``alpha`` unused)."""
+        """The fold's ``CodeAdapter`` for ``param``: L-BFGS with the shared settings
+        (and ``settings.posterior``), or for an episodically trained network its own
+        inner procedure (``alpha`` unused)."""
         alpha = param[1]
         net = ctx.code_network(*_network(param))
         if ctx.settings.training == "episodic":  # the inner procedure it was trained for
             return net.adapter(random_state=ctx.seed)
         # frames of one utterance are not independent evidence: the prior counts per unit
+        if alpha != "evidence":
+            alpha = alpha * ctx.settings.rows_per_unit
         return net.adapter(
             code_init=net.code_prior_ if code_init is None else code_init,
-            optimizer="lbfgs", alpha=alpha * ctx.settings.rows_per_unit,
+            optimizer="lbfgs", alpha=alpha, posterior=ctx.settings.posterior,
             max_iter=ctx.settings.adapt_max_iter, tol=ctx.settings.adapt_tol,
             random_state=ctx.seed,
         )

@@ -57,6 +57,7 @@ class Settings:
     prior_shrinkage: float | str = 1e-3  # of the codes' prior covariance
     training: str = "joint"  # of the coded networks (CodeNetwork's training)
     code_start: str = "scratch"  # where the coded networks start (see CODE_STARTS)
+    posterior: str | None = None  # of the adapted codes (CodeAdapter's posterior)
     alpha: float = 1e-5
     learning_rate_init: float = 1e-3
     batch_size: int = 200

@@ -199,6 +199,7 @@ def evaluate(
     prior_shrinkage: float | str = 1e-3,
     training: str = "joint",
     code_start: str = "scratch",
+    posterior: str | None = None,
     max_epochs: int = 200,
     batch_size: int = 200,
     learning_rate_init: float = 1e-3,
@@ -287,6 +288,13 @@ def evaluate(
         ``"si"`` then trains every weight with the codes, ``"frozen_si"`` only the
         ``B_l`` and the codes (the SI network's weights stay as they are; the shift
         part of ``input_shift`` is then a feature offset into the SI network).
+    posterior : {None, "laplace"}, default=None
+        ``"laplace"``: ``codes`` and ``codes_unsup`` predict with the average over
+        each adapted code's Laplace posterior (:class:`~skdc.CodeAdapter`'s
+        ``posterior``) instead of its MAP estimate. A codes candidate's ``alpha`` may
+        also be ``"evidence"`` (``method_params={"codes": ("dropout+l2",
+        "evidence")}``): the prior strength maximising the evidence of the conditions
+        adapted together.
     max_epochs : int, default=200
         Maximum training epochs of every network.
     batch_size : int, default=200
@@ -366,6 +374,8 @@ def evaluate(
     _check_prior_shrinkage(prior_shrinkage)
     if training not in ("joint", "episodic"):
         raise ValueError(f"training must be 'joint' or 'episodic'; got {training!r}.")
+    if posterior not in (None, "laplace"):
+        raise ValueError(f"posterior must be None or 'laplace'; got {posterior!r}.")
     if code_start not in CODE_STARTS:
         raise ValueError(f"code_start must be one of {', '.join(map(repr, CODE_STARTS))}; "
                          f"got {code_start!r}.")
@@ -376,6 +386,7 @@ def evaluate(
         prior_shrinkage=prior_shrinkage,
         training=training,
         code_start=code_start,
+        posterior=posterior,
         max_epochs=int(max_epochs),
         batch_size=int(batch_size),
         learning_rate_init=float(learning_rate_init),
@@ -457,6 +468,7 @@ def _settings_entry(settings: Settings, tune: bool, candidates: dict, random_sta
         "prior_shrinkage": settings.prior_shrinkage,
         "training": settings.training,
         "code_start": settings.code_start,
+        "posterior": settings.posterior,
         "max_epochs": settings.max_epochs,
         "batch_size": settings.batch_size,
         "learning_rate_init": settings.learning_rate_init,
