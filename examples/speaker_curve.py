@@ -1,5 +1,6 @@
 """What the speech examples share: the codes' options (``--input-shift``,
-``--prior-shrinkage``, ``--training``, ``--code-start``), augmented training speakers
+``--prior-shrinkage``, ``--training``, ``--code-start``, ``--posterior``,
+``--evidence``), augmented training speakers
 (``--speed``, ``--vtlp``), several seeds pooled
 (``--seed 0,1,2``) and the training-speaker curve, how many training speakers codes
 need, per seed and on average (``--train-speakers``)."""
@@ -8,7 +9,7 @@ import argparse
 
 import numpy as np
 
-from skdc.evaluation import format_table, pool_seeds
+from skdc.evaluation import METHODS, format_table, pool_seeds
 
 
 def add_code_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +25,12 @@ def add_code_arguments(parser: argparse.ArgumentParser) -> None:
                         default="scratch",
                         help="where the coded networks start: their own weights, or the SI "
                              "network trained on with the codes (si) or kept fixed (frozen_si)")
+    parser.add_argument("--posterior", choices=["map", "laplace"], default="map",
+                        help="codes predict with their MAP estimate or average over their "
+                             "Laplace posterior")
+    parser.add_argument("--evidence", action="store_true",
+                        help="the codes' prior strength by evidence maximisation (with the "
+                             "default regularisation of the training codes)")
 
 
 def add_augment_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +58,16 @@ def code_options(args) -> dict:
         "prior_shrinkage": shrinkage if shrinkage in ("oas", "ledoit_wolf") else float(shrinkage),
         "training": args.training,
         "code_start": args.code_start,
+        "posterior": None if args.posterior == "map" else args.posterior,
     }
+
+
+def with_evidence(args, method_params: dict | None) -> dict | None:
+    """``method_params`` with, under ``--evidence``, the codes' default regularisation and
+    ``alpha="evidence"`` (fixed: nothing left for nested validation to choose)."""
+    if not args.evidence or args.methods and "codes" not in args.methods.split(","):
+        return method_params
+    return {**(method_params or {}), "codes": (METHODS["codes"].default[0], "evidence")}
 
 
 def pooled_seeds(run, args) -> dict:

@@ -39,6 +39,7 @@ from speaker_curve import (
     plot_curve,
     pooled_seeds,
     speaker_curve,
+    with_evidence,
 )
 
 from skdc.datasets import load_speech_commands
@@ -81,7 +82,8 @@ def run(data, args, seed: int, max_train_conditions=None) -> dict:
         repeats=args.repeats, methods=methods,
         normalize=None if args.normalize == "none" else args.normalize,
         hidden_layer_sizes=(256, 256), max_epochs=args.epochs, batch_size=512, tune=False,
-        method_params={m: ALL_METHODS[m].default for m in methods if ALL_METHODS[m].grid},
+        method_params=with_evidence(args, {m: ALL_METHODS[m].default for m in methods
+                                           if ALL_METHODS[m].grid}),
         max_train_conditions=max_train_conditions, random_state=seed, progress=True,
         **code_options(args),
         n_jobs=args.jobs,
