@@ -846,11 +846,11 @@ def test_laplace_posterior_and_evidence_alpha_reach_the_adapters(shifted, monkey
         return real_adapter(net, **params)
 
     monkeypatch.setattr(CodeNetwork, "adapter", adapter)
-    out = evaluate(X, y, groups, shots=(0, 8), folds=3, repeats=1, tune=False,
+    out = evaluate(X, y, groups, shots=(8,), folds=2, repeats=1, tune=False,
                    methods=["codes", "si"], posterior="laplace",
                    method_params={"codes": ("none", "evidence")}, random_state=0, **FAST)
     assert out["settings"]["posterior"] == "laplace"
-    assert out["methods"]["codes"]["chosen"] == [("none", "evidence")] * 3
+    assert out["methods"]["codes"]["chosen"] == [("none", "evidence")] * 2
     assert fitted and all(p["posterior"] == "laplace" and p["alpha"] == "evidence"
                           for p in fitted)
     acc = {m: e["k"]["8"]["accuracy"] for m, e in out["methods"].items()}
