@@ -867,9 +867,12 @@ def test_coded_networks_start_from_the_si_network(shifted, start):
     X, y, groups = shifted
     train = groups >= 3
     settings = Settings(hidden_layer_sizes=(16,), code_size=3, max_epochs=30,
-                        learning_rate_init=1e-2, code_start=start)
+                        learning_rate_init=1e-2, code_start=start,
+                        input_shift=6 if start == "frozen_si" else None)
     ctx = FoldContext(X[train], y[train], groups[train], settings, seed=0)
     net = ctx.code_network("none")
+    # a shift part is a feature shift for fit (not a hidden code: no L2, no dropout)
+    assert net.input_shift_ == (settings.input_shift or 0)
     coded = {w.path: np.asarray(w) for w in net.model_.weights}
     kept = [np.array_equal(coded[w.path], np.asarray(w)) for w in ctx.si_network.weights]
     # "frozen_si": every SI weight is in the coded network, unchanged; "si": trained on
@@ -886,6 +889,7 @@ def test_coded_networks_start_from_the_si_network(shifted, start):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"code_start": "warm"}, "code_start must be one of 'scratch', 'si', 'frozen_si'"),
+    ({"code_start": "si", "input_shift": "full"}, "code_start='si' does not take an input_shift"),
     ({"posterior": "mc"}, "posterior must be None or 'laplace'"),
     ({"prior_shrinkage": "lw"}, "prior_shrinkage must be a number in \\[0, 1\\], 'oas'"),
     ({"prior_shrinkage": 2.0}, "prior_shrinkage must be"),

@@ -133,13 +133,13 @@ class FoldContext:
         start = self.settings.code_start
         if start == "scratch":
             return {}
+        if start == "frozen_si":  # fit retrofits it, frozen, and learns the shift part too
+            return {"base_model": self.si_network}
         layers = code_layers if isinstance(code_layers, str) else list(code_layers)
-        coded = add_condition_codes(self.si_network, code_size, layers,
-                                    input_shift=self.settings.input_shift)
-        if start == "si":  # the retrofit froze the SI layers: "si" trains them on
-            for layer in coded.layers:
-                layer.trainable = True
-        return {"base_model": coded, "input_shift": None}  # the shift part is in the code
+        coded = add_condition_codes(self.si_network, code_size, layers)
+        for layer in coded.layers:  # the retrofit froze the SI layers: "si" trains them on
+            layer.trainable = True
+        return {"base_model": coded}
 
     def _network_key(self, regularisation: str, code_size=None, code_layers=None) -> tuple:
         """``code_network``'s arguments with the settings' values filled in: one network

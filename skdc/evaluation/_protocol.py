@@ -285,9 +285,10 @@ def evaluate(
         Where the coded networks start: their own initial weights (``"scratch"``), or
         the fold's trained SI network (the ``si`` method's) with zero-initialised
         ``B_l``, so that before training a zero code gives exactly ``si``'s predictions;
-        ``"si"`` then trains every weight with the codes, ``"frozen_si"`` only the
-        ``B_l`` and the codes (the SI network's weights stay as they are; the shift
-        part of ``input_shift`` is then a feature offset into the SI network).
+        ``"si"`` then trains every weight with the codes (without ``input_shift``),
+        ``"frozen_si"`` only the ``B_l`` and the codes (the SI network's weights stay
+        as they are; the shift part of ``input_shift``, starting at zero, is then a
+        feature offset into the SI network).
     posterior : {None, "laplace"}, default=None
         ``"laplace"``: ``codes`` and ``codes_unsup`` predict with the average over
         each adapted code's Laplace posterior (:class:`~skdc.CodeAdapter`'s
@@ -379,6 +380,10 @@ def evaluate(
     if code_start not in CODE_STARTS:
         raise ValueError(f"code_start must be one of {', '.join(map(repr, CODE_STARTS))}; "
                          f"got {code_start!r}.")
+    if code_start == "si" and input_shift is not None:
+        raise ValueError("code_start='si' does not take an input_shift (a code input added "
+                         "before fit has no shift part for fit to learn); use 'frozen_si' "
+                         "or 'scratch'.")
     settings = Settings(
         hidden_layer_sizes=tuple(int(h) for h in hidden_layer_sizes),
         code_size=_default_code_size(X.shape[1]) if code_size == "auto" else int(code_size),
