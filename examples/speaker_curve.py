@@ -1,9 +1,8 @@
 """What the speech examples share: the codes' options (``--input-shift``,
-``--prior-shrinkage``, ``--training``, ``--code-start``, ``--posterior``,
-``--evidence``), augmented training speakers
-(``--speed``, ``--vtlp``), several seeds pooled
-(``--seed 0,1,2``) and the training-speaker curve, how many training speakers codes
-need, per seed and on average (``--train-speakers``)."""
+``--prior-shrinkage``, ``--training``, ``--code-start``, ``--posterior``, ``--evidence``),
+augmented training speakers (``--speed``, ``--vtlp``), several seeds pooled (``--seed
+0,1,2``) and the training-speaker curve, how many training speakers codes need, per seed
+and on average (``--train-speakers``)."""
 
 import argparse
 
