@@ -20,10 +20,12 @@ def add_code_arguments(parser: argparse.ArgumentParser) -> None:
                         help="of the codes' prior covariance: a number, oas or ledoit_wolf")
     parser.add_argument("--training", choices=["joint", "episodic"], default="joint",
                         help="how the coded networks learn")
-    parser.add_argument("--code-start", choices=["scratch", "si", "frozen_si"],
+    parser.add_argument("--code-start", choices=["scratch", "si", "frozen_si", "shift_sat"],
                         default="scratch",
-                        help="where the coded networks start: their own weights, or the SI "
-                             "network trained on with the codes (si) or kept fixed (frozen_si)")
+                        help="where the coded networks start: their own weights, the SI "
+                             "network trained on with the codes (si) or kept fixed "
+                             "(frozen_si), or the shift method's network, codes on top of "
+                             "the feature shift (shift_sat)")
     parser.add_argument("--posterior", choices=["map", "laplace"], default="map",
                         help="codes predict with their MAP estimate or average over their "
                              "Laplace posterior")

@@ -887,9 +887,35 @@ def test_coded_networks_start_from_the_si_network(shifted, start):
     assert hits["codes"] > hits["si"] + 0.05  # conditions apart by an offset: codes adapt
 
 
+def test_codes_on_top_of_the_shift_do_what_the_shift_does(shifted):
+    """``code_start="shift_sat"``: the frozen network of ``shift``'s ``"sat"`` with codes,
+    learned and adapted on shift-normalised features: at least as good as the shift."""
+    from skdc.evaluation._episodes import Episode
+
+    X, y, groups = shifted
+    train = groups >= 3
+    settings = Settings(hidden_layer_sizes=(16,), code_size=3, max_epochs=30,
+                        learning_rate_init=1e-2, code_start="shift_sat")
+    ctx = FoldContext(X[train], y[train], groups[train], settings, seed=0)
+    net = ctx.code_network("none")
+    coded = {w.path: np.asarray(w) for w in net.model_.weights}
+    for w in ctx.shift_network.weights:  # the shift network, frozen
+        np.testing.assert_array_equal(coded[w.path], np.asarray(w))
+    held = np.flatnonzero(~train)
+    adapt = np.concatenate([held[groups[held] == g][:8] for g in range(3)])
+    score = np.setdiff1d(held, adapt)
+    ep = Episode(X[adapt], y[adapt], groups[adapt], X[score], groups[score], n_groups=3)
+    hits = {name: np.mean(ctx.classes[METHODS[name].log_proba(ctx, ep, param).argmax(axis=1)]
+                          == y[score])
+            for name, param in (("codes", ("none", 1.0)), ("shift", "sat"), ("si", None))}
+    assert hits["codes"] >= hits["shift"] - 0.02 and hits["codes"] > hits["si"] + 0.05
+
+
 @pytest.mark.parametrize("kwargs, match", [
-    ({"code_start": "warm"}, "code_start must be one of 'scratch', 'si', 'frozen_si'"),
+    ({"code_start": "warm"}, "code_start must be one of 'scratch', 'si', 'frozen_si', "
+                             "'shift_sat'"),
     ({"code_start": "si", "input_shift": "full"}, "code_start='si' does not take an input_shift"),
+    ({"code_start": "shift_sat", "input_shift": 2}, "'shift_sat' does not take an input_shift"),
     ({"posterior": "mc"}, "posterior must be None or 'laplace'"),
     ({"prior_shrinkage": "lw"}, "prior_shrinkage must be a number in \\[0, 1\\], 'oas'"),
     ({"prior_shrinkage": 2.0}, "prior_shrinkage must be"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import textwrap
 import warnings
+from dataclasses import replace
 from numbers import Integral, Real
 
 import numpy as np
@@ -25,8 +26,6 @@ from ._episodes import Episode
 from ._fold import (
     CODE_REGULARISATION,
     FoldContext,
-    class_residuals,
-    condition_shifts,
     lobanov,
 )
 
@@ -104,12 +103,9 @@ class Shift(Method):
         return value
 
     def log_proba(self, ctx, ep, param):
-        mu, ratio = ctx.shift_prior
-        index, known = ctx.label_index(ep.y_adapt)
-        if not known.any():
+        if not ctx.label_index(ep.y_adapt)[1].any():
             return SI().log_proba(ctx, ep, param)
-        resid = class_residuals(ep.X_adapt[known], index[known], mu)
-        shift = condition_shifts(resid, ep.g_adapt[known], ep.n_groups, ratio)
+        shift = ctx.episode_shifts(ep)
         network = ctx.shift_network if param == "sat" else ctx.si_network
         return _network_log_proba(network, ep.X_score - shift[ep.g_score])
 
@@ -217,7 +213,9 @@ class Codes(Method):
     def log_proba(self, ctx, ep, param):
         # The likelihood of a few labelled rows barely moves a code (they are mostly well
         # classified already); where they lie does: the prior of each condition's MAP fit
-        # is the code's posterior given its rows' feature residuals (CodeGivenShift).
+        # is the code's posterior given its rows' feature residuals (CodeGivenShift) --
+        # unless the shift is removed first (code_start="shift_sat").
+        ep = _shifted(ctx, ep)
         index, known = ctx.label_index(ep.y_adapt)
         adapted = np.intersect1d(ep.g_adapt[known], ep.g_score)  # rows to fit and to score
         fitted = np.isin(ep.g_score, adapted)
@@ -227,7 +225,8 @@ class Codes(Method):
             out[~fitted] = _log(net.predict_proba(ep.X_score[~fitted]))
         if fitted.any():
             rows = known & np.isin(ep.g_adapt, adapted)
-            priors = (None if ctx.settings.training == "episodic" else
+            priors = (None if ctx.settings.training == "episodic"
+                      or ctx.settings.code_start == "shift_sat" else
                       self._priors(ctx, param, ep, index, rows))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
@@ -249,6 +248,16 @@ class Codes(Method):
         return priors
 
 
+def _shifted(ctx: FoldContext, ep: Episode) -> Episode:
+    """``ep`` with every held-out condition's feature shift (from its labelled rows)
+    removed when the coded networks learn on shift-normalised conditions, else ``ep``."""
+    if ctx.settings.code_start != "shift_sat":
+        return ep
+    shift = ctx.episode_shifts(ep)
+    return replace(ep, X_adapt=ep.X_adapt - shift[ep.g_adapt],
+                   X_score=ep.X_score - shift[ep.g_score])
+
+
 class CodesUnsupervised(Codes):
     name = "codes_unsup"
     transductive = True
@@ -258,6 +267,7 @@ class CodesUnsupervised(Codes):
                    "unlabelled, one prediction per unit")
 
     def log_proba(self, ctx, ep, param):
+        ep = _shifted(ctx, ep)
         _, known = ctx.label_index(ep.y_adapt)
         X = np.concatenate([ep.X_adapt, ep.X_score])
         y = np.concatenate([np.where(known, ep.y_adapt, -1), np.full(len(ep.X_score), -1)])

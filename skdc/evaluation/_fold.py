@@ -42,8 +42,10 @@ CODE_REGULARISATION = {
 # Where a fold's coded networks start: their own random weights, or the fold's trained
 # SI twin retrofitted with zero B_l (a zero code is then the SI network) and trained on
 # with every weight ("si") or with only the B_l and codes ("frozen_si", the twin's
-# weights fixed, as Abdel-Hamid & Jiang 2013 keep the SI network).
-CODE_STARTS = ("scratch", "si", "frozen_si")
+# weights fixed, as Abdel-Hamid & Jiang 2013 keep the SI network), or the twin trained
+# on shift-normalised conditions, frozen, its codes learned and adapted on features
+# with each condition's feature shift removed ("shift_sat": codes on top of the shift).
+CODE_STARTS = ("scratch", "si", "frozen_si", "shift_sat")
 
 
 @dataclass
@@ -124,7 +126,10 @@ class FoldContext:
                 **CODE_REGULARISATION[regularisation], code_size=size, code_layers=layers,
                 **self._start(size, layers),
             )
-            cache[key] = self._quiet(lambda: net.fit(self.X, self.y, groups=self.groups))
+            X = self.X
+            if self.settings.code_start == "shift_sat":
+                X = X - self.training_shifts[self.conditions[1]]
+            cache[key] = self._quiet(lambda: net.fit(X, self.y, groups=self.groups))
         return cache[key]
 
     def _start(self, code_size: int, code_layers) -> dict:
@@ -135,6 +140,8 @@ class FoldContext:
             return {}
         if start == "frozen_si":  # fit retrofits it, frozen, and learns the shift part too
             return {"base_model": self.si_network}
+        if start == "shift_sat":
+            return {"base_model": self.shift_network}
         layers = code_layers if isinstance(code_layers, str) else list(code_layers)
         coded = add_condition_codes(self.si_network, code_size, layers)
         for layer in coded.layers:  # the retrofit froze the SI layers: "si" trains them on
@@ -162,10 +169,22 @@ class FoldContext:
     @cached_property
     def shift_network(self):
         """The twin trained on training conditions with their own shifts removed."""
+        return self._twin(self.X - self.training_shifts[self.conditions[1]])
+
+    @cached_property
+    def training_shifts(self) -> np.ndarray:
+        """Each training condition's feature shift (posterior mean from all its rows)."""
         _, ratio = self.shift_prior
         keys, index = self.conditions
-        shift = condition_shifts(self.residuals, index, len(keys), ratio)
-        return self._twin(self.X - shift[index])
+        return condition_shifts(self.residuals, index, len(keys), ratio)
+
+    def episode_shifts(self, ep) -> np.ndarray:
+        """Each held-out condition's feature shift from its labelled adaptation rows
+        (posterior mean; zero without any), ``(ep.n_groups, n_features)``."""
+        mu, ratio = self.shift_prior
+        index, known = self.label_index(ep.y_adapt)
+        resid = class_residuals(ep.X_adapt[known], index[known], mu)
+        return condition_shifts(resid, ep.g_adapt[known], ep.n_groups, ratio)
 
     @cached_property
     def conditions(self) -> tuple[np.ndarray, np.ndarray]:

@@ -281,14 +281,19 @@ def evaluate(
         ``"episodic"``, ``codes`` and ``codes_unsup`` adapt by the networks' own inner
         procedure (a few gradient steps from the learned initial code): their ``alpha``
         and the shift-given prior of ``codes`` are not used.
-    code_start : {"scratch", "si", "frozen_si"}, default="scratch"
+    code_start : {"scratch", "si", "frozen_si", "shift_sat"}, default="scratch"
         Where the coded networks start: their own initial weights (``"scratch"``), or
         the fold's trained SI network (the ``si`` method's) with zero-initialised
         ``B_l``, so that before training a zero code gives exactly ``si``'s predictions;
         ``"si"`` then trains every weight with the codes (without ``input_shift``),
         ``"frozen_si"`` only the ``B_l`` and the codes (the SI network's weights stay
         as they are; the shift part of ``input_shift``, starting at zero, is then a
-        feature offset into the SI network).
+        feature offset into the SI network). ``"shift_sat"``: codes on top of the
+        feature shift: the network of ``shift``'s ``"sat"`` (trained on conditions with
+        their own shifts removed), frozen, with ``B_l`` and codes learned on those
+        shift-normalised conditions; ``codes`` and ``codes_unsup`` then remove each
+        held-out condition's shift, estimated from its labelled rows as ``shift`` does,
+        before adapting its code (prior: the training codes' Gaussian).
     posterior : {None, "laplace"}, default=None
         ``"laplace"``: ``codes`` and ``codes_unsup`` predict with the average over
         each adapted code's Laplace posterior (:class:`~skdc.CodeAdapter`'s
@@ -380,10 +385,9 @@ def evaluate(
     if code_start not in CODE_STARTS:
         raise ValueError(f"code_start must be one of {', '.join(map(repr, CODE_STARTS))}; "
                          f"got {code_start!r}.")
-    if code_start == "si" and input_shift is not None:
-        raise ValueError("code_start='si' does not take an input_shift (a code input added "
-                         "before fit has no shift part for fit to learn); use 'frozen_si' "
-                         "or 'scratch'.")
+    if code_start in ("si", "shift_sat") and input_shift is not None:
+        raise ValueError(f"code_start={code_start!r} does not take an input_shift; the "
+                         "codes' shift part is learned with 'frozen_si' or 'scratch'.")
     settings = Settings(
         hidden_layer_sizes=tuple(int(h) for h in hidden_layer_sizes),
         code_size=_default_code_size(X.shape[1]) if code_size == "auto" else int(code_size),
