@@ -857,12 +857,26 @@ def test_laplace_posterior_and_evidence_alpha_reach_the_adapters(shifted, monkey
     assert acc["codes"] > acc["si"] + 0.05  # conditions apart by an offset: codes adapt
 
 
+def _held_out_hits(ctx, data, train, params: dict) -> dict:
+    """Accuracy of each method (``{name: param}``) on the conditions outside ``train``,
+    adapted on 8 rows of each of them (conditions 0-2) and scored on the rest."""
+    from skdc.evaluation._episodes import Episode
+
+    X, y, groups = data
+    held = np.flatnonzero(~train)
+    adapt = np.concatenate([held[groups[held] == g][:8] for g in range(3)])
+    score = np.setdiff1d(held, adapt)
+    ep = Episode(X[adapt], y[adapt], groups[adapt], X[score], groups[score], n_groups=3)
+    return {name: np.mean(ctx.classes[METHODS[name].log_proba(ctx, ep, param).argmax(axis=1)]
+                          == y[score])
+            for name, param in params.items()}
+
+
 @pytest.mark.parametrize("start", ["si", "frozen_si"])
 def test_coded_networks_start_from_the_si_network(shifted, start):
     """``code_start``: the coded network is the fold's SI twin with zero ``B_l``, trained
     on with the codes (``"si"``) or with only the ``B_l`` and codes (``"frozen_si"``:
     the twin's weights unchanged); its codes adapt like a network of its own."""
-    from skdc.evaluation._episodes import Episode
 
     X, y, groups = shifted
     train = groups >= 3
@@ -877,20 +891,13 @@ def test_coded_networks_start_from_the_si_network(shifted, start):
     kept = [np.array_equal(coded[w.path], np.asarray(w)) for w in ctx.si_network.weights]
     # "frozen_si": every SI weight is in the coded network, unchanged; "si": trained on
     assert all(kept) if start == "frozen_si" else not any(kept)
-    held = np.flatnonzero(~train)
-    adapt = np.concatenate([held[groups[held] == g][:8] for g in range(3)])
-    score = np.setdiff1d(held, adapt)
-    ep = Episode(X[adapt], y[adapt], groups[adapt], X[score], groups[score], n_groups=3)
-    hits = {name: np.mean(ctx.classes[METHODS[name].log_proba(ctx, ep, param).argmax(axis=1)]
-                          == y[score])
-            for name, param in (("codes", ("none", 1.0)), ("si", None))}
+    hits = _held_out_hits(ctx, shifted, train, {"codes": ("none", 1.0), "si": None})
     assert hits["codes"] > hits["si"] + 0.05  # conditions apart by an offset: codes adapt
 
 
 def test_codes_on_top_of_the_shift_do_what_the_shift_does(shifted):
     """``code_start="shift_sat"``: the frozen network of ``shift``'s ``"sat"`` with codes,
     learned and adapted on shift-normalised features: at least as good as the shift."""
-    from skdc.evaluation._episodes import Episode
 
     X, y, groups = shifted
     train = groups >= 3
@@ -901,13 +908,8 @@ def test_codes_on_top_of_the_shift_do_what_the_shift_does(shifted):
     coded = {w.path: np.asarray(w) for w in net.model_.weights}
     for w in ctx.shift_network.weights:  # the shift network, frozen
         np.testing.assert_array_equal(coded[w.path], np.asarray(w))
-    held = np.flatnonzero(~train)
-    adapt = np.concatenate([held[groups[held] == g][:8] for g in range(3)])
-    score = np.setdiff1d(held, adapt)
-    ep = Episode(X[adapt], y[adapt], groups[adapt], X[score], groups[score], n_groups=3)
-    hits = {name: np.mean(ctx.classes[METHODS[name].log_proba(ctx, ep, param).argmax(axis=1)]
-                          == y[score])
-            for name, param in (("codes", ("none", 1.0)), ("shift", "sat"), ("si", None))}
+    hits = _held_out_hits(ctx, shifted, train,
+                          {"codes": ("none", 1.0), "shift": "sat", "si": None})
     assert hits["codes"] >= hits["shift"] - 0.02 and hits["codes"] > hits["si"] + 0.05
 
 
