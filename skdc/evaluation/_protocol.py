@@ -12,7 +12,8 @@ Protocol
   ``finetune_last``, ``finetune_all``); ``lobanov`` trains the same twin on
   Lobanov-normalised training conditions and ``shift`` (by default) on conditions with
   their own shift removed. With ``code_start="si"`` or ``"frozen_si"`` the coded
-  network starts from the trained twin instead, with zero ``B_l``.
+  network starts from the trained twin instead, with zero ``B_l``; with
+  ``"shift_sat"`` from the shift's twin, frozen (codes on top of the feature shift).
 * **Episodes.** For every held-out condition and repeat, one seeded permutation of its
   units (rows, or e.g. utterances with ``units=``); with ``k`` shots the first ``k``
   units are labelled adaptation data and the condition's *remaining* units are scored.
