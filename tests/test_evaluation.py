@@ -911,6 +911,13 @@ def test_codes_on_top_of_the_shift_do_what_the_shift_does(shifted):
     hits = _held_out_hits(ctx, shifted, train,
                           {"codes": ("none", 1.0), "shift": "sat", "si": None})
     assert hits["codes"] >= hits["shift"] - 0.02 and hits["codes"] > hits["si"] + 0.05
+    # without labelled rows there is no shift to remove: codes are si, as shift is
+    from skdc.evaluation._episodes import Episode
+
+    held = ~train
+    ep = Episode(X[:0], y[:0], groups[:0], X[held], groups[held], n_groups=3)
+    np.testing.assert_array_equal(METHODS["codes"].log_proba(ctx, ep, ("none", 1.0)),
+                                  METHODS["si"].log_proba(ctx, ep, None))
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -220,7 +220,11 @@ class Codes(Method):
         adapted = np.intersect1d(ep.g_adapt[known], ep.g_score)  # rows to fit and to score
         fitted = np.isin(ep.g_score, adapted)
         out = np.empty((len(ep.X_score), len(ctx.classes)))
-        if not fitted.all():  # conditions without labelled rows: the prior mean code
+        if not fitted.all() and ctx.settings.code_start == "shift_sat":
+            # no labelled rows, no shift to remove: the coded network expects normalised
+            # features, so such conditions get si's predictions (as shift does)
+            out[~fitted] = _network_log_proba(ctx.si_network, ep.X_score[~fitted])
+        elif not fitted.all():  # conditions without labelled rows: the prior mean code
             net = ctx.code_network(*_network(param))
             out[~fitted] = _log(net.predict_proba(ep.X_score[~fitted]))
         if fitted.any():

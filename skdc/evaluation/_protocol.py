@@ -294,7 +294,9 @@ def evaluate(
         their own shifts removed), frozen, with ``B_l`` and codes learned on those
         shift-normalised conditions; ``codes`` and ``codes_unsup`` then remove each
         held-out condition's shift, estimated from its labelled rows as ``shift`` does,
-        before adapting its code (prior: the training codes' Gaussian).
+        before adapting its code (prior: the training codes' Gaussian); a condition
+        without labelled rows (``k = 0``) has no shift to remove and gets ``si``'s
+        predictions from ``codes``, as from ``shift``.
     posterior : {None, "laplace"}, default=None
         ``"laplace"``: ``codes`` and ``codes_unsup`` predict with the average over
         each adapted code's Laplace posterior (:class:`~skdc.CodeAdapter`'s
