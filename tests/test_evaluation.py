@@ -338,6 +338,31 @@ def test_shift_prior_recovers_the_variances():
     np.testing.assert_allclose(ratio, 0.25, rtol=0.3)
 
 
+def test_shift_prior_counts_units_not_rows():
+    """Frames of one utterance are not independent evidence of a speaker's shift: an
+    utterance of 20 copies of one row is the evidence of that row, in the prior and in
+    a held-out condition's shift (counting rows trusted one utterance 20 times over)."""
+    from skdc.evaluation._episodes import Episode
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40), 10)
+    y = np.tile(np.arange(2), 200)
+    X = (np.array([[0.0], [5.0]])[y] + rng.normal(size=(40, 1))[groups]
+         + rng.normal(scale=0.5, size=(400, 1)))
+    copies = np.repeat(np.arange(400), 20)  # row i, 20 times: unit i
+    one = FoldContext(X, y, groups, Settings(), seed=0)
+    many = FoldContext(X[copies], y[copies], groups[copies], Settings(), seed=0,
+                       units=copies)
+    np.testing.assert_allclose(many.shift_prior[1], one.shift_prior[1])
+    np.testing.assert_allclose(many.training_shifts, one.training_shifts)
+    adapt = np.array([0, 11, 12])  # one row of condition 0, two of condition 1
+    ep = Episode(X[adapt], y[adapt], np.array([0, 1, 1]), X[:0], groups[:0], n_groups=2)
+    ep_many = Episode(X[adapt].repeat(20, axis=0), y[adapt].repeat(20),
+                      np.repeat([0, 1, 1], 20), X[:0], groups[:0], n_groups=2,
+                      u_adapt=np.repeat(adapt, 20))
+    np.testing.assert_allclose(many.episode_shifts(ep_many), one.episode_shifts(ep))
+
+
 def test_condition_shifts_shrink_few_rows_towards_zero():
     """Residuals s_g + noise: many rows give s_g; one row is shrunk by 1 / (1 + ratio);
     a condition without rows has no shift; ratio 0 is the plain mean."""

@@ -95,7 +95,8 @@ class Shift(Method):
     hyperparameter = ('the network it feeds: the SI twin (``"si"``) or the twin trained on '
                       'shift-normalised conditions (``"sat"``); its shrinkage is not tuned but '
                       "empirical Bayes (within- over between-condition variance of the "
-                      "training conditions' shifts)")
+                      "training conditions' residuals, per unit: the frames of an utterance "
+                      "count as one)")
 
     def check_param(self, value):
         if value not in ("si", "sat"):

@@ -23,6 +23,7 @@ __all__ = [
     "class_residuals",
     "condition_shifts",
     "lobanov",
+    "unit_means",
 ]
 
 _MIN_STD = 1e-3  # floor of a condition's per-feature spread in Lobanov normalisation
@@ -100,8 +101,9 @@ class FoldContext:
     the trained twin).
     """
 
-    def __init__(self, X, y, groups, settings: Settings, seed: int):
+    def __init__(self, X, y, groups, settings: Settings, seed: int, units=None):
         self.X, self.y, self.groups = X, y, groups
+        self.units = units  # unit of each row (e.g. its utterance); None: one per row
         self.settings = settings
         self.seed = int(seed)
         self.classes = np.unique(y)
@@ -175,16 +177,17 @@ class FoldContext:
     def training_shifts(self) -> np.ndarray:
         """Each training condition's feature shift (posterior mean from all its rows)."""
         _, ratio = self.shift_prior
-        keys, index = self.conditions
-        return condition_shifts(self.residuals, index, len(keys), ratio)
+        return condition_shifts(*self.unit_residuals, len(self.conditions[0]), ratio)
 
     def episode_shifts(self, ep) -> np.ndarray:
-        """Each held-out condition's feature shift from its labelled adaptation rows
+        """Each held-out condition's feature shift from its labelled adaptation units
         (posterior mean; zero without any), ``(ep.n_groups, n_features)``."""
         mu, ratio = self.shift_prior
         index, known = self.label_index(ep.y_adapt)
         resid = class_residuals(ep.X_adapt[known], index[known], mu)
-        return condition_shifts(resid, ep.g_adapt[known], ep.n_groups, ratio)
+        units = None if ep.u_adapt is None else ep.u_adapt[known]
+        return condition_shifts(*unit_means(resid, ep.g_adapt[known], units), ep.n_groups,
+                                ratio)
 
     @cached_property
     def conditions(self) -> tuple[np.ndarray, np.ndarray]:
@@ -202,19 +205,27 @@ class FoldContext:
         return class_residuals(self.X, np.searchsorted(self.classes, self.y), self.class_means)
 
     @cached_property
+    def unit_residuals(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every training unit's mean residual, and its condition's index."""
+        return unit_means(self.residuals, self.conditions[1], self.units)
+
+    @cached_property
     def shift_prior(self) -> tuple[np.ndarray, np.ndarray]:
         """Class means and the shrinkage ``sigma^2 / tau^2`` of a condition's feature shift.
 
-        Model: a row of class ``c`` in condition ``g`` is ``mu_c + s_g + e``, with
-        ``s_g ~ N(0, tau^2)`` and ``e ~ N(0, sigma^2)`` per feature; both variances are
-        method-of-moments estimates over the training conditions. The posterior mean
-        of ``s_g`` from ``n`` labelled rows is ``sum(x - mu_y) / (n + sigma^2/tau^2)``
-        (:func:`condition_shifts`).
+        Model: a unit's (a row's, or an utterance's) mean residual ``x - mu_y`` in
+        condition ``g`` is ``s_g + e``, with ``s_g ~ N(0, tau^2)`` and
+        ``e ~ N(0, sigma^2)`` per feature; both variances are method-of-moments
+        estimates over the training conditions' units. The posterior mean of ``s_g``
+        from ``n`` labelled units is ``sum(e_u) / (n + sigma^2/tau^2)``
+        (:func:`condition_shifts`). Frames of one utterance are not independent: counted
+        as rows, one utterance would be trusted as many times over as it has frames.
         """
-        keys, index = self.conditions
+        keys = self.conditions[0]
+        resid, index = self.unit_residuals
         counts = np.bincount(index).astype(float)
-        means = condition_shifts(self.residuals, index, len(keys))
-        spread = ((self.residuals - means[index]) ** 2).sum(axis=0)
+        means = condition_shifts(resid, index, len(keys))
+        spread = ((resid - means[index]) ** 2).sum(axis=0)
         within = spread / max(len(index) - len(keys), 1)
         between = means.var(axis=0, ddof=1) - within * np.mean(1.0 / counts)
         between = np.maximum(between, 1e-3 * within)
@@ -300,6 +311,23 @@ def class_residuals(X: np.ndarray, y_index: np.ndarray, class_means: np.ndarray)
     """Every row minus the mean of its class, ``x - mu_y``: where the row lies, the
     evidence about its condition's feature shift."""
     return X - class_means[y_index]
+
+
+def unit_means(residuals: np.ndarray, group_index: np.ndarray,
+               units=None) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit's mean residual and the condition index of each unit (the rows as they
+    are when ``units`` is None). A unit lies in one condition."""
+    if units is None:
+        return residuals, group_index
+    _, inverse = np.unique(units, return_inverse=True)
+    n_units = int(inverse.max()) + 1 if len(inverse) else 0
+    if n_units == len(inverse):  # a row per unit: the rows, in their order
+        return residuals, group_index
+    sums = np.zeros((n_units, residuals.shape[1]))
+    np.add.at(sums, inverse, residuals)
+    condition = np.zeros(n_units, dtype=np.asarray(group_index).dtype)
+    condition[inverse] = group_index
+    return sums / np.bincount(inverse, minlength=n_units)[:, None], condition
 
 
 def condition_shifts(residuals: np.ndarray, group_index: np.ndarray, n_groups: int,

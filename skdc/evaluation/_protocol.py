@@ -542,7 +542,7 @@ def _run_fold(fold, split, *, X, y, g, layout, sources, settings, methods, candi
     chosen: dict = {m: {} for m in methods}
     for view in normalisation.views(shots):
         ctx = FoldContext(normalisation.training(Xs, train, view[0]), y[train], g[train],
-                          settings, seed)
+                          settings, seed, units=layout.unit_of_row[train])
         inner = InnerValidation(ctx, layout.unit_of_row[train], view, seed, Xs[train],
                                 normalisation, sources.of_rows(train))  # trains lazily
         for name in methods:

@@ -138,7 +138,7 @@ class InnerValidation:
             if self.sources is not None:
                 val = self.sources.originals(val, ctx.groups)
             inner = FoldContext(ctx.X[train], ctx.y[train], ctx.groups[train], ctx.settings,
-                                ctx.seed + 1)
+                                ctx.seed + 1, units=self.units[train])
             layout = Layout(ctx.groups, self.units)
             transform = (None if self.normalisation is None
                          else self.normalisation.episode_transform(
