@@ -175,7 +175,7 @@ class FoldContext:
 
     @cached_property
     def training_shifts(self) -> np.ndarray:
-        """Each training condition's feature shift (posterior mean from all its rows)."""
+        """Each training condition's feature shift (posterior mean from all its units)."""
         _, ratio = self.shift_prior
         return condition_shifts(*self.unit_residuals, len(self.conditions[0]), ratio)
 
@@ -217,9 +217,10 @@ class FoldContext:
         condition ``g`` is ``s_g + e``, with ``s_g ~ N(0, tau^2)`` and
         ``e ~ N(0, sigma^2)`` per feature; both variances are method-of-moments
         estimates over the training conditions' units. The posterior mean of ``s_g``
-        from ``n`` labelled units is ``sum(e_u) / (n + sigma^2/tau^2)``
-        (:func:`condition_shifts`). Frames of one utterance are not independent: counted
-        as rows, one utterance would be trusted as many times over as it has frames.
+        from the mean residuals ``r_u`` of ``n`` labelled units is
+        ``sum(r_u) / (n + sigma^2/tau^2)`` (:func:`condition_shifts`). Frames of one
+        utterance are not independent: counted as rows, one utterance would be trusted
+        as many times over as it has frames.
         """
         keys = self.conditions[0]
         resid, index = self.unit_residuals
