@@ -16,7 +16,7 @@ from skdc import ConditionNormalizer
 from skdc._synthetic import make_conditions, make_teacher
 from skdc.evaluation import METHODS, evaluate, format_table, plot_results, pool_seeds
 from skdc.evaluation._baselines import Method, describe_candidates
-from skdc.evaluation._episodes import HeldOut, Layout
+from skdc.evaluation._episodes import Episode, HeldOut, Layout
 from skdc.evaluation._finetune import ParameterAdapter
 from skdc.evaluation._fold import (
     FoldContext,
@@ -342,8 +342,6 @@ def test_shift_prior_counts_units_not_rows():
     """Frames of one utterance are not independent evidence of a speaker's shift: an
     utterance of 20 copies of one row is the evidence of that row, in the prior and in
     a held-out condition's shift (counting rows trusted one utterance 20 times over)."""
-    from skdc.evaluation._episodes import Episode
-
     rng = np.random.default_rng(0)
     groups = np.repeat(np.arange(40), 10)
     y = np.tile(np.arange(2), 200)
@@ -397,8 +395,6 @@ def test_parameter_adapter(shifted, mode):
 def test_codes_one_grouped_fit_per_episode(shifted):
     """Labelled conditions adapt (each from its own posterior prior, in one fit); a condition
     without labelled rows is scored with the prior mean code, like the network itself."""
-    from skdc.evaluation._episodes import Episode
-
     X, y, groups = shifted
     train = groups >= 3
     settings = Settings(hidden_layer_sizes=(16,), max_epochs=30, batch_size=64,
@@ -428,8 +424,6 @@ def test_codes_one_grouped_fit_per_episode(shifted):
 def test_codes_candidates_with_their_own_coded_network(shifted):
     """A codes candidate ``(regularisation, alpha, code_size, code_layers)`` trains and
     uses a coded network of its own; nested validation chooses among them per fold."""
-    from skdc.evaluation._episodes import Episode
-
     X, y, groups = shifted
     train = groups >= 3
     ctx = FoldContext(X[train], y[train], groups[train],
@@ -885,8 +879,6 @@ def test_laplace_posterior_and_evidence_alpha_reach_the_adapters(shifted, monkey
 def _held_out_hits(ctx, data, train, params: dict) -> dict:
     """Accuracy of each method (``{name: param}``) on the conditions outside ``train``,
     adapted on 8 rows of each of them (conditions 0-2) and scored on the rest."""
-    from skdc.evaluation._episodes import Episode
-
     X, y, groups = data
     held = np.flatnonzero(~train)
     adapt = np.concatenate([held[groups[held] == g][:8] for g in range(3)])
@@ -937,8 +929,6 @@ def test_codes_on_top_of_the_shift_do_what_the_shift_does(shifted):
                           {"codes": ("none", 1.0), "shift": "sat", "si": None})
     assert hits["codes"] >= hits["shift"] - 0.02 and hits["codes"] > hits["si"] + 0.05
     # without labelled rows there is no shift to remove: codes are si, as shift is
-    from skdc.evaluation._episodes import Episode
-
     held = ~train
     ep = Episode(X[:0], y[:0], groups[:0], X[held], groups[held], n_groups=3)
     np.testing.assert_array_equal(METHODS["codes"].log_proba(ctx, ep, ("none", 1.0)),
