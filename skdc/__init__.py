@@ -23,6 +23,7 @@ SKOPS_TRUSTED_TYPES = [
     "skdc._network.CodeNetwork",
     "skdc._network.CodeNetworkRegressor",
     "skdc._prior.CodePrior",
+    "skdc._feature_shift.ShiftPrior",
 ]
 
 # public name -> module that defines it (imported on first access)
@@ -33,6 +34,7 @@ _LAZY = {
     "CodeNetworkRegressor": "._network",
     "CodePrior": "._prior",
     "ConditionNormalizer": "._normalizer",
+    "ShiftPrior": "._feature_shift",
     "add_condition_codes": "._retrofit",
     "allow_unsafe_models": "._persist",
     "enable_compilation_cache": "._warmup",
@@ -49,6 +51,7 @@ __all__ = [
     "CodePrior",
     "ConditionNormalizer",
     "SKOPS_TRUSTED_TYPES",
+    "ShiftPrior",
     "add_condition_codes",
     "allow_unsafe_models",
     "datasets",

@@ -22,6 +22,7 @@ from ._clone import clone_sharing
 from ._codetable import CodeTable
 from ._engine import EngineSpec, Problem, Settings
 from ._export import export_codes
+from ._feature_shift import ShiftPrior
 from ._graph import output_activation, output_units, resolve_code_input
 from ._groups import encode_groups, encode_units, validation_split
 from ._inputs import as_rows
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["CodeAdapter", "CodeAdapterRegressor"]
 
 _LEGACY_TIED = "__tied__"  # the tied code's key in pickles of skdc 0.1
+_FIXED = 1e-12  # prior variance of a code entry held where it is (the estimated shift)
 
 _FIT_DOC = """Learn the code (or one code per group) with every weight frozen.
 
@@ -81,6 +83,7 @@ class _BaseCodeAdapter(BaseEstimator):
         "model": [object],
         "code_input": [str, Interval(Integral, None, None, closed="neither")],
         "code_init": [StrOptions({"zeros"}), "array-like", CodePrior, Mapping],
+        "shift_prior": [None, ShiftPrior],
         "optimizer": [StrOptions(set(OPTIMIZERS))],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -104,6 +107,7 @@ class _BaseCodeAdapter(BaseEstimator):
         *,
         code_input="code",
         code_init="zeros",
+        shift_prior=None,
         optimizer="adam",
         learning_rate=0.05,
         max_iter=200,
@@ -123,6 +127,7 @@ class _BaseCodeAdapter(BaseEstimator):
         self.model = model
         self.code_input = code_input
         self.code_init = code_init
+        self.shift_prior = shift_prior
         self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.max_iter = max_iter
@@ -197,10 +202,11 @@ class _BaseCodeAdapter(BaseEstimator):
                 f"optimizer={self.optimizer!r} does not support partial_fit (it has no single "
                 "step); use 'adam', 'sgd', 'gd' or 'rms_sgd' for online adaptation."
             )
-        if self.posterior is not None or self.alpha == "evidence":
+        if (self.posterior is not None or self.alpha == "evidence"
+                or self.shift_prior is not None):
             raise ValueError(
-                "posterior='laplace' and alpha='evidence' need all of a condition's rows in "
-                "one fit; partial_fit sees one batch at a time. Use fit."
+                "posterior='laplace', alpha='evidence' and shift_prior need all of a "
+                "condition's rows in one fit; partial_fit sees one batch at a time. Use fit."
             )
         settings = self._settings()
         settings.max_iter, settings.tol = 1, 0.0
@@ -254,6 +260,8 @@ class _BaseCodeAdapter(BaseEstimator):
         if self._has_unlabelled(target):
             settings.diversity, settings.unlabelled = float(self.diversity), True
         init, mean, cov, state = self._table.start(keys, self._prior, self._group_priors)
+        if self.shift_prior is not None:
+            init, mean, cov = self._shift_removed(X, target, group_idx, units, init, mean, cov)
         problem = Problem(X, target, weight, group_idx, len(mean), mean, cov,
                           encode_units(units, group_idx))
         validation = None
@@ -270,6 +278,23 @@ class _BaseCodeAdapter(BaseEstimator):
         if self.posterior == "laplace":
             self._store_posteriors(keys, problem, settings, result.codes)
         return self
+
+    def _shift_removed(self, X, target, group_idx, units, init, mean, cov):
+        """Codes and priors of the groups with the shift part fixed at the shift that
+        ``shift_prior`` estimates from each group's labelled rows (a prior variance of
+        ``_FIXED`` there, no correlation with the hidden part)."""
+        label = target if isinstance(self._task, Classification) else None
+        shift = self.shift_prior.code_shifts(X, label, group_idx, len(mean),
+                                             encode_units(units, group_idx))
+        p = shift.shape[1]
+        if p > mean.shape[1]:
+            raise ValueError(f"shift_prior has a shift part of {p} entries, but the model's "
+                             f"code has {mean.shape[1]}.")
+        init, mean, cov = init.copy(), mean.copy(), cov.copy()
+        init[:, :p] = mean[:, :p] = shift
+        cov[:, :p, :] = cov[:, :, :p] = 0.0
+        cov[:, np.arange(p), np.arange(p)] = _FIXED
+        return init, mean, cov
 
     def _maximise_evidence(self, problem, result, settings, validation):
         """Refit with MacKay's update of ``alpha`` until it settles (at most 10 fits)."""
@@ -499,6 +524,15 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         to a code or ``CodePrior`` each: every group of a grouped fit gets its own
         prior (groups not in it, and ``code_``, use the zero code with identity
         covariance).
+    shift_prior : ShiftPrior, default=None
+        For a model whose code starts with a feature shift (``input_shift``): each
+        group's shift part is set to the shift estimated in closed form from its
+        labelled rows (:class:`~skdc.ShiftPrior`: class residuals, shrunk toward
+        zero, one recording counted once with ``units``) and held there, and only the
+        rest of the code is learned: codes on top of the shift. A
+        :class:`~skdc.CodeNetwork` fitted with ``shift_estimate="empirical_bayes"``
+        passes its ``shift_prior_`` through ``adapter()``. Rows without a label do
+        not inform the shift; a group without labelled rows gets a zero shift.
     optimizer : {"adam", "sgd", "gd", "rms_sgd", "lbfgs"}, default="adam"
         ``"adam"`` needs no tuning of the gradient's scale; ``"sgd"`` uses
         momentum 0.9; ``"gd"`` is plain gradient descent in the prior's whitened
@@ -675,6 +709,7 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         *,
         code_input="code",
         code_init="zeros",
+        shift_prior=None,
         optimizer="adam",
         learning_rate=0.05,
         max_iter=200,
@@ -695,7 +730,8 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         class_weight=None,
     ):
         super().__init__(
-            model, code_input=code_input, code_init=code_init, optimizer=optimizer,
+            model, code_input=code_input, code_init=code_init, shift_prior=shift_prior,
+            optimizer=optimizer,
             learning_rate=learning_rate, max_iter=max_iter, alpha=alpha, posterior=posterior,
             tol=tol,
             n_iter_no_change=n_iter_no_change, batch_size=batch_size, jit_compile=jit_compile,

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["check_input_shift", "condition_offsets", "shift_features"]
+__all__ = ["check_input_shift", "code_shift", "condition_offsets", "shift_features"]
 
 
 def check_input_shift(input_shift, n_features: int | None) -> int:
@@ -79,5 +79,11 @@ def condition_offsets(X: np.ndarray, group: np.ndarray, n_groups: int, period: i
     np.add.at(sums, group, X)
     counts = np.bincount(group, minlength=n_groups)[:, None]
     offsets = np.where(counts > 0, sums / np.maximum(counts, 1), X.mean(axis=0))
-    offsets = offsets - X.mean(axis=0)
-    return -offsets.reshape(n_groups, -1, period).mean(axis=1)
+    return code_shift(offsets - X.mean(axis=0), period)
+
+
+def code_shift(offsets: np.ndarray, period: int) -> np.ndarray:
+    """The shift part of the codes that removes each condition's feature ``offsets``
+    ``(n_groups, n_features)``: negated, averaged over the columns that share an entry,
+    ``(n_groups, period)``."""
+    return -np.asarray(offsets).reshape(len(offsets), -1, period).mean(axis=1)

@@ -36,7 +36,8 @@ from sklearn.utils.validation import (
 
 from ._clone import clone_sharing
 from ._episodic import train_episodic
-from ._groups import encode_groups
+from ._feature_shift import ShiftPrior
+from ._groups import encode_groups, encode_units
 from ._input_shift import check_input_shift, condition_offsets
 from ._inputs import flat_rows, shaped_rows, with_flat_features, without_flat_features
 from ._model_copy import clone_with_weights
@@ -78,6 +79,7 @@ class _BaseCodeNetwork(BaseEstimator):
         "code_l2": [Interval(Real, 0, None, closed="left")],
         "code_dropout": [Interval(Real, 0, 1, closed="left")],
         "input_shift": [None, StrOptions({"full"}), Interval(Integral, 1, None, closed="left")],
+        "shift_estimate": [StrOptions({"learned", "empirical_bayes"})],
         "prior_shrinkage": [Interval(Real, 0, 1, closed="both"),
                             StrOptions(set(SHRINKAGE_ESTIMATORS))],
         "training": [StrOptions({"joint", "episodic"})],
@@ -106,6 +108,7 @@ class _BaseCodeNetwork(BaseEstimator):
         n_iter_no_change=10,
         tol=1e-4,
         input_shift=None,
+        shift_estimate="learned",
         prior_shrinkage=1e-3,
         training="joint",
         support_size=32,
@@ -129,6 +132,7 @@ class _BaseCodeNetwork(BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
         self.input_shift = input_shift
+        self.shift_estimate = shift_estimate
         self.prior_shrinkage = prior_shrinkage
         self.training = training
         self.support_size = support_size
@@ -140,7 +144,7 @@ class _BaseCodeNetwork(BaseEstimator):
     # --- fit -----------------------------------------------------------------------------
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, groups=None, sample_weight=None):
+    def fit(self, X, y, groups=None, sample_weight=None, units=None):
         """Learn the network and one code per condition.
 
         Parameters
@@ -155,15 +159,19 @@ class _BaseCodeNetwork(BaseEstimator):
         sample_weight : array-like of shape (n_samples,), default=None
             Row weights; :class:`CodeNetwork` multiplies them by the class weights of
             ``class_weight``.
+        units : array-like of shape (n_samples,), default=None
+            Unit of each row (e.g. its utterance) for ``shift_estimate="empirical_bayes"``:
+            the frames of one utterance count as one observation of its condition's
+            shift. None: every row is a unit.
 
         Returns
         -------
         self : object
             Fitted estimator.
         """
-        return self._fit(X, y, groups, sample_weight)
+        return self._fit(X, y, groups, sample_weight, units)
 
-    def _fit(self, X, y, groups, sample_weight):
+    def _fit(self, X, y, groups, sample_weight, units=None):
         X, y = validate_data(self, flat_rows(X), y, dtype=(np.float64, np.float32),
                              **self._y_checks)
         X = np.asarray(X, dtype=np.float32)
@@ -177,6 +185,7 @@ class _BaseCodeNetwork(BaseEstimator):
         seeds = Seeds(self.random_state)
 
         shift = self._shift_period(X.shape[1])
+        self.shift_prior_ = self._shift_prior(X, target, group, units, shift, task)
         self.code_size_ = auto_code_size(len(keys)) if self.code_size == "auto" else int(
             self.code_size)
         core, pairs = self._initial_model(X, task, seeds.generator("weights"), shift)
@@ -194,10 +203,8 @@ class _BaseCodeNetwork(BaseEstimator):
             code_dropout=self.code_dropout,
             seed=seeds.seed("codes"),
             input_shift=shift,
-            # joint training starts from shift-normalised conditions; a pretrained
-            # model from the features it was trained on
-            shift_init=self._shift_init(X, target, group, len(keys), shift, task)
-            if joint else None,
+            shift_init=self._shift_start(X, target, group, len(keys), shift, task, units),
+            fixed_shift=self.shift_prior_ is not None,
         )
         held = schedule.held_out(group, weight, seeds.generator("split"))
         history = train(trainer, rows, held, task.keras_loss(), schedule,
@@ -241,13 +248,33 @@ class _BaseCodeNetwork(BaseEstimator):
                              "base_model already has one, shift part included or not.")
         return check_input_shift(self.input_shift, n_features)
 
-    @staticmethod
-    def _shift_init(X, target, group, n_groups: int, shift: int, task) -> np.ndarray | None:
-        """Each condition's offset removed (class residuals for a classifier)."""
+    def _shift_prior(self, X, target, group, units, shift: int, task) -> ShiftPrior | None:
+        """The empirical-Bayes prior of the conditions' feature shifts (None unless
+        ``shift_estimate="empirical_bayes"``)."""
+        if self.shift_estimate == "learned":
+            return None
         if not shift:
+            raise ValueError('shift_estimate="empirical_bayes" estimates the shift part of '
+                             "the codes; set input_shift too (e.g. \"full\").")
+        if self.training == "episodic":
+            raise ValueError('shift_estimate="empirical_bayes" is not available with '
+                             'training="episodic".')
+        label = target if isinstance(task, Classification) else None
+        return ShiftPrior.fit(X, label, group, encode_units(units, group), shift)
+
+    def _shift_start(self, X, target, group, n_groups: int, shift: int, task,
+                     units) -> np.ndarray | None:
+        """Each condition's shift part at the start of training: its estimated shift
+        removed (empirical Bayes, kept there), else in joint training its mean offset
+        (class residuals for a classifier), else (a pretrained model, trained on the
+        features as they are) zero."""
+        if not shift or (self.shift_prior_ is None and self.base_model is not None):
             return None
         label = target if isinstance(task, Classification) else None
-        return condition_offsets(X, group, n_groups, shift, label)
+        if self.shift_prior_ is None:
+            return condition_offsets(X, group, n_groups, shift, label)
+        return self.shift_prior_.code_shifts(X, label, group, n_groups,
+                                             encode_units(units, group))
 
     def _training_groups(self, groups, n_rows: int) -> tuple[list, np.ndarray]:
         """The distinct training conditions and each row's index into them (at least 2)."""
@@ -374,6 +401,8 @@ class _BaseCodeNetwork(BaseEstimator):
         if self.training == "episodic":  # the inner procedure the network was trained for
             defaults = {"optimizer": "gd", "learning_rate": 1.0, "alpha": 0.0, "tol": 0.0,
                         "max_iter": int(self.inner_steps), **defaults}
+        if getattr(self, "shift_prior_", None) is not None:
+            defaults = {"shift_prior": self.shift_prior_, **defaults}
         return cls(
             self.model_,
             **{"code_input": CODE, "code_init": self.code_prior_, **defaults, **params},
@@ -472,6 +501,16 @@ default="relu"
         starts on shift-normalised conditions; with a one-input ``base_model`` it
         starts at zero. The shift part is neither penalised by ``code_l2`` nor
         rescaled. None: no shift part.
+    shift_estimate : {"learned", "empirical_bayes"}, default="learned"
+        How the shift part of the codes (``input_shift``) is found. ``"learned"``: by
+        backpropagation, like the hidden code, in training and in adaptation.
+        ``"empirical_bayes"``: in closed form from where a condition's rows lie, the
+        mean of their class residuals shrunk toward zero (:class:`~skdc.ShiftPrior`,
+        its variances estimated over the training conditions, counted per ``units``
+        passed to ``fit``), fixed in training (the network and hidden codes learn on
+        shift-normalised conditions) and in adaptation (``adapter()`` passes
+        ``shift_prior_``): codes on top of a per-condition feature shift. Not with
+        ``training="episodic"``.
     prior_shrinkage : float in [0, 1], "oas" or "ledoit_wolf", default=1e-3
         How the covariance of ``code_prior_`` is shrunk: a fixed fraction toward a
         scaled identity, or the fraction estimated from the codes (OAS, Ledoit-Wolf)
@@ -552,6 +591,9 @@ _ATTRIBUTES_DOC = """
         first) of each training group.
     input_shift_ : int
         Entries of feature shift at the start of every code (0: none).
+    shift_prior_ : ShiftPrior or None
+        With ``shift_estimate="empirical_bayes"``, the prior of the conditions'
+        feature shifts (class means, shrinkage per feature); else None.
     code_size_ : int
         Entries of hidden code after them (``code_size``, or its ``"auto"`` value).
     code_prior_ : CodePrior
@@ -653,6 +695,7 @@ class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
         n_iter_no_change=10,
         tol=1e-4,
         input_shift=None,
+        shift_estimate="learned",
         prior_shrinkage=1e-3,
         training="joint",
         support_size=32,
@@ -668,7 +711,8 @@ class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
             learning_rate_init=learning_rate_init, batch_size=batch_size, max_iter=max_iter,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             n_iter_no_change=n_iter_no_change, tol=tol, input_shift=input_shift,
-            prior_shrinkage=prior_shrinkage, training=training, support_size=support_size,
+            shift_estimate=shift_estimate, prior_shrinkage=prior_shrinkage,
+            training=training, support_size=support_size,
             inner_steps=inner_steps, base_model=base_model,
             random_state=random_state, verbose=verbose,
         )

@@ -273,11 +273,13 @@ class CodeTrainer(keras.Model):
     training loss. With ``code_dropout``, each training row sees the mean code instead
     of its condition's code with that probability. With ``input_shift``, the first
     ``input_shift`` columns of the table are the conditions' feature shifts, starting
-    from ``shift_init`` (default zero) and not penalised.
+    from ``shift_init`` (default zero) and not penalised; with ``fixed_shift`` they stay
+    at ``shift_init`` (estimated outside, see :mod:`skdc._feature_shift`) and code
+    dropout replaces only the hidden part.
     """
 
     def __init__(self, core, n_groups, code_size, *, alpha, code_l2, seed, code_dropout=0.0,
-                 input_shift=0, shift_init=None):
+                 input_shift=0, shift_init=None, fixed_shift=False):
         super().__init__(name="code_trainer")
         self.core = core
         self.table = keras.layers.Embedding(
@@ -291,6 +293,7 @@ class CodeTrainer(keras.Model):
         self.code_l2 = float(code_l2)
         self.code_dropout = float(code_dropout)
         self.input_shift = int(input_shift)
+        self.fixed_shift = bool(fixed_shift)
         self.dropout_seed = keras.random.SeedGenerator(seed + 1)
         if self.input_shift:
             self.table.build((None,))
@@ -301,12 +304,23 @@ class CodeTrainer(keras.Model):
     def call(self, inputs, training=False):
         features, group = inputs
         codes = self.table(group)
-        if training and self.code_dropout > 0:
-            # a dropped row sees the mean code, which becomes the zero code after training
-            drop = keras.random.uniform((keras.ops.shape(codes)[0], 1), seed=self.dropout_seed)
-            mean = keras.ops.mean(self.table.embeddings, axis=0, keepdims=True)
-            codes = keras.ops.where(drop < self.code_dropout, mean, codes)
+        if self.fixed_shift:
+            p = self.input_shift
+            shift = keras.ops.stop_gradient(codes[:, :p])
+            hidden = self._dropped(codes[:, p:], self.table.embeddings[:, p:], training)
+            codes = keras.ops.concatenate([shift, hidden], axis=1)
+        else:
+            codes = self._dropped(codes, self.table.embeddings, training)
         return self.core([features, codes], training=training)
+
+    def _dropped(self, codes, table, training):
+        """``codes`` with the rows that code dropout drops replaced by the mean of ``table``
+        (which becomes the zero code after training)."""
+        if not training or self.code_dropout <= 0:
+            return codes
+        drop = keras.random.uniform((keras.ops.shape(codes)[0], 1), seed=self.dropout_seed)
+        mean = keras.ops.mean(table, axis=0, keepdims=True)
+        return keras.ops.where(drop < self.code_dropout, mean, codes)
 
     def penalty(self):
         hidden = self.table.embeddings[:, self.input_shift :]

@@ -124,3 +124,102 @@ def test_shift_with_a_coded_base_model_is_refused(shifted):
     with pytest.raises(ValueError, match="base_model already has one"):
         _fit(CodeNetwork, X, y % 3, groups, input_shift=2, base_model=coded)
 
+
+
+# -- the shift estimated in closed form (empirical Bayes): codes on top of the shift --
+
+def _eb_shifts(prior, X, label, groups, n_groups, units=None):
+    """The code's shift part by hand: class residuals, averaged per unit, summed per
+    group over (units + ratio), negated."""
+    resid = X - prior.class_means[label]
+    if units is None:
+        units = np.arange(len(X))
+    shifts = np.zeros((n_groups, X.shape[1]))
+    for g in range(n_groups):
+        mine = groups == g
+        unit_means = [resid[mine & (units == u)].mean(axis=0) for u in np.unique(units[mine])]
+        if unit_means:
+            shifts[g] = np.sum(unit_means, axis=0) / (len(unit_means) + prior.ratio)
+    return -shifts
+
+
+@pytest.fixture(scope="module")
+def eb_network(shifted):
+    X, y, groups, _ = shifted
+    train = groups < 10
+    return _fit(CodeNetwork, X[train], y[train], groups[train], input_shift="full",
+                shift_estimate="empirical_bayes", code_dropout=0.3, max_iter=40)
+
+
+def test_empirical_bayes_shift_is_estimated_and_held_in_training(shifted, eb_network):
+    X, y, groups, true = shifted
+    train = groups < 10
+    prior = eb_network.shift_prior_
+    assert prior.class_means.shape == (len(eb_network.classes_), 6) and prior.ratio.shape == (6,)
+    label = np.searchsorted(eb_network.classes_, y[train])
+    expected = _eb_shifts(prior, X[train], label, groups[train], 10)
+    codes = np.stack([eb_network.codes_[g] for g in range(10)])
+    np.testing.assert_allclose(codes[:, :6], expected, atol=1e-5)  # not moved by training
+    truth = -(true[:10] - true[:10].mean(axis=0))
+    assert np.corrcoef(codes[:, :6].ravel(), truth.ravel())[0, 1] > 0.9
+    assert eb_network.code_prior_.mean.shape == (8,)
+
+
+def test_adapter_removes_the_estimated_shift_and_learns_the_hidden_code(shifted, eb_network):
+    """The adapted code's shift part is the closed-form shift of the labelled rows, and
+    its hidden part what the same model learns on features with that shift removed."""
+    from skdc import CodeAdapter, CodePrior
+
+    X, y, groups, _ = shifted
+    new = np.flatnonzero(groups >= 10)
+    adapt = np.concatenate([new[groups[new] == g][:6] for g in (10, 11)])
+    adapter = eb_network.adapter(optimizer="lbfgs", max_iter=50).fit(
+        X[adapt], y[adapt], groups=groups[adapt])
+    assert adapter.shift_prior is eb_network.shift_prior_
+    label = np.searchsorted(eb_network.classes_, y[adapt])
+    local = groups[adapt] - 10
+    shift = _eb_shifts(eb_network.shift_prior_, X[adapt], label, local, 2)
+    for g in (10, 11):
+        np.testing.assert_allclose(adapter.codes_[g][:6], shift[g - 10], atol=1e-5)
+    prior = eb_network.code_prior_
+    hidden_cov = np.zeros((8, 8))
+    hidden_cov[:6, :6] = 1e-12 * np.eye(6)
+    hidden_cov[6:, 6:] = prior.covariance[6:, 6:]
+    mean = np.r_[np.zeros(6), prior.mean[6:]]
+    moved = X[adapt] + shift[local]  # the features with each group's shift removed
+    reference = CodeAdapter(eb_network.model_, code_init={g: CodePrior(mean, hidden_cov)
+                                                          for g in (10, 11)},
+                            optimizer="lbfgs", max_iter=50).fit(moved, y[adapt],
+                                                                groups=groups[adapt])
+    for g in (10, 11):
+        np.testing.assert_allclose(adapter.codes_[g][6:], reference.codes_[g][6:], atol=1e-3)
+
+
+def test_adapter_counts_an_utterance_once(shifted, eb_network):
+    X, y, groups, _ = shifted
+    rows = np.flatnonzero(groups == 10)[:3]
+    one = eb_network.adapter(max_iter=1, tol=0).fit(X[rows], y[rows], groups=groups[rows])
+    copies = np.repeat(rows, 20)
+    many = eb_network.adapter(max_iter=1, tol=0).fit(X[copies], y[copies], groups=groups[copies],
+                                              units=copies)
+    np.testing.assert_allclose(many.codes_[10][:6], one.codes_[10][:6], atol=1e-6)
+
+
+def test_empirical_bayes_shift_needs_a_shift_part_and_fit(shifted, eb_network):
+    X, y, groups, _ = shifted
+    with pytest.raises(ValueError, match="set input_shift too"):
+        _fit(CodeNetwork, X, y, groups, shift_estimate="empirical_bayes")
+    with pytest.raises(ValueError, match='not available with training="episodic"'):
+        _fit(CodeNetwork, X, y, groups, input_shift="full", shift_estimate="empirical_bayes",
+             training="episodic")
+    with pytest.raises(ValueError, match="need all of a condition's rows in one fit"):
+        eb_network.adapter().partial_fit(X[:5], y[:5], groups=groups[:5])
+    from skdc import CodeAdapter
+
+    small = CodeAdapter(_coded(4), shift_prior=eb_network.shift_prior_)
+    with pytest.raises(ValueError, match="shift part of 6 entries"):
+        small.fit(X[:5], y[:5] % 3, groups=groups[:5])
+
+
+def _coded(code_size):
+    return add_condition_codes(_mlp(6), code_size)

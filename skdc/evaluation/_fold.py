@@ -9,6 +9,7 @@ from functools import cached_property
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
+from .._feature_shift import ShiftPrior, class_residuals, condition_shifts
 from .._network import CodeNetwork
 from .._retrofit import add_condition_codes
 from .._training import Architecture, Schedule, si_twin
@@ -20,10 +21,7 @@ __all__ = [
     "CodeGivenShift",
     "FoldContext",
     "Settings",
-    "class_residuals",
-    "condition_shifts",
     "lobanov",
-    "unit_means",
 ]
 
 _MIN_STD = 1e-3  # floor of a condition's per-feature spread in Lobanov normalisation
@@ -176,18 +174,15 @@ class FoldContext:
     @cached_property
     def training_shifts(self) -> np.ndarray:
         """Each training condition's feature shift (posterior mean from all its units)."""
-        _, ratio = self.shift_prior
-        return condition_shifts(*self.unit_residuals, len(self.conditions[0]), ratio)
+        return self.shift_prior.shifts(self.X, self._label, self.conditions[1],
+                                       len(self.conditions[0]), self.units)
 
     def episode_shifts(self, ep) -> np.ndarray:
         """Each held-out condition's feature shift from its labelled adaptation units
         (posterior mean; zero without any), ``(ep.n_groups, n_features)``."""
-        mu, ratio = self.shift_prior
         index, known = self.label_index(ep.y_adapt)
-        resid = class_residuals(ep.X_adapt[known], index[known], mu)
-        units = None if ep.u_adapt is None else ep.u_adapt[known]
-        return condition_shifts(*unit_means(resid, ep.g_adapt[known], units), ep.n_groups,
-                                ratio)
+        return self.shift_prior.shifts(ep.X_adapt, np.where(known, index, -1), ep.g_adapt,
+                                       ep.n_groups, ep.u_adapt)
 
     @cached_property
     def conditions(self) -> tuple[np.ndarray, np.ndarray]:
@@ -195,42 +190,20 @@ class FoldContext:
         return np.unique(self.groups, return_inverse=True)
 
     @cached_property
-    def class_means(self) -> np.ndarray:
-        """Mean training row of every class of ``classes``."""
-        return np.stack([self.X[self.y == c].mean(axis=0) for c in self.classes])
+    def _label(self) -> np.ndarray:
+        """Each training row's class index into ``classes``."""
+        return np.searchsorted(self.classes, self.y)
 
     @cached_property
     def residuals(self) -> np.ndarray:
         """Every training row's :func:`class_residuals`."""
-        return class_residuals(self.X, np.searchsorted(self.classes, self.y), self.class_means)
+        return class_residuals(self.X, self._label, self.shift_prior.class_means)
 
     @cached_property
-    def unit_residuals(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every training unit's mean residual, and its condition's index."""
-        return unit_means(self.residuals, self.conditions[1], self.units)
-
-    @cached_property
-    def shift_prior(self) -> tuple[np.ndarray, np.ndarray]:
-        """Class means and the shrinkage ``sigma^2 / tau^2`` of a condition's feature shift.
-
-        Model: a unit's (a row's, or an utterance's) mean residual ``x - mu_y`` in
-        condition ``g`` is ``s_g + e``, with ``s_g ~ N(0, tau^2)`` and
-        ``e ~ N(0, sigma^2)`` per feature; both variances are method-of-moments
-        estimates over the training conditions' units. The posterior mean of ``s_g``
-        from the mean residuals ``r_u`` of ``n`` labelled units is
-        ``sum(r_u) / (n + sigma^2/tau^2)`` (:func:`condition_shifts`). Frames of one
-        utterance are not independent: counted as rows, one utterance would be trusted
-        as many times over as it has frames.
-        """
-        keys = self.conditions[0]
-        resid, index = self.unit_residuals
-        counts = np.bincount(index).astype(float)
-        means = condition_shifts(resid, index, len(keys))
-        spread = ((resid - means[index]) ** 2).sum(axis=0)
-        within = spread / max(len(index) - len(keys), 1)
-        between = means.var(axis=0, ddof=1) - within * np.mean(1.0 / counts)
-        between = np.maximum(between, 1e-3 * within)
-        return self.class_means, within / between
+    def shift_prior(self) -> ShiftPrior:
+        """Class means and the shrinkage ``sigma^2 / tau^2`` of a condition's feature
+        shift, estimated on the training conditions' units (:class:`ShiftPrior`)."""
+        return ShiftPrior.fit(self.X, self._label, self.conditions[1], self.units)
 
     def code_given_shift(self, *network) -> CodeGivenShift:
         """The linear-Gaussian link of the codes of ``code_network(*network)`` to feature
@@ -260,7 +233,7 @@ class CodeGivenShift:
     The likelihood ``p(y | x, z)`` of a few (mostly well classified) rows says little
     about a condition; where its rows lie says more (speaker variation of vowels is
     mostly a shift of log formants). Model, fitted on the training conditions: a row
-    of class ``c`` has residual ``r = x - mu_c`` (``FoldContext.class_means``), and a
+    of class ``c`` has residual ``r = x - mu_c`` (``FoldContext.shift_prior``), and a
     condition's mean residual over ``n`` rows is ``N(A (z - m), S_b + S_w / n)`` with
     ``z ~ N(m, C)`` its code (``code_prior_``), ``A`` the least-squares map of the
     training conditions' codes to their mean residuals, ``S_w`` the within-condition
@@ -290,7 +263,7 @@ class CodeGivenShift:
             S_b = S_b + np.atleast_2d(np.cov(unexplained, rowvar=False))
         w, V = np.linalg.eigh(S_b)  # keep it positive definite
         S_b = (V * np.maximum(w, 1e-3 * np.trace(S_w) / len(S_w))) @ V.T
-        return cls(ctx.class_means, A, S_w, S_b, mean, cov)
+        return cls(ctx.shift_prior.class_means, A, S_w, S_b, mean, cov)
 
     def posterior(self, X, y_index, n_units=None) -> tuple[np.ndarray, np.ndarray]:
         """Mean and covariance of a condition's code given its labelled rows.
@@ -306,42 +279,6 @@ class CodeGivenShift:
         cov = np.linalg.inv(precision)
         cov = (cov + cov.T) / 2
         return self.mean + cov @ self.A.T @ noise @ resid.mean(axis=0), cov
-
-
-def class_residuals(X: np.ndarray, y_index: np.ndarray, class_means: np.ndarray) -> np.ndarray:
-    """Every row minus the mean of its class, ``x - mu_y``: where the row lies, the
-    evidence about its condition's feature shift."""
-    return X - class_means[y_index]
-
-
-def unit_means(residuals: np.ndarray, group_index: np.ndarray,
-               units=None) -> tuple[np.ndarray, np.ndarray]:
-    """Each unit's mean residual and the condition index of each unit (the rows as they
-    are when ``units`` is None). A unit lies in one condition."""
-    if units is None:
-        return residuals, group_index
-    _, inverse = np.unique(units, return_inverse=True)
-    n_units = int(inverse.max()) + 1 if len(inverse) else 0
-    if n_units == len(inverse):  # a row per unit: the rows, in their order
-        return residuals, group_index
-    sums = np.zeros((n_units, residuals.shape[1]))
-    np.add.at(sums, inverse, residuals)
-    condition = np.zeros(n_units, dtype=np.asarray(group_index).dtype)
-    condition[inverse] = group_index
-    return sums / np.bincount(inverse, minlength=n_units)[:, None], condition
-
-
-def condition_shifts(residuals: np.ndarray, group_index: np.ndarray, n_groups: int,
-                     ratio=0.0) -> np.ndarray:
-    """Each condition's shift: the sum of its rows' residuals over ``n + ratio``.
-
-    With ``ratio = sigma^2 / tau^2`` (``FoldContext.shift_prior``) it is the posterior
-    mean of the shift (zero for a condition without rows); with ``ratio=0``, the
-    condition's mean residual (NaN without rows).
-    """
-    sums = np.zeros((n_groups, residuals.shape[1]))
-    np.add.at(sums, group_index, residuals)
-    return sums / (np.bincount(group_index, minlength=n_groups)[:, None] + ratio)
 
 
 def lobanov(X: np.ndarray, groups: np.ndarray) -> np.ndarray:

@@ -1,0 +1,117 @@
+"""A condition's feature shift, estimated in closed form (empirical Bayes).
+
+Where a condition's labelled rows lie says much about it: speaker variation of
+cepstra or log formants is largely an offset of the features. Model: a unit's (a row's,
+or an utterance's) mean class residual ``r = mean(x - mu_y)`` in condition ``g`` is
+``s_g + e``, with ``s_g ~ N(0, tau^2)`` and ``e ~ N(0, sigma^2)`` per feature, both
+variances method-of-moments estimates over the training conditions' units. The
+posterior mean of ``s_g`` from ``n`` labelled units is ``sum(r_u) / (n + sigma^2/tau^2)``:
+one recording is trusted as one observation, however many frames it has.
+
+:class:`ShiftPrior` holds the class means and ``sigma^2 / tau^2``; a coded network with
+``shift_estimate="empirical_bayes"`` trains on features with each training condition's
+shift removed and its adapter removes a new condition's shift, from its labelled rows,
+before the hidden code is learned (codes on top of the shift).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ._input_shift import code_shift
+
+__all__ = ["ShiftPrior", "class_residuals", "condition_shifts", "unit_means"]
+
+
+class ShiftPrior(NamedTuple):
+    """Class means and per-feature shrinkage ``sigma^2 / tau^2`` of a feature shift.
+
+    ``class_means`` has one row per class index (one row, the mean of all rows, for
+    targets without classes); ``ratio`` one entry per feature; ``period`` is the shift
+    part of a code that holds it (``input_shift``: the shift of a feature is the same
+    every ``period`` columns; None: one entry per feature).
+
+    Fitted by :class:`~skdc.CodeNetwork` with ``shift_estimate="empirical_bayes"``
+    (its ``shift_prior_``) and passed to :class:`~skdc.CodeAdapter` as
+    ``shift_prior``.
+    """
+
+    class_means: np.ndarray
+    ratio: np.ndarray
+    period: int | None = None
+
+    @classmethod
+    def fit(cls, X, label, group, units=None, period: int | None = None) -> ShiftPrior:
+        """The prior of the conditions ``group`` (indices ``0..n-1``) of ``X``.
+
+        ``label``: each row's class index, or None (residuals from the mean of all rows);
+        ``units``: each row's unit (e.g. its utterance; None: one unit per row).
+        """
+        X = np.asarray(X, np.float64)
+        label = np.zeros(len(X), np.intp) if label is None else np.asarray(label)
+        class_means = np.stack([X[label == c].mean(axis=0) for c in range(label.max() + 1)])
+        resid, index = unit_means(class_residuals(X, label, class_means), group, units)
+        n_groups = int(index.max()) + 1
+        counts = np.bincount(index, minlength=n_groups).astype(float)
+        means = condition_shifts(resid, index, n_groups)
+        spread = ((resid - means[index]) ** 2).sum(axis=0)
+        within = spread / max(len(index) - n_groups, 1)
+        between = means.var(axis=0, ddof=1) - within * np.mean(1.0 / counts)
+        between = np.maximum(between, 1e-3 * within)
+        return cls(class_means, within / between, period)
+
+    def shifts(self, X, label, group, n_groups: int, units=None) -> np.ndarray:
+        """Each condition's shift, the posterior mean from its rows (zero without any),
+        ``(n_groups, n_features)``. Rows with a negative ``label`` are not used."""
+        X = np.asarray(X, np.float64)
+        label = np.zeros(len(X), np.intp) if label is None else np.asarray(label)
+        known = label >= 0
+        units = None if units is None else np.asarray(units)[known]
+        resid = class_residuals(X[known], label[known], self.class_means)
+        return condition_shifts(*unit_means(resid, np.asarray(group)[known], units),
+                                n_groups, self.ratio)
+
+
+    def code_shifts(self, X, label, group, n_groups: int, units=None) -> np.ndarray:
+        """The shift part of each condition's code, ``(n_groups, period)``: its
+        :meth:`shifts` removed (:func:`~skdc._input_shift.code_shift`)."""
+        offsets = self.shifts(X, label, group, n_groups, units)
+        return code_shift(offsets, self.period or offsets.shape[1])
+
+
+def class_residuals(X: np.ndarray, y_index: np.ndarray, class_means: np.ndarray) -> np.ndarray:
+    """Every row minus the mean of its class, ``x - mu_y``: where the row lies, the
+    evidence about its condition's feature shift."""
+    return X - class_means[y_index]
+
+
+def unit_means(residuals: np.ndarray, group_index: np.ndarray,
+               units=None) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit's mean residual and the condition index of each unit (the rows as they
+    are when ``units`` is None). A unit lies in one condition."""
+    if units is None:
+        return residuals, group_index
+    _, inverse = np.unique(units, return_inverse=True)
+    n_units = int(inverse.max()) + 1 if len(inverse) else 0
+    if n_units == len(inverse):  # a row per unit: the rows, in their order
+        return residuals, group_index
+    sums = np.zeros((n_units, residuals.shape[1]))
+    np.add.at(sums, inverse, residuals)
+    condition = np.zeros(n_units, dtype=np.asarray(group_index).dtype)
+    condition[inverse] = group_index
+    return sums / np.bincount(inverse, minlength=n_units)[:, None], condition
+
+
+def condition_shifts(residuals: np.ndarray, group_index: np.ndarray, n_groups: int,
+                     ratio=0.0) -> np.ndarray:
+    """Each condition's shift: the sum of its rows' residuals over ``n + ratio``.
+
+    With ``ratio = sigma^2 / tau^2`` (:class:`ShiftPrior`) it is the posterior mean of
+    the shift (zero for a condition without rows); with ``ratio=0``, the condition's
+    mean residual (NaN without rows).
+    """
+    sums = np.zeros((n_groups, residuals.shape[1]))
+    np.add.at(sums, group_index, residuals)
+    return sums / (np.bincount(group_index, minlength=n_groups)[:, None] + ratio)
