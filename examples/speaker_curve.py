@@ -1,4 +1,4 @@
-"""What the speech examples share: the codes' options (``--input-shift``,
+"""What the speech examples share: the codes' options (``--input-shift``, ``--shift-estimate``,
 ``--prior-shrinkage``, ``--training``, ``--code-start``, ``--posterior``, ``--evidence``),
 augmented training speakers (``--speed``, ``--vtlp``), several seeds pooled (``--seed
 0,1,2``) and the training-speaker curve, how many training speakers codes need, per seed
@@ -16,6 +16,10 @@ def add_code_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-shift", default="none",
                         help="the codes' input-level part: none, full, or the features per "
                              "frame (13 for 13 MFCCs stacked over context frames)")
+    parser.add_argument("--shift-estimate", choices=["learned", "empirical_bayes"],
+                        default="learned",
+                        help="how the shift part of --input-shift is found: by backprop, or "
+                             "in closed form from the labelled rows and held there")
     parser.add_argument("--prior-shrinkage", default="0.001",
                         help="of the codes' prior covariance: a number, oas or ledoit_wolf")
     parser.add_argument("--training", choices=["joint", "episodic"], default="joint",
@@ -56,6 +60,7 @@ def code_options(args) -> dict:
     shrinkage = args.prior_shrinkage
     return {
         "input_shift": None if shift == "none" else shift if shift == "full" else int(shift),
+        "shift_estimate": args.shift_estimate,
         "prior_shrinkage": shrinkage if shrinkage in ("oas", "ledoit_wolf") else float(shrinkage),
         "training": args.training,
         "code_start": args.code_start,

@@ -930,7 +930,26 @@ def test_codes_on_top_of_the_shift_do_what_the_shift_does(shifted):
                                   METHODS["si"].log_proba(ctx, ep, None))
 
 
+def test_codes_with_an_estimated_shift_part_do_what_the_shift_does(shifted):
+    """``shift_estimate="empirical_bayes"``: the library's codes on top of the shift
+    (the shift part estimated as ``shift`` estimates it, held fixed) in the protocol."""
+    X, y, groups = shifted
+    train = groups >= 3
+    settings = Settings(hidden_layer_sizes=(16,), code_size=3, max_epochs=30,
+                        learning_rate_init=1e-2, input_shift=X.shape[1],
+                        shift_estimate="empirical_bayes")
+    ctx = FoldContext(X[train], y[train], groups[train], settings, seed=0)
+    net = ctx.code_network("none")
+    shifts = np.stack([net.codes_[g][: X.shape[1]] for g in np.unique(groups[train])])
+    np.testing.assert_allclose(shifts, -ctx.training_shifts, atol=1e-5)  # shift's own
+    hits = _held_out_hits(ctx, shifted, train,
+                          {"codes": ("none", 1.0), "shift": "sat", "si": None})
+    assert hits["codes"] >= hits["shift"] - 0.02 and hits["codes"] > hits["si"] + 0.05
+
+
 @pytest.mark.parametrize("kwargs, match", [
+    ({"shift_estimate": "closed"}, "shift_estimate must be 'learned' or 'empirical_bayes'"),
+    ({"shift_estimate": "empirical_bayes"}, "it needs an input_shift and training='joint'"),
     ({"code_start": "warm"}, "code_start must be one of 'scratch', 'si', 'frozen_si', "
                              "'shift_sat'"),
     ({"code_start": "si", "input_shift": "full"}, "code_start='si' does not take an input_shift"),

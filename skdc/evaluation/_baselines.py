@@ -231,12 +231,14 @@ class Codes(Method):
         if fitted.any():
             rows = known & np.isin(ep.g_adapt, adapted)
             priors = (None if ctx.settings.training == "episodic"
-                      or ctx.settings.code_start == "shift_sat" else
+                      or ctx.settings.code_start == "shift_sat"
+                      or ctx.settings.shift_estimate == "empirical_bayes" else
                       self._priors(ctx, param, ep, index, rows))
+            units = None if ep.u_adapt is None else ep.u_adapt[rows]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 adapter = self.adapter(ctx, param, priors).fit(
-                    ep.X_adapt[rows], ep.y_adapt[rows], groups=ep.g_adapt[rows])
+                    ep.X_adapt[rows], ep.y_adapt[rows], groups=ep.g_adapt[rows], units=units)
             out[fitted] = _log(adapter.predict_proba(ep.X_score[fitted],
                                                      groups=ep.g_score[fitted]))
         return out

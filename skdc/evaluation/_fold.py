@@ -55,6 +55,7 @@ class Settings:
     code_size: int = 8
     code_layers: str = "all"
     input_shift: int | None = None  # shift entries of the codes (CodeNetwork's input_shift)
+    shift_estimate: str = "learned"  # how the shift part is found (CodeNetwork's)
     prior_shrinkage: float | str = 1e-3  # of the codes' prior covariance
     training: str = "joint"  # of the coded networks (CodeNetwork's training)
     code_start: str = "scratch"  # where the coded networks start (see CODE_STARTS)
@@ -78,7 +79,7 @@ class Settings:
         """The coded network: :meth:`architecture` and :meth:`schedule` with codes."""
         return CodeNetwork(**asdict(self.architecture()), **asdict(self.schedule()),
                            code_size=self.code_size, code_layers=self.code_layers,
-                           input_shift=self.input_shift,
+                           input_shift=self.input_shift, shift_estimate=self.shift_estimate,
                            prior_shrinkage=self.prior_shrinkage, training=self.training,
                            random_state=random_state)
 
@@ -129,7 +130,8 @@ class FoldContext:
             X = self.X
             if self.settings.code_start == "shift_sat":
                 X = X - self.training_shifts[self.conditions[1]]
-            cache[key] = self._quiet(lambda: net.fit(X, self.y, groups=self.groups))
+            cache[key] = self._quiet(lambda: net.fit(X, self.y, groups=self.groups,
+                                                     units=self.units))
         return cache[key]
 
     def _start(self, code_size: int, code_layers) -> dict:

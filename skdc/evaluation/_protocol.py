@@ -197,6 +197,7 @@ def evaluate(
     hidden_layer_sizes: Sequence[int] = (64, 64),
     code_size: int | str = "auto",
     input_shift: int | str | None = None,
+    shift_estimate: str = "learned",
     prior_shrinkage: float | str = 1e-3,
     training: str = "joint",
     code_start: str = "scratch",
@@ -274,6 +275,13 @@ def evaluate(
         feature offset per condition, learned with the hidden code by ``codes`` and
         ``codes_unsup``. For frame features stacked over context frames, the features
         per frame (e.g. 13 for 13 MFCCs with +/- 5 frames of context).
+    shift_estimate : {"learned", "empirical_bayes"}, default="learned"
+        How the shift part of ``input_shift`` is found (:class:`~skdc.CodeNetwork`'s
+        ``shift_estimate``): by backpropagation, or in closed form from a condition's
+        labelled rows, as ``shift`` estimates its shift, and held there (codes on top
+        of the shift, the library's way; with ``code_start="scratch"`` or
+        ``"frozen_si"``). A held-out condition without labelled rows gets the prior
+        mean code, whose shift part is zero.
     prior_shrinkage : float, "oas" or "ledoit_wolf", default=1e-3
         Shrinkage of the training codes' covariance, the codes' prior
         (:class:`~skdc.CodeNetwork`'s ``prior_shrinkage``).
@@ -388,6 +396,12 @@ def evaluate(
     if code_start not in CODE_STARTS:
         raise ValueError(f"code_start must be one of {', '.join(map(repr, CODE_STARTS))}; "
                          f"got {code_start!r}.")
+    if shift_estimate not in ("learned", "empirical_bayes"):
+        raise ValueError("shift_estimate must be 'learned' or 'empirical_bayes'; got "
+                         f"{shift_estimate!r}.")
+    if shift_estimate == "empirical_bayes" and (input_shift is None or training != "joint"):
+        raise ValueError("shift_estimate='empirical_bayes' estimates the codes' shift part: "
+                         "it needs an input_shift and training='joint'.")
     if code_start in ("si", "shift_sat") and input_shift is not None:
         raise ValueError(f"code_start={code_start!r} does not take an input_shift; the "
                          "codes' shift part is learned with 'frozen_si' or 'scratch'.")
@@ -395,6 +409,7 @@ def evaluate(
         hidden_layer_sizes=tuple(int(h) for h in hidden_layer_sizes),
         code_size=_default_code_size(X.shape[1]) if code_size == "auto" else int(code_size),
         input_shift=check_input_shift(input_shift, X.shape[1]) or None,
+        shift_estimate=shift_estimate,
         prior_shrinkage=prior_shrinkage,
         training=training,
         code_start=code_start,
@@ -477,6 +492,7 @@ def _settings_entry(settings: Settings, tune: bool, candidates: dict, random_sta
         "code_size": settings.code_size,
         "code_layers": settings.code_layers,
         "input_shift": settings.input_shift,
+        "shift_estimate": settings.shift_estimate,
         "prior_shrinkage": settings.prior_shrinkage,
         "training": settings.training,
         "code_start": settings.code_start,
