@@ -73,7 +73,6 @@ class ShiftPrior(NamedTuple):
         return condition_shifts(*unit_means(resid, np.asarray(group)[known], units),
                                 n_groups, self.ratio)
 
-
     def code_shifts(self, X, label, group, n_groups: int, units=None) -> np.ndarray:
         """The shift part of each condition's code, ``(n_groups, period)``: its
         :meth:`shifts` removed (:func:`~skdc._input_shift.code_shift`)."""
