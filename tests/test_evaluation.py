@@ -840,7 +840,7 @@ def test_episodic_codes_adapt_by_their_inner_procedure(shifted, monkeypatch):
         return real_adapter(net, **params)
 
     monkeypatch.setattr(CodeNetwork, "adapter", adapter)
-    out = evaluate(X, y, groups, shots=(0, 8), folds=3, repeats=1, tune=False,
+    out = evaluate(X, y, groups, shots=(0, 8), folds=2, repeats=1, tune=False,
                    methods=["codes", "si"], training="episodic", random_state=0, **FAST)
     assert out["settings"]["training"] == "episodic"
     assert fitted and all(t == "episodic" and set(p) <= {"random_state"} for t, p in fitted)
