@@ -24,12 +24,12 @@ def add_code_arguments(parser: argparse.ArgumentParser) -> None:
                         help="of the codes' prior covariance: a number, oas or ledoit_wolf")
     parser.add_argument("--training", choices=["joint", "episodic"], default="joint",
                         help="how the coded networks learn")
-    parser.add_argument("--code-start", choices=["scratch", "si", "frozen_si", "shift_sat"],
-                        default="scratch",
-                        help="where the coded networks start: their own weights, the SI "
-                             "network trained on with the codes (si) or kept fixed "
+    parser.add_argument("--code-start", default="scratch",
+                        help="where the coded networks start: their own weights (scratch), "
+                             "the SI network trained on with the codes (si) or kept fixed "
                              "(frozen_si), or the shift method's network, codes on top of "
-                             "the feature shift (shift_sat)")
+                             "the feature shift (shift_sat); several, comma-separated, or "
+                             "auto (scratch,shift_sat): nested validation chooses per fold")
     parser.add_argument("--posterior", choices=["map", "laplace"], default="map",
                         help="codes predict with their MAP estimate or average over their "
                              "Laplace posterior")
@@ -63,7 +63,8 @@ def code_options(args) -> dict:
         "shift_estimate": args.shift_estimate,
         "prior_shrinkage": shrinkage if shrinkage in ("oas", "ledoit_wolf") else float(shrinkage),
         "training": args.training,
-        "code_start": args.code_start,
+        "code_start": (args.code_start if "," not in args.code_start
+                       else args.code_start.split(",")),
         "posterior": None if args.posterior == "map" else args.posterior,
     }
 

@@ -207,7 +207,55 @@ def test_nested_validation_chooses_the_best_scoring_candidate(candidates, transd
     inner = InnerValidation(ctx, np.arange(len(y)), shots=(0, 2), seed=0)
     method = _Oracle()
     method.transductive = transductive
-    assert choose(method, candidates, inner) == best
+    assert choose(method, candidates, inner) == (None, best)
+
+
+class _StartOracle(_Oracle):
+    """A coded method that is right only when its codes start on top of the shift."""
+
+    coded = True
+
+    def log_proba(self, ctx, ep, param):
+        right = "right" if ctx.settings.code_start == "shift_sat" else "wrong"
+        return super().log_proba(ctx, ep, right if param == "right" else param)
+
+
+def test_nested_validation_chooses_the_code_start_with_the_hyperparameter():
+    """``evaluate(code_start=[...])``: the (start, param) pair scoring best on held-out
+    training conditions; methods without codes ignore the starts."""
+    rng = np.random.default_rng(0)
+    groups, y = np.repeat(np.arange(8), 6), np.tile(np.arange(3), 16)
+    X = np.column_stack([y, rng.normal(size=len(y))])
+    ctx = FoldContext(X, y, groups, Settings(), seed=0)
+    inner = InnerValidation(ctx, np.arange(len(y)), shots=(0, 2), seed=0)
+    starts = ("scratch", "shift_sat")
+    assert choose(_StartOracle(), ("wrong", "right"), inner, starts) == ("shift_sat", "right")
+    assert choose(_StartOracle(), ("wrong",), inner, starts) == ("scratch", "wrong")  # a tie
+    assert choose(_Oracle(), ("wrong", "right"), inner, starts) == (None, "right")
+    assert choose(_StartOracle(), (), None, ("shift_sat",)) == ("shift_sat", None)
+
+
+def test_code_starts_share_the_networks_without_codes(shifted):
+    X, y, groups = shifted
+    settings = Settings(hidden_layer_sizes=(4,), max_epochs=1)
+    ctx = FoldContext(X, y, groups, settings, seed=0)
+    other = ctx.with_code_start("shift_sat")
+    assert other.settings.code_start == "shift_sat" and ctx.settings.code_start == "scratch"
+    assert ctx.with_code_start("scratch") is ctx and ctx.with_code_start("shift_sat") is other
+    assert other.shift_network is ctx.shift_network and other.si_network is ctx.si_network
+
+
+def test_auto_code_start_is_chosen_per_fold_and_reported(shifted):
+    X, y, groups = shifted
+    out = evaluate(X, y, groups, shots=(0, 2), folds=3, repeats=1, tune=False,
+                   methods=["codes", "si", "shift"], code_start="auto",
+                   method_params={"codes": ("none", 1.0)}, random_state=0, **FAST)
+    assert out["settings"]["code_start"] == ["scratch", "shift_sat"]
+    chosen = out["methods"]["codes"]["chosen"]
+    assert len(chosen) == 3
+    assert all(c["code_start"] in ("scratch", "shift_sat") and c["param"] == ("none", 1.0)
+               for c in chosen)
+    assert out["methods"]["shift"]["chosen"] == ["sat"] * 3  # not a coded method
 
 
 def test_method_params_fix_or_list_candidates():
@@ -950,8 +998,11 @@ def test_codes_with_an_estimated_shift_part_do_what_the_shift_does(shifted):
 @pytest.mark.parametrize("kwargs, match", [
     ({"shift_estimate": "closed"}, "shift_estimate must be 'learned' or 'empirical_bayes'"),
     ({"shift_estimate": "empirical_bayes"}, "it needs an input_shift and training='joint'"),
-    ({"code_start": "warm"}, "code_start must be one of 'scratch', 'si', 'frozen_si', "
-                             "'shift_sat'"),
+    ({"code_start": "warm"}, "code_start must be 'auto' or one of 'scratch', 'si', "
+                             "'frozen_si', 'shift_sat'"),
+    ({"code_start": []}, "or a non-empty list of code starts; got \\[\\]"),
+    ({"code_start": ["scratch", "shift_sat"], "input_shift": 2},
+     "code_start='shift_sat' does not take an input_shift"),
     ({"code_start": "si", "input_shift": "full"}, "code_start='si' does not take an input_shift"),
     ({"code_start": "shift_sat", "input_shift": 2}, "'shift_sat' does not take an input_shift"),
     ({"posterior": "mc"}, "posterior must be None or 'laplace'"),

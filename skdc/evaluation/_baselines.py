@@ -40,6 +40,7 @@ class Method:
 
     name = ""
     transductive = False  # uses the held-out condition's unlabelled rows
+    coded = False  # adapts the fold's coded networks (their start: settings.code_start)
     grid: tuple = ()
     default = None
     description = ""
@@ -152,6 +153,7 @@ def _network(param) -> tuple:
 
 class Codes(Method):
     name = "codes"
+    coded = True
     grid = _pairs((4.0, 2.0, 1.0, 0.5))
     default = ("dropout+l2", 4.0)
     description = ("condition code learned from the k labelled rows (MAP; prior: the code's "

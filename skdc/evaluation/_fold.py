@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -16,6 +16,7 @@ from .._training import Architecture, Schedule, si_twin
 from ._finetune import ParameterAdapter
 
 __all__ = [
+    "AUTO_CODE_STARTS",
     "CODE_REGULARISATION",
     "CODE_STARTS",
     "CodeGivenShift",
@@ -45,6 +46,9 @@ CODE_REGULARISATION = {
 # on shift-normalised conditions, frozen, its codes learned and adapted on features
 # with each condition's feature shift removed ("shift_sat": codes on top of the shift).
 CODE_STARTS = ("scratch", "si", "frozen_si", "shift_sat")
+# evaluate(code_start="auto"): nested validation chooses, per fold, between codes that
+# start from scratch and codes on top of the shift
+AUTO_CODE_STARTS = ("scratch", "shift_sat")
 
 
 @dataclass
@@ -106,6 +110,21 @@ class FoldContext:
         self.settings = settings
         self.seed = int(seed)
         self.classes = np.unique(y)
+        self._twins: dict = {}  # the networks without codes, shared by with_code_start
+
+    def with_code_start(self, start: str) -> FoldContext:
+        """This fold with its coded networks started as ``start`` says (``CODE_STARTS``);
+        the networks without codes (``si_network``, ``shift_network``,
+        ``lobanov_network``) are shared, trained once for both."""
+        if start == self.settings.code_start:
+            return self
+        starts = self.__dict__.setdefault("_starts", {})
+        if start not in starts:
+            other = FoldContext(self.X, self.y, self.groups,
+                                replace(self.settings, code_start=start), self.seed, self.units)
+            other._twins = self._twins
+            starts[start] = other
+        return starts[start]
 
     def _quiet(self, fit):
         with warnings.catch_warnings():
@@ -157,21 +176,26 @@ class FoldContext:
         layers = self.settings.code_layers if code_layers is None else code_layers
         return regularisation, int(size), layers if isinstance(layers, str) else tuple(layers)
 
-    def _twin(self, X):
-        return self._quiet(lambda: self.settings.twin(X, self.y, self.groups, self.seed))
+    def _twin(self, name: str, features):
+        """The twin without codes trained on ``features()`` (trained once, by name)."""
+        if name not in self._twins:
+            X = features()
+            self._twins[name] = self._quiet(
+                lambda: self.settings.twin(X, self.y, self.groups, self.seed))
+        return self._twins[name]
 
-    @cached_property
+    @property
     def si_network(self):
-        return self._twin(self.X)
+        return self._twin("si", lambda: self.X)
 
-    @cached_property
+    @property
     def lobanov_network(self):
-        return self._twin(lobanov(self.X, self.groups))
+        return self._twin("lobanov", lambda: lobanov(self.X, self.groups))
 
-    @cached_property
+    @property
     def shift_network(self):
         """The twin trained on training conditions with their own shifts removed."""
-        return self._twin(self.X - self.training_shifts[self.conditions[1]])
+        return self._twin("shift", lambda: self.X - self.training_shifts[self.conditions[1]])
 
     @cached_property
     def training_shifts(self) -> np.ndarray:

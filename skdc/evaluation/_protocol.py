@@ -13,7 +13,9 @@ Protocol
   Lobanov-normalised training conditions and ``shift`` (by default) on conditions with
   their own shift removed. With ``code_start="si"`` or ``"frozen_si"`` the coded
   network starts from the trained twin instead, with zero ``B_l``; with
-  ``"shift_sat"`` from the shift's twin, frozen (codes on top of the feature shift).
+  ``"shift_sat"`` from the shift's twin, frozen (codes on top of the feature shift);
+  with several starts (``"auto"``: ``"scratch"`` and ``"shift_sat"``) nested validation
+  chooses one per fold.
 * **Episodes.** For every held-out condition and repeat, one seeded permutation of its
   units (rows, or e.g. utterances with ``units=``); with ``k`` shots the first ``k``
   units are labelled adaptation data and the condition's *remaining* units are scored.
@@ -92,7 +94,7 @@ from .._normalizer import ConditionNormalizer
 from .._prior import SHRINKAGE_ESTIMATORS
 from ._baselines import METHODS, describe_candidates, get_method
 from ._episodes import HeldOut, Layout
-from ._fold import CODE_STARTS, FoldContext, Settings
+from ._fold import AUTO_CODE_STARTS, CODE_STARTS, FoldContext, Settings
 from ._normalisation import Normalisation, check_normalize, default_normalizer
 from ._report import ConditionTable, summarise
 from ._significance import PairedBootstrap
@@ -200,7 +202,7 @@ def evaluate(
     shift_estimate: str = "learned",
     prior_shrinkage: float | str = 1e-3,
     training: str = "joint",
-    code_start: str = "scratch",
+    code_start: str | Sequence[str] = "scratch",
     posterior: str | None = None,
     max_epochs: int = 200,
     batch_size: int = 200,
@@ -290,7 +292,7 @@ def evaluate(
         ``"episodic"``, ``codes`` and ``codes_unsup`` adapt by the networks' own inner
         procedure (a few gradient steps from the learned initial code): their ``alpha``
         and the shift-given prior of ``codes`` are not used.
-    code_start : {"scratch", "si", "frozen_si", "shift_sat"}, default="scratch"
+    code_start : {"scratch", "si", "frozen_si", "shift_sat", "auto"} or list, default="scratch"
         Where the coded networks start: their own initial weights (``"scratch"``), or
         the fold's trained SI network (the ``si`` method's) with zero-initialised
         ``B_l``, so that before training a zero code gives exactly ``si``'s predictions;
@@ -304,7 +306,11 @@ def evaluate(
         held-out condition's shift, estimated from its labelled rows as ``shift`` does,
         before adapting its code (prior: the training codes' Gaussian); a condition
         without labelled rows (``k = 0``) has no shift to remove and gets ``si``'s
-        predictions from ``codes``, as from ``shift``.
+        predictions from ``codes``, as from ``shift``. A list of starts: nested
+        validation (as for ``tune``, with or without it) chooses one per fold and coded
+        method, jointly with the method's hyperparameter, on conditions held out inside
+        the fold's training conditions; ``"auto"`` is ``["scratch", "shift_sat"]``. The
+        JSON's ``chosen`` then holds ``{"code_start": ..., "param": ...}`` per fold.
     posterior : {None, "laplace"}, default=None
         ``"laplace"``: ``codes`` and ``codes_unsup`` predict with the average over
         each adapted code's Laplace posterior (:class:`~skdc.CodeAdapter`'s
@@ -393,17 +399,16 @@ def evaluate(
         raise ValueError(f"training must be 'joint' or 'episodic'; got {training!r}.")
     if posterior not in (None, "laplace"):
         raise ValueError(f"posterior must be None or 'laplace'; got {posterior!r}.")
-    if code_start not in CODE_STARTS:
-        raise ValueError(f"code_start must be one of {', '.join(map(repr, CODE_STARTS))}; "
-                         f"got {code_start!r}.")
+    code_starts = _code_starts(code_start)
     if shift_estimate not in ("learned", "empirical_bayes"):
         raise ValueError("shift_estimate must be 'learned' or 'empirical_bayes'; got "
                          f"{shift_estimate!r}.")
     if shift_estimate == "empirical_bayes" and (input_shift is None or training != "joint"):
         raise ValueError("shift_estimate='empirical_bayes' estimates the codes' shift part: "
                          "it needs an input_shift and training='joint'.")
-    if code_start in ("si", "shift_sat") and input_shift is not None:
-        raise ValueError(f"code_start={code_start!r} does not take an input_shift; the "
+    unshifted = [start for start in code_starts if start in ("si", "shift_sat")]
+    if unshifted and input_shift is not None:
+        raise ValueError(f"code_start={unshifted[0]!r} does not take an input_shift; the "
                          "codes' shift part is learned with 'frozen_si' or 'scratch'.")
     settings = Settings(
         hidden_layer_sizes=tuple(int(h) for h in hidden_layer_sizes),
@@ -412,7 +417,7 @@ def evaluate(
         shift_estimate=shift_estimate,
         prior_shrinkage=prior_shrinkage,
         training=training,
-        code_start=code_start,
+        code_start=code_starts[0],
         posterior=posterior,
         max_epochs=int(max_epochs),
         batch_size=int(batch_size),
@@ -437,7 +442,8 @@ def evaluate(
                                 fold), sources.originals(test, g_idx))
               for fold, (train, test) in enumerate(splitter.split(X, y_idx, sources.of_row))]
     job = dict(X=X, y=y_idx, g=g_idx, layout=layout, sources=sources, settings=settings,
-               methods=methods, candidates=candidates, shots=shots, repeats=int(repeats),
+               code_starts=code_starts, methods=methods, candidates=candidates,
+               shots=shots, repeats=int(repeats),
                random_state=random_state, folds=len(splits), normalisation=normalisation)
     per_condition, chosen = _run_folds(splits, job, n_jobs, progress)
     table = ConditionTable.from_scores(per_condition, keys.tolist(), int(random_state))
@@ -454,7 +460,8 @@ def evaluate(
         "normalize": normalize,
         "methods": summarise(table, _method_info(methods, chosen), bootstrap),
         "per_condition": table.to_json(),
-        "settings": {**_settings_entry(settings, bool(tune), candidates, random_state),
+        "settings": {**_settings_entry(settings, code_starts, bool(tune), candidates,
+                                       random_state),
                      "max_train_conditions": None if max_train_conditions is None
                      else int(max_train_conditions),
                      "normalizer": None if normalizer is None
@@ -477,6 +484,24 @@ def _method_info(methods: list[str], chosen: dict) -> dict:
             for name in methods}
 
 
+def _code_starts(code_start) -> tuple[str, ...]:
+    """The code starts to use (one) or to choose among; ``ValueError`` naming a bad one."""
+    if isinstance(code_start, str):
+        starts = AUTO_CODE_STARTS if code_start == "auto" else (code_start,)
+    elif (isinstance(code_start, Sequence) and len(code_start) > 0
+          and all(isinstance(start, str) for start in code_start)):
+        starts = tuple(dict.fromkeys(code_start))
+    else:
+        raise ValueError("code_start must be one of the code starts, 'auto' or a non-empty "
+                         f"list of code starts; got {code_start!r}.")
+    for start in starts:
+        if start not in CODE_STARTS:
+            raise ValueError(f"code_start must be 'auto' or one of "
+                             f"{', '.join(map(repr, CODE_STARTS))} (or a list of them); "
+                             f"got {start!r}.")
+    return starts
+
+
 def _draw_conditions(train, g, n, random_state, fold) -> np.ndarray:
     """The rows of ``train`` from ``n`` of its conditions, drawn with a per-fold seed."""
     if n is None:
@@ -486,7 +511,8 @@ def _draw_conditions(train, g, n, random_state, fold) -> np.ndarray:
     return train[np.isin(g[train], order[:n])]
 
 
-def _settings_entry(settings: Settings, tune: bool, candidates: dict, random_state) -> dict:
+def _settings_entry(settings: Settings, code_starts: tuple, tune: bool, candidates: dict,
+                    random_state) -> dict:
     return {
         "hidden_layer_sizes": list(settings.hidden_layer_sizes),
         "code_size": settings.code_size,
@@ -495,7 +521,7 @@ def _settings_entry(settings: Settings, tune: bool, candidates: dict, random_sta
         "shift_estimate": settings.shift_estimate,
         "prior_shrinkage": settings.prior_shrinkage,
         "training": settings.training,
-        "code_start": settings.code_start,
+        "code_start": code_starts[0] if len(code_starts) == 1 else list(code_starts),
         "posterior": settings.posterior,
         "max_epochs": settings.max_epochs,
         "batch_size": settings.batch_size,
@@ -540,8 +566,9 @@ def _run_folds(splits, job: dict, n_jobs, progress: bool) -> tuple[dict, dict]:
     return per_condition, chosen
 
 
-def _run_fold(fold, split, *, X, y, g, layout, sources, settings, methods, candidates, shots,
-              repeats, random_state, folds, normalisation, report=None) -> tuple[dict, dict]:
+def _run_fold(fold, split, *, X, y, g, layout, sources, settings, code_starts, methods,
+              candidates, shots, repeats, random_state, folds, normalisation,
+              report=None) -> tuple[dict, dict]:
     """Scores ``{method: {k: {condition: [accuracy per repeat]}}}`` and choices of one fold.
 
     Every view of the normalisation (all ``k`` together, or one ``k`` at a time when
@@ -563,13 +590,16 @@ def _run_fold(fold, split, *, X, y, g, layout, sources, settings, methods, candi
                                 normalisation, sources.of_rows(train))  # trains lazily
         for name in methods:
             method = get_method(name)
-            param = chosen[name][view] = choose(method, candidates[name], inner)
+            start, param = choose(method, candidates[name], inner, code_starts)
+            chosen[name][view] = (param if len(code_starts) == 1 or not method.coded
+                                  else {"code_start": start, "param": param})
+            method_ctx = ctx if start is None else ctx.with_code_start(start)
             for k in view:
                 if report is not None:
                     report.update(f"fold {fold + 1}/{folds} {name} k={k}")
                 for r in range(1 if k == 0 else repeats):
                     ep, units = held.episode(r, k)
-                    accuracy = held.accuracy(method.log_proba(ctx, ep, param), units,
+                    accuracy = held.accuracy(method.log_proba(method_ctx, ep, param), units,
                                              ctx.classes)
                     for c, acc in accuracy.items():
                         scores[name][k].setdefault(c, []).append(acc)

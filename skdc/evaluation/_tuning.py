@@ -2,9 +2,10 @@
 
 Per method, the candidates are its ``grid`` (with tuning), its ``default`` (without),
 or what the caller gives in ``evaluate(method_params=...)``: a list is candidates to
-tune among, any other value is one fixed value. With one candidate there is nothing
-to choose. With more, :class:`InnerValidation` scores each on conditions held out
-*inside* a fold's training conditions; no test condition is ever looked at.
+tune among, any other value is one fixed value; for the coded methods, each with every
+code start of ``evaluate(code_start=...)``. With one candidate there is nothing to
+choose. With more, :class:`InnerValidation` scores each on conditions held out *inside*
+a fold's training conditions; no test condition is ever looked at.
 """
 
 from __future__ import annotations
@@ -78,13 +79,20 @@ def _checked(method: Method, value, what: str):
         raise ValueError(f"{what} {value!r} is not valid: {exc}{hint}.") from None
 
 
-def choose(method: Method, candidates: tuple, inner: InnerValidation | None):
-    """The hyperparameter a fold uses: the only candidate, or nested validation's pick."""
-    if not candidates:
-        return None
-    if len(candidates) == 1:
-        return candidates[0]
-    return inner.best(method, candidates)
+def choose(method: Method, candidates: tuple, inner: InnerValidation | None,
+           starts: Sequence[str | None] = (None,)) -> tuple:
+    """The code start and hyperparameter a fold uses: ``(start, param)``.
+
+    ``starts`` are the code starts (``CODE_STARTS``) a coded method may use (``None``:
+    the fold's own); other methods ignore them. With one start and one candidate (or
+    none: ``param`` is None) there is nothing to choose; with more, every pair is
+    scored by nested validation.
+    """
+    starts = tuple(starts) if method.coded else (None,)
+    pairs = [(start, param) for start in starts for param in (candidates or (None,))]
+    if len(pairs) == 1:
+        return pairs[0]
+    return inner.best(method, pairs)
 
 
 class InnerValidation:
@@ -148,21 +156,24 @@ class InnerValidation:
             self._inner = inner, held
         return self._inner
 
-    def scores(self, method: Method, candidates: Sequence) -> list[float]:
-        """Mean validation accuracy of every candidate (over conditions, then ``k``)."""
+    def scores(self, method: Method, candidates: Sequence[tuple]) -> list[float]:
+        """Mean validation accuracy (over conditions, then ``k``) of every candidate, a
+        pair ``(code start, param)``; a start of None is the fold's own."""
         ctx, held = self._setup()
         shots = self.all_shots if method.transductive else self.shots
         episodes = [held.episode(0, k) for k in shots]
         out = []
-        for param in candidates:
-            per_k = [np.mean(list(held.accuracy(method.log_proba(ctx, ep, param), units,
-                                                ctx.classes).values()))
+        for start, param in candidates:
+            inner = ctx if start is None else ctx.with_code_start(start)
+            per_k = [np.mean(list(held.accuracy(method.log_proba(inner, ep, param), units,
+                                                inner.classes).values()))
                      for ep, units in episodes]
             out.append(float(np.mean(per_k)))
         return out
 
-    def best(self, method: Method, candidates: Sequence):
-        """The candidate with the best validation accuracy; ties go to the earlier one."""
+    def best(self, method: Method, candidates: Sequence[tuple]) -> tuple:
+        """The ``(start, param)`` candidate with the best validation accuracy; ties go to
+        the earlier one."""
         scores = self.scores(method, candidates)
         best = 0
         for i, score in enumerate(scores):
