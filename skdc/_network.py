@@ -57,6 +57,7 @@ from ._training import (
     normalise_codes,
     predict_in_chunks,
     train,
+    train_without_codes,
     warn_unless_stopped,
 )
 
@@ -82,7 +83,7 @@ class _BaseCodeNetwork(BaseEstimator):
         "shift_estimate": [StrOptions({"learned", "empirical_bayes"})],
         "prior_shrinkage": [Interval(Real, 0, 1, closed="both"),
                             StrOptions(set(SHRINKAGE_ESTIMATORS))],
-        "training": [StrOptions({"joint", "episodic"})],
+        "training": [StrOptions({"joint", "staged", "episodic"})],
         "support_size": [Interval(Integral, 1, None, closed="left")],
         "inner_steps": [Interval(Integral, 1, None, closed="left")],
         "base_model": [keras.Model, None],
@@ -188,12 +189,15 @@ class _BaseCodeNetwork(BaseEstimator):
         self.shift_prior_ = self._shift_prior(X, target, group, units, shift, task)
         self.code_size_ = auto_code_size(len(keys)) if self.code_size == "auto" else int(
             self.code_size)
-        core, pairs = self._initial_model(X, task, seeds.generator("weights"), shift)
+        base = self.base_model
+        if self.training == "staged":
+            base = self._first_stage(rows, task, schedule, seeds, units)
+        core, pairs = self._initial_model(X, task, seeds.generator("weights"), shift, base)
         self.input_shift_ = shift
         if self.training == "episodic":
             self._fit_episodic(core, keys, rows, y, task, schedule, seeds, shift)
             return self
-        joint = self.base_model is None
+        joint = base is None
         trainer = CodeTrainer(
             core,
             len(keys),
@@ -203,7 +207,8 @@ class _BaseCodeNetwork(BaseEstimator):
             code_dropout=self.code_dropout,
             seed=seeds.seed("codes"),
             input_shift=shift,
-            shift_init=self._shift_start(X, target, group, len(keys), shift, task, units),
+            shift_init=self._shift_start(X, target, group, len(keys), shift, task, units,
+                                         pretrained=not joint),
             fixed_shift=self.shift_prior_ is not None,
         )
         held = schedule.held_out(group, weight, seeds.generator("split"))
@@ -236,6 +241,25 @@ class _BaseCodeNetwork(BaseEstimator):
         self._store(core, keys, codes, history)
         warn_unless_stopped(history, type(self).__name__, self.max_iter)
 
+    def _first_stage(self, rows: Rows, task, schedule: Schedule, seeds: Seeds,
+                     units) -> keras.Model:
+        """``training="staged"``: the network without codes, trained on the training
+        conditions (each with its own feature shift removed under
+        ``shift_estimate="empirical_bayes"``), to be frozen under the codes."""
+        if self.base_model is not None:
+            raise ValueError('training="staged" trains the network without codes first; '
+                             "with a base_model that network is given: use the default "
+                             'training="joint".')
+        if self.shift_prior_ is not None:
+            label = rows.target if isinstance(task, Classification) else None
+            n_groups = int(rows.group.max()) + 1
+            shifts = self.shift_prior_.shifts(rows.features, label, rows.group, n_groups,
+                                              encode_units(units, rows.group))
+            rows = rows._replace(features=rows.features - shifts[rows.group].astype(np.float32))
+        architecture = Architecture.from_params(self.get_params(deep=False))
+        return train_without_codes(rows, task, architecture, schedule, seeds,
+                                   type(self).__name__)
+
     def _weigh(self, task, weight, target, group) -> np.ndarray:
         """Row weights of the fit: ``sample_weight`` (the classifier adds class weights)."""
         return weight
@@ -263,12 +287,12 @@ class _BaseCodeNetwork(BaseEstimator):
         return ShiftPrior.fit(X, label, group, encode_units(units, group), shift)
 
     def _shift_start(self, X, target, group, n_groups: int, shift: int, task,
-                     units) -> np.ndarray | None:
+                     units, pretrained: bool) -> np.ndarray | None:
         """Each condition's shift part at the start of training: its estimated shift
         removed (empirical Bayes, kept there), else in joint training its mean offset
         (class residuals for a classifier), else (a pretrained model, trained on the
         features as they are) zero."""
-        if not shift or (self.shift_prior_ is None and self.base_model is not None):
+        if not shift or (self.shift_prior_ is None and pretrained):
             return None
         label = target if isinstance(task, Classification) else None
         if self.shift_prior_ is None:
@@ -301,20 +325,22 @@ class _BaseCodeNetwork(BaseEstimator):
             self.best_validation_loss_ = float(np.min(history.val_loss))
         self.n_iter_ = len(self.loss_curve_)
 
-    def _initial_model(self, X, task, rng, shift: int) -> tuple[keras.Model, list | None]:
-        """The code network to train (initial weights drawn with ``rng``) and its
-        (Dense, B) pairs when fit added the code input (None: found in the model)."""
-        if self.base_model is None:
+    def _initial_model(self, X, task, rng, shift: int,
+                       base: keras.Model | None) -> tuple[keras.Model, list | None]:
+        """The code network to train (initial weights drawn with ``rng``; or ``base``
+        with codes) and its (Dense, B) pairs when fit added the code input (None: found
+        in the model)."""
+        if base is None:
             architecture = Architecture.from_params(self.get_params(deep=False))
             return joint_network(
                 X.shape[1], architecture, task, self.code_size_, self.code_layers, rng, shift
             )
-        features = (getattr(self.base_model, "inputs", None) or [None])[0]
+        features = (getattr(base, "inputs", None) or [None])[0]
         shape = None if features is None else tuple(features.shape[1:])
         if shape is None or not _takes_width(shape, X.shape[1]):
             raise ValueError(f"X has {X.shape[1]} values per row, but base_model's features "
                              f"have shape {shape} (X may also be given as (n, *shape)).")
-        core, pairs = self._coded_base_model(shift)
+        core, pairs = self._coded_base_model(base, shift)
         core = with_flat_features(core)
         n_out = core.outputs[0].shape[-1]
         if n_out != task.n_outputs:
@@ -329,18 +355,19 @@ class _BaseCodeNetwork(BaseEstimator):
         task.check_outputs(predict_in_chunks(core, [rows, zeros]), "base_model")
         return core, pairs
 
-    def _coded_base_model(self, shift: int) -> tuple[keras.Model, list | None]:
-        """A trainable copy of ``base_model`` with a code input (retrofitted if needed),
-        and the (Dense, B) pairs of a retrofit."""
-        names = _input_names(self.base_model)
+    def _coded_base_model(self, base: keras.Model,
+                          shift: int) -> tuple[keras.Model, list | None]:
+        """A trainable copy of ``base`` with a code input (retrofitted if needed), and
+        the (Dense, B) pairs of a retrofit."""
+        names = _input_names(base)
         if names == [FEATURES, CODE]:
-            return clone_with_weights(self.base_model), None
-        if len(names) == 1 and is_dense_chain(self.base_model):
-            return rewire(self.base_model, self.code_size_, self.code_layers, shift)
+            return clone_with_weights(base), None
+        if len(names) == 1 and is_dense_chain(base):
+            return rewire(base, self.code_size_, self.code_layers, shift)
         if len(names) == 1 and not shift:
             layers = self.code_layers
             layers = layers if isinstance(layers, str) else [str(x) for x in layers]
-            return retrofit_graph(self.base_model, self.code_size_, layers), None
+            return retrofit_graph(base, self.code_size_, layers), None
         raise ValueError(
             "base_model must have either one input (it is then retrofitted with "
             f"add_condition_codes) or inputs named {[FEATURES, CODE]}; got inputs {names}."
@@ -515,9 +542,14 @@ default="relu"
         How the covariance of ``code_prior_`` is shrunk: a fixed fraction toward a
         scaled identity, or the fraction estimated from the codes (OAS, Ledoit-Wolf)
         toward their own variances, see :func:`~skdc._prior.prior_from_codes`.
-    training : {"joint", "episodic"}, default="joint"
+    training : {"joint", "staged", "episodic"}, default="joint"
         ``"joint"``: one code per training condition learned with the network from
-        all of the condition's rows (speaker-adaptive training). ``"episodic"``:
+        all of the condition's rows (speaker-adaptive training). ``"staged"``: the
+        network is first trained without codes (the speaker-independent network; under
+        ``shift_estimate="empirical_bayes"`` on conditions with their own feature shift
+        removed), then frozen, and only the ``B_l`` and the codes are learned, as with
+        a ``base_model`` (Abdel-Hamid & Jiang, 2013); not with a ``base_model``.
+        ``"episodic"``:
         trained the way a new condition's code is learned (first-order CAVIA, see
         :mod:`skdc._episodic`): every step takes ``batch_size // (2 *
         support_size)`` conditions, runs ``inner_steps`` gradient steps on the code

@@ -61,6 +61,7 @@ __all__ = [
     "si_twin",
     "spec_of",
     "train",
+    "train_without_codes",
     "warn_unless_stopped",
 ]
 
@@ -732,12 +733,19 @@ def si_twin(
     X = np.asarray(X, dtype=np.float32)
     group = np.zeros(len(X), np.int32) if groups is None else encode_groups(groups, len(X))[1]
     rows = Rows(X, group, as_training_target(task.encode(y)), np.ones(len(X), np.float32))
-    seeds = Seeds(random_state)
-    core = architecture.build(X.shape[1], task, seeds.generator("weights"))
+    return train_without_codes(rows, task, architecture, schedule, Seeds(random_state),
+                               "si_twin")
+
+
+def train_without_codes(rows: Rows, task, architecture: Architecture, schedule: Schedule,
+                        seeds: Seeds, who: str) -> keras.Model:
+    """The network of ``architecture`` without codes, trained on ``rows`` by ``schedule``
+    (``who`` names it in the warning of a run that did not stop)."""
+    core = architecture.build(rows.features.shape[1], task, seeds.generator("weights"))
     trainer = PlainTrainer(core, alpha=architecture.alpha)
-    held = schedule.held_out(group, rows.weight, seeds.generator("split"))
+    held = schedule.held_out(rows.group, rows.weight, seeds.generator("split"))
     history = train(trainer, rows, held, task.keras_loss(), schedule, seeds.generator("shuffle"))
-    warn_unless_stopped(history, "si_twin", schedule.max_iter)
+    warn_unless_stopped(history, who, schedule.max_iter)
     return core
 
 

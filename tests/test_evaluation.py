@@ -978,14 +978,16 @@ def test_codes_on_top_of_the_shift_do_what_the_shift_does(shifted):
                                   METHODS["si"].log_proba(ctx, ep, None))
 
 
-def test_codes_with_an_estimated_shift_part_do_what_the_shift_does(shifted):
+@pytest.mark.parametrize("training", ["joint", "staged"])
+def test_codes_with_an_estimated_shift_part_do_what_the_shift_does(shifted, training):
     """``shift_estimate="empirical_bayes"``: the library's codes on top of the shift
-    (the shift part estimated as ``shift`` estimates it, held fixed) in the protocol."""
+    (the shift part estimated as ``shift`` estimates it, held fixed) in the protocol;
+    without labelled rows there is no shift to remove: codes are si, as shift is."""
     X, y, groups = shifted
     train = groups >= 3
     settings = Settings(hidden_layer_sizes=(16,), code_size=3, max_epochs=30,
                         learning_rate_init=1e-2, input_shift=X.shape[1],
-                        shift_estimate="empirical_bayes")
+                        shift_estimate="empirical_bayes", training=training)
     ctx = FoldContext(X[train], y[train], groups[train], settings, seed=0)
     net = ctx.code_network("none")
     shifts = np.stack([net.codes_[g][: X.shape[1]] for g in np.unique(groups[train])])
@@ -993,11 +995,15 @@ def test_codes_with_an_estimated_shift_part_do_what_the_shift_does(shifted):
     hits = _held_out_hits(ctx, shifted, train,
                           {"codes": ("none", 1.0), "shift": "sat", "si": None})
     assert hits["codes"] >= hits["shift"] - 0.02 and hits["codes"] > hits["si"] + 0.05
+    ep = Episode(X[:0], y[:0], groups[:0], X[~train], groups[~train], n_groups=3)
+    np.testing.assert_array_equal(METHODS["codes"].log_proba(ctx, ep, ("none", 1.0)),
+                                  METHODS["si"].log_proba(ctx, ep, None))
 
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"shift_estimate": "closed"}, "shift_estimate must be 'learned' or 'empirical_bayes'"),
-    ({"shift_estimate": "empirical_bayes"}, "it needs an input_shift and training='joint'"),
+    ({"shift_estimate": "empirical_bayes"}, "it needs an input_shift and training='joint' or"),
+    ({"training": "staged", "code_start": "auto"}, "training='staged' trains its own first"),
     ({"code_start": "warm"}, "code_start must be 'auto' or one of 'scratch', 'si', "
                              "'frozen_si', 'shift_sat'"),
     ({"code_start": []}, "or a non-empty list of code starts; got \\[\\]"),
@@ -1009,7 +1015,7 @@ def test_codes_with_an_estimated_shift_part_do_what_the_shift_does(shifted):
     ({"prior_shrinkage": "lw"}, "prior_shrinkage must be a number in \\[0, 1\\], 'oas'"),
     ({"prior_shrinkage": 2.0}, "prior_shrinkage must be"),
     ({"input_shift": 4}, "input_shift=4 must be a positive divisor of the number of features"),
-    ({"training": "maml"}, "training must be 'joint' or 'episodic'"),
+    ({"training": "maml"}, "training must be 'joint', 'staged' or 'episodic'"),
 ])
 def test_bad_code_settings_are_refused_before_training(shifted, kwargs, match):
     X, y, groups = shifted

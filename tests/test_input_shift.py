@@ -221,5 +221,37 @@ def test_empirical_bayes_shift_needs_a_shift_part_and_fit(shifted, eb_network):
         small.fit(X[:5], y[:5] % 3, groups=groups[:5])
 
 
+def test_staged_training_is_the_network_on_shift_normalised_conditions_with_codes(shifted):
+    """``training="staged"``: first the network without codes on conditions with their
+    estimated shift removed, then, frozen, the ``B_l`` and codes: the same model as
+    that network given as ``base_model``."""
+    from skdc import ShiftPrior
+    from skdc._training import Architecture, Schedule, si_twin
+
+    X, y, groups, _ = shifted
+    train = groups < 10
+    X, y, groups = X[train].astype(np.float32), y[train], groups[train]
+    staged = _fit(CodeNetwork, X, y, groups, input_shift="full",
+                  shift_estimate="empirical_bayes", training="staged")
+    label = np.searchsorted(staged.classes_, y)
+    shifts = ShiftPrior.fit(X, label, groups).shifts(X, label, groups, 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        base = si_twin(X - shifts[groups].astype(np.float32), y, groups, random_state=0,
+                       architecture=Architecture(hidden_layer_sizes=(16,)),
+                       schedule=Schedule(max_iter=30))
+    given = _fit(CodeNetwork, X, y, groups, input_shift="full",
+                 shift_estimate="empirical_bayes", base_model=base)
+    np.testing.assert_allclose(staged.predict_proba(X, groups=groups),
+                               given.predict_proba(X, groups=groups), atol=1e-5)
+    new = np.flatnonzero(shifted[2] >= 10)[:12]
+    Xn, yn, gn = shifted[0][new], shifted[1][new], shifted[2][new]
+    adapted = [net.adapter(max_iter=20).fit(Xn, yn, groups=gn).predict_proba(Xn, groups=gn)
+               for net in (staged, given)]
+    np.testing.assert_allclose(adapted[0], adapted[1], atol=1e-5)
+    with pytest.raises(ValueError, match='training="staged" trains the network without codes'):
+        _fit(CodeNetwork, X, y, groups, training="staged", base_model=base)
+
+
 def _coded(code_size):
     return add_condition_codes(_mlp(6), code_size)

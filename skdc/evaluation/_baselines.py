@@ -223,7 +223,7 @@ class Codes(Method):
         adapted = np.intersect1d(ep.g_adapt[known], ep.g_score)  # rows to fit and to score
         fitted = np.isin(ep.g_score, adapted)
         out = np.empty((len(ep.X_score), len(ctx.classes)))
-        if not fitted.all() and ctx.settings.code_start == "shift_sat":
+        if not fitted.all() and _on_shift_normalised(ctx):
             # no labelled rows, no shift to remove: the coded network expects normalised
             # features, so such conditions get si's predictions (as shift does)
             out[~fitted] = _network_log_proba(ctx.si_network, ep.X_score[~fitted])
@@ -255,6 +255,13 @@ class Codes(Method):
             priors[int(g)] = CodePrior(*link.posterior(
                 ep.X_adapt[mine], index[mine], mine.sum() / ctx.settings.rows_per_unit))
         return priors
+
+
+def _on_shift_normalised(ctx: FoldContext) -> bool:
+    """Whether the fold's coded networks learned on conditions with their feature shift
+    removed (``code_start="shift_sat"`` or an empirical-Bayes shift part)."""
+    return (ctx.settings.code_start == "shift_sat"
+            or ctx.settings.shift_estimate == "empirical_bayes")
 
 
 def _shifted(ctx: FoldContext, ep: Episode) -> Episode:

@@ -282,13 +282,15 @@ def evaluate(
         ``shift_estimate``): by backpropagation, or in closed form from a condition's
         labelled rows, as ``shift`` estimates its shift, and held there (codes on top
         of the shift, the library's way; with ``code_start="scratch"`` or
-        ``"frozen_si"``). A held-out condition without labelled rows gets the prior
-        mean code, whose shift part is zero.
+        ``"frozen_si"``). A held-out condition without labelled rows has no shift to
+        remove: ``codes`` give it ``si``'s predictions, as ``shift`` does.
     prior_shrinkage : float, "oas" or "ledoit_wolf", default=1e-3
         Shrinkage of the training codes' covariance, the codes' prior
         (:class:`~skdc.CodeNetwork`'s ``prior_shrinkage``).
-    training : {"joint", "episodic"}, default="joint"
-        How the coded networks learn (:class:`~skdc.CodeNetwork`'s ``training``). With
+    training : {"joint", "staged", "episodic"}, default="joint"
+        How the coded networks learn (:class:`~skdc.CodeNetwork`'s ``training``).
+        ``"staged"`` with ``input_shift`` and ``shift_estimate="empirical_bayes"`` is
+        ``code_start="shift_sat"`` done by the library. With
         ``"episodic"``, ``codes`` and ``codes_unsup`` adapt by the networks' own inner
         procedure (a few gradient steps from the learned initial code): their ``alpha``
         and the shift-given prior of ``codes`` are not used.
@@ -395,17 +397,23 @@ def evaluate(
         raise ValueError("max_train_conditions must be an int of at least 2 (codes need "
                          f"conditions to learn from), or None; got {max_train_conditions!r}.")
     _check_prior_shrinkage(prior_shrinkage)
-    if training not in ("joint", "episodic"):
-        raise ValueError(f"training must be 'joint' or 'episodic'; got {training!r}.")
+    if training not in ("joint", "staged", "episodic"):
+        raise ValueError("training must be 'joint', 'staged' or 'episodic'; got "
+                         f"{training!r}.")
     if posterior not in (None, "laplace"):
         raise ValueError(f"posterior must be None or 'laplace'; got {posterior!r}.")
     code_starts = _code_starts(code_start)
     if shift_estimate not in ("learned", "empirical_bayes"):
         raise ValueError("shift_estimate must be 'learned' or 'empirical_bayes'; got "
                          f"{shift_estimate!r}.")
-    if shift_estimate == "empirical_bayes" and (input_shift is None or training != "joint"):
+    if shift_estimate == "empirical_bayes" and (input_shift is None or training == "episodic"):
         raise ValueError("shift_estimate='empirical_bayes' estimates the codes' shift part: "
-                         "it needs an input_shift and training='joint'.")
+                         "it needs an input_shift and training='joint' or 'staged'.")
+    started = [start for start in code_starts if start != "scratch"]
+    if training == "staged" and started:
+        raise ValueError(f"training='staged' trains its own first stage; code_start="
+                         f"{started[0]!r} gives the coded network another one: use "
+                         "code_start='scratch'.")
     unshifted = [start for start in code_starts if start in ("si", "shift_sat")]
     if unshifted and input_shift is not None:
         raise ValueError(f"code_start={unshifted[0]!r} does not take an input_shift; the "
