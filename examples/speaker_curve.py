@@ -22,8 +22,10 @@ def add_code_arguments(parser: argparse.ArgumentParser) -> None:
                              "in closed form from the labelled rows and held there")
     parser.add_argument("--prior-shrinkage", default="0.001",
                         help="of the codes' prior covariance: a number, oas or ledoit_wolf")
-    parser.add_argument("--training", choices=["joint", "episodic"], default="joint",
-                        help="how the coded networks learn")
+    parser.add_argument("--training", choices=["joint", "staged", "episodic"],
+                        default="joint",
+                        help="how the coded networks learn: with the codes, the network "
+                             "without codes first then frozen (staged), or episodically")
     parser.add_argument("--code-start", default="scratch",
                         help="where the coded networks start: their own weights (scratch), "
                              "the SI network trained on with the codes (si) or kept fixed "
