@@ -26,7 +26,7 @@ def add_code_arguments(parser: argparse.ArgumentParser) -> None:
                         default="joint",
                         help="how the coded networks learn: with the codes, the network "
                              "without codes first then frozen (staged), or episodically")
-    parser.add_argument("--code-start", default="scratch",
+    parser.add_argument("--code-start", default="auto",
                         help="where the coded networks start: their own weights (scratch), "
                              "the SI network trained on with the codes (si) or kept fixed "
                              "(frozen_si), or the shift method's network, codes on top of "

@@ -61,8 +61,10 @@ With ``tune=True`` (the default) the rest is chosen per fold by **nested,
 condition-disjoint validation** inside the fold's training conditions: a quarter of
 them is held out, networks are trained on the others (once per candidate network),
 one episode per held-out condition is drawn for every ``k >= 1`` of ``shots`` (also
-``k = 0`` for the transductive ``codes_unsup``), and the candidate with the best mean
-accuracy wins (ties go to the earlier candidate, the stronger prior). For the codes,
+``k = 0`` for the transductive ``codes_unsup``), and at each ``k`` the candidate with
+the best accuracy at that ``k`` wins (ties go to the earlier candidate, the stronger
+prior; ``k = 0`` of a method that is not transductive takes the best on average over
+the ``k`` scored). For the codes,
 code dropout (a share of training rows sees the mean code, so the prior mean is a good
 speaker-independent model) and code L2 regularise the training codes. The candidates
 and defaults (generated from ``METHODS``):
@@ -202,7 +204,7 @@ def evaluate(
     shift_estimate: str = "learned",
     prior_shrinkage: float | str = 1e-3,
     training: str = "joint",
-    code_start: str | Sequence[str] = "scratch",
+    code_start: str | Sequence[str] = "auto",
     posterior: str | None = None,
     max_epochs: int = 200,
     batch_size: int = 200,
@@ -294,7 +296,7 @@ def evaluate(
         ``"episodic"``, ``codes`` and ``codes_unsup`` adapt by the networks' own inner
         procedure (a few gradient steps from the learned initial code): their ``alpha``
         and the shift-given prior of ``codes`` are not used.
-    code_start : {"scratch", "si", "frozen_si", "shift_sat", "auto"} or list, default="scratch"
+    code_start : {"auto", "scratch", "si", "frozen_si", "shift_sat"} or list, default="auto"
         Where the coded networks start: their own initial weights (``"scratch"``), or
         the fold's trained SI network (the ``si`` method's) with zero-initialised
         ``B_l``, so that before training a zero code gives exactly ``si``'s predictions;
@@ -309,10 +311,12 @@ def evaluate(
         before adapting its code (prior: the training codes' Gaussian); a condition
         without labelled rows (``k = 0``) has no shift to remove and gets ``si``'s
         predictions from ``codes``, as from ``shift``. A list of starts: nested
-        validation (as for ``tune``, with or without it) chooses one per fold and coded
-        method, jointly with the method's hyperparameter, on conditions held out inside
-        the fold's training conditions; ``"auto"`` is ``["scratch", "shift_sat"]``. The
-        JSON's ``chosen`` then holds ``{"code_start": ..., "param": ...}`` per fold.
+        validation (as for ``tune``, with or without it) chooses one per fold, ``k``
+        and coded method, jointly with the method's hyperparameter, on conditions held
+        out inside the fold's training conditions; ``"auto"`` is ``["scratch", "shift_sat"]``
+        (``"scratch"`` alone with an ``input_shift`` or ``training`` other than
+        ``"joint"``). The JSON's ``chosen`` then holds ``{"code_start": ..., "param":
+        ...}``.
     posterior : {None, "laplace"}, default=None
         ``"laplace"``: ``codes`` and ``codes_unsup`` predict with the average over
         each adapted code's Laplace posterior (:class:`~skdc.CodeAdapter`'s
@@ -376,8 +380,8 @@ def evaluate(
         ``n_classes``, ``folds``, ``shots``, ``repeats``, ``normalize``, ``methods`` (per method:
         ``k`` -> ``{"0": {"accuracy", "ci95", "error_reduction_vs_si",
         "error_reduction_vs_si_interval"}, ...}``, ``transductive``, ``description``,
-        ``chosen`` (the hyperparameter per fold; with ``normalize="speaker"``, per fold
-        a dict ``{k: hyperparameter}``)), ``per_condition`` (``conditions``, ``seeds``
+        ``chosen`` (the hyperparameter per fold, or a dict ``{k: hyperparameter}`` for
+        a fold whose ``k`` chose differently)), ``per_condition`` (``conditions``, ``seeds``
         and ``accuracy``: per method and ``k`` a table seeds x conditions, each
         condition's accuracy over repeats; :func:`pool_seeds` pools runs of several
         seeds with it), ``settings`` (including ``candidates``: what each method chose
@@ -402,7 +406,7 @@ def evaluate(
                          f"{training!r}.")
     if posterior not in (None, "laplace"):
         raise ValueError(f"posterior must be None or 'laplace'; got {posterior!r}.")
-    code_starts = _code_starts(code_start)
+    code_starts = _code_starts(code_start, input_shift, training)
     if shift_estimate not in ("learned", "empirical_bayes"):
         raise ValueError("shift_estimate must be 'learned' or 'empirical_bayes'; got "
                          f"{shift_estimate!r}.")
@@ -492,10 +496,15 @@ def _method_info(methods: list[str], chosen: dict) -> dict:
             for name in methods}
 
 
-def _code_starts(code_start) -> tuple[str, ...]:
-    """The code starts to use (one) or to choose among; ``ValueError`` naming a bad one."""
+def _code_starts(code_start, input_shift, training: str) -> tuple[str, ...]:
+    """The code starts to use (one) or to choose among; ``ValueError`` naming a bad one.
+    ``"auto"`` keeps to ``"scratch"`` where ``"shift_sat"`` does not apply (codes with
+    a shift part of their own, or trained otherwise than jointly)."""
+    if code_start == "auto":
+        return (AUTO_CODE_STARTS if input_shift is None and training == "joint"
+                else AUTO_CODE_STARTS[:1])
     if isinstance(code_start, str):
-        starts = AUTO_CODE_STARTS if code_start == "auto" else (code_start,)
+        starts = (code_start,)
     elif (isinstance(code_start, Sequence) and len(code_start) > 0
           and all(isinstance(start, str) for start in code_start)):
         starts = tuple(dict.fromkeys(code_start))
@@ -598,11 +607,11 @@ def _run_fold(fold, split, *, X, y, g, layout, sources, settings, code_starts, m
                                 normalisation, sources.of_rows(train))  # trains lazily
         for name in methods:
             method = get_method(name)
-            start, param = choose(method, candidates[name], inner, code_starts)
-            chosen[name][view] = (param if len(code_starts) == 1 or not method.coded
-                                  else {"code_start": start, "param": param})
-            method_ctx = ctx if start is None else ctx.with_code_start(start)
             for k in view:
+                start, param = choose(method, candidates[name], inner, code_starts, k)
+                chosen[name][k] = (param if len(code_starts) == 1 or not method.coded
+                                   else {"code_start": start, "param": param})
+                method_ctx = ctx if start is None else ctx.with_code_start(start)
                 if report is not None:
                     report.update(f"fold {fold + 1}/{folds} {name} k={k}")
                 for r in range(1 if k == 0 else repeats):
@@ -613,14 +622,15 @@ def _run_fold(fold, split, *, X, y, g, layout, sources, settings, code_starts, m
                         scores[name][k].setdefault(c, []).append(acc)
                 if report is not None:
                     report.advance()
-    return scores, {name: _per_view(by_view) for name, by_view in chosen.items()}
+    return scores, {name: _per_k(by_k) for name, by_k in chosen.items()}
 
 
-def _per_view(by_view: dict):
-    """One fold's choice: the value, or ``{k: value}`` when every ``k`` chose its own."""
-    if len(by_view) == 1:
-        return next(iter(by_view.values()))
-    return {str(view[0]): value for view, value in by_view.items()}
+def _per_k(by_k: dict):
+    """One fold's choice: the value, or ``{k: value}`` when the ``k`` chose differently."""
+    values = list(by_k.values())
+    if all(value == values[0] for value in values):
+        return values[0]
+    return {str(k): value for k, value in by_k.items()}
 
 
 class _Progress:

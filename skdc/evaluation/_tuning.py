@@ -80,19 +80,20 @@ def _checked(method: Method, value, what: str):
 
 
 def choose(method: Method, candidates: tuple, inner: InnerValidation | None,
-           starts: Sequence[str | None] = (None,)) -> tuple:
-    """The code start and hyperparameter a fold uses: ``(start, param)``.
+           starts: Sequence[str | None] = (None,), k: int | None = None) -> tuple:
+    """The code start and hyperparameter a fold uses at ``k`` shots: ``(start, param)``.
 
     ``starts`` are the code starts (``CODE_STARTS``) a coded method may use (``None``:
     the fold's own); other methods ignore them. With one start and one candidate (or
     none: ``param`` is None) there is nothing to choose; with more, every pair is
-    scored by nested validation.
+    scored by nested validation at ``k`` (at every ``k`` scored, on average, for a ``k``
+    not scored, e.g. ``k = 0`` without labelled rows, or None).
     """
     starts = tuple(starts) if method.coded else (None,)
     pairs = [(start, param) for start in starts for param in (candidates or (None,))]
     if len(pairs) == 1:
         return pairs[0]
-    return inner.best(method, pairs)
+    return inner.best(method, pairs, k)
 
 
 class InnerValidation:
@@ -101,7 +102,9 @@ class InnerValidation:
     ``INNER_FRACTION`` of the training conditions is held out; the networks are trained
     on the rest (lazily, once per candidate network); one episode per held-out condition
     and ``k`` of ``shots`` scores each candidate: ``k >= 1`` (``k = 0`` has no labelled
-    row to tell priors apart), plus ``k = 0`` for transductive methods.
+    row to tell priors apart), plus ``k = 0`` for transductive methods. Each ``k``
+    takes the candidate best at that ``k``; ``k = 0`` of a method that is not
+    transductive the best on average.
 
     Parameters
     ----------
@@ -156,25 +159,30 @@ class InnerValidation:
             self._inner = inner, held
         return self._inner
 
-    def scores(self, method: Method, candidates: Sequence[tuple]) -> list[float]:
-        """Mean validation accuracy (over conditions, then ``k``) of every candidate, a
-        pair ``(code start, param)``; a start of None is the fold's own."""
-        ctx, held = self._setup()
-        shots = self.all_shots if method.transductive else self.shots
-        episodes = [held.episode(0, k) for k in shots]
-        out = []
-        for start, param in candidates:
-            inner = ctx if start is None else ctx.with_code_start(start)
-            per_k = [np.mean(list(held.accuracy(method.log_proba(inner, ep, param), units,
-                                                inner.classes).values()))
-                     for ep, units in episodes]
-            out.append(float(np.mean(per_k)))
-        return out
+    def scores(self, method: Method, candidates: Sequence[tuple]) -> dict[int, list[float]]:
+        """Validation accuracy (mean over the held-out conditions) of every candidate, a
+        pair ``(code start, param)`` (a start of None is the fold's own), at each ``k``
+        scored; computed once per method and candidates."""
+        key = (type(method), method.name, tuple(candidates))
+        cache = self.__dict__.setdefault("_scores", {})
+        if key not in cache:
+            ctx, held = self._setup()
+            shots = self.all_shots if method.transductive else self.shots
+            cache[key] = {k: [] for k in shots}
+            for start, param in candidates:
+                inner = ctx if start is None else ctx.with_code_start(start)
+                for k in shots:
+                    ep, units = held.episode(0, k)
+                    cache[key][k].append(float(np.mean(list(held.accuracy(
+                        method.log_proba(inner, ep, param), units, inner.classes).values()))))
+        return cache[key]
 
-    def best(self, method: Method, candidates: Sequence[tuple]) -> tuple:
-        """The ``(start, param)`` candidate with the best validation accuracy; ties go to
-        the earlier one."""
-        scores = self.scores(method, candidates)
+    def best(self, method: Method, candidates: Sequence[tuple], k: int | None = None) -> tuple:
+        """The ``(start, param)`` candidate with the best validation accuracy at ``k``
+        (averaged over the ``k`` scored when ``k`` is not one of them); ties go to the
+        earlier one."""
+        by_k = self.scores(method, candidates)
+        scores = by_k[k] if k in by_k else np.mean(list(by_k.values()), axis=0)
         best = 0
         for i, score in enumerate(scores):
             if score > scores[best] + 1e-9:
