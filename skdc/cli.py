@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ._method_names import METHOD_NAMES
+from ._method_names import CODE_STARTS, METHOD_NAMES
 
 __all__ = ["main"]
 
@@ -165,6 +165,7 @@ def _evaluate(args) -> int:
     if args.max_train_conditions is not None and args.max_train_conditions < 2:
         raise InputError("--max-train-conditions must be at least 2")
     _check_normalize_options(args)
+    code_start = _code_start(args.code_start)
     json_path = _check_output(args.json, "--json")
     plot_path = _check_output(args.plot, "--plot")
     X, y, groups, units, features, dropped = _read_table(args)
@@ -184,6 +185,7 @@ def _evaluate(args) -> int:
                        normalizer=normalizer, hidden_layer_sizes=hidden,
                        max_epochs=args.max_epochs, tune=not args.no_tune,
                        max_train_conditions=args.max_train_conditions,
+                       code_start=code_start,
                        random_state=args.random_state, progress=not args.quiet,
                        n_jobs=args.jobs)
     results["data"] = {"file": str(args.file), "label": args.label, "group": args.group,
@@ -207,6 +209,16 @@ def _evaluate(args) -> int:
     for note in _write_outputs(results, json_path, plot_path):
         print(note, file=sys.stderr)
     return 0
+
+
+def _code_start(value: str) -> str | list[str]:
+    """``--code-start``: ``auto``, one start, or several comma-separated."""
+    starts = [s.strip() for s in value.split(",")]
+    bad = [s for s in starts if s not in CODE_STARTS and not (s == "auto" and len(starts) == 1)]
+    if bad:
+        raise InputError(f"unknown code start {bad[0]!r} in --code-start; give auto or one or "
+                         f"more of {', '.join(CODE_STARTS)}")
+    return starts[0] if len(starts) == 1 else starts
 
 
 def _check_normalize_options(args) -> None:
@@ -356,6 +368,10 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--normalize-tau", type=_tau, default=None, metavar="ROWS",
                     help="shrink toward the global statistics by this many rows, or 'auto' "
                          "(empirical Bayes; default: auto per speaker, 0 per utterance)")
+    ev.add_argument("--code-start", default="auto", metavar="START",
+                    help="where the coded networks start: auto (scratch or shift_sat, "
+                         "chosen per fold and k by nested validation; the default), or "
+                         f"one or more of {', '.join(CODE_STARTS)}, comma-separated")
     ev.add_argument("--json", help="write the results as JSON")
     ev.add_argument("--plot", help="write a PNG plot of accuracy against k")
     ev.add_argument("--random-state", type=int, default=0)

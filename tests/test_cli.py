@@ -13,7 +13,8 @@ from skdc._synthetic import make_conditions, make_teacher
 from skdc.cli import main
 
 FAST = ["--folds", "2", "--repeats", "1", "--shots", "0,2", "--hidden", "16",
-        "--max-epochs", "100", "--no-tune", "--quiet", "--jobs", "1"]
+        "--max-epochs", "100", "--no-tune", "--quiet", "--jobs", "1", "--code-start",
+        "scratch"]
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +102,11 @@ def test_evaluate_with_fewer_training_conditions(table, tmp_path, capsys):
     out_json = tmp_path / "out.json"
     code = main(["evaluate", str(table), "--label", "label", "--group", "speaker",
                  "--methods", "si", "--max-train-conditions", "3", "--json", str(out_json),
-                 *FAST])
+                 *FAST[:-2], "--code-start", "scratch,shift_sat"])
     assert code == 0
-    assert json.loads(out_json.read_text())["settings"]["max_train_conditions"] == 3
+    settings = json.loads(out_json.read_text())["settings"]
+    assert settings["max_train_conditions"] == 3
+    assert settings["code_start"] == ["scratch", "shift_sat"]
 
 
 def _write(tmp_path, name, text):
@@ -143,6 +146,7 @@ def _bad_cases(table, tmp_path):
         "unknown normalisation": [str(table), *ok, "--normalize", "frame"],
         "missing unit column": [str(table), *ok, "--unit", "utterance"],
         "unit with two labels": [str(table), *ok, "--unit", "speaker"],
+        "unknown code start": [str(table), *ok, "--code-start", "scratch,warm"],
     }
 
 
@@ -152,7 +156,8 @@ CASES = ["missing file", "malformed csv", "empty csv", "header only", "missing l
          "zero jobs", "one training condition", "missing output folder",
          "utterance normalisation without units", "normalisation kind alone", "negative tau",
          "tau neither number nor auto",
-         "unknown normalisation", "missing unit column", "unit with two labels"]
+         "unknown normalisation", "missing unit column", "unit with two labels",
+         "unknown code start"]
 
 
 @pytest.mark.parametrize("case", CASES)

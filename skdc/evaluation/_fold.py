@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from .._feature_shift import ShiftPrior, class_residuals, condition_shifts
+from .._method_names import CODE_STARTS
 from .._network import CodeNetwork
 from .._retrofit import add_condition_codes
 from .._training import Architecture, Schedule, si_twin
@@ -45,7 +46,6 @@ CODE_REGULARISATION = {
 # weights fixed, as Abdel-Hamid & Jiang 2013 keep the SI network), or the twin trained
 # on shift-normalised conditions, frozen, its codes learned and adapted on features
 # with each condition's feature shift removed ("shift_sat": codes on top of the shift).
-CODE_STARTS = ("scratch", "si", "frozen_si", "shift_sat")
 # evaluate(code_start="auto"): nested validation chooses, per fold, between codes that
 # start from scratch and codes on top of the shift
 AUTO_CODE_STARTS = ("scratch", "shift_sat")
