@@ -221,16 +221,29 @@ class _ShotsOracle(_Oracle):
         return super().log_proba(ctx, ep, "right" if few == (param == "few") else "wrong")
 
 
-def test_nested_validation_chooses_per_k():
+def test_nested_validation_chooses_the_start_per_k_and_the_hyperparameter_on_average():
     rng = np.random.default_rng(0)
     groups, y = np.repeat(np.arange(8), 6), np.tile(np.arange(3), 16)
     X = np.column_stack([y, rng.normal(size=len(y))])
     ctx = FoldContext(X, y, groups, Settings(), seed=0)
     inner = InnerValidation(ctx, np.arange(len(y)), shots=(0, 1, 4), seed=0)
     method = _ShotsOracle()
-    assert choose(method, ("many", "few"), inner, k=1) == (None, "few")
-    assert choose(method, ("many", "few"), inner, k=4) == (None, "many")
-    assert choose(method, ("many", "few"), inner, k=0) == (None, "many")  # a tie on average
+    method.coded = True
+    # a hyperparameter on average over k (a tie here: the earlier one)
+    assert choose(method, ("many", "few"), inner, k=1) == (None, "many")
+    # a start at each k: "few"'s rows under one start, "many"'s under the other
+    assert choose(_ShotsStart(), ("p",), inner, ("a", "b"), k=1) == ("a", "p")
+    assert choose(_ShotsStart(), ("p",), inner, ("a", "b"), k=4) == ("b", "p")
+    assert choose(_ShotsStart(), ("p",), inner, ("a", "b"), k=0) == ("a", "p")  # average: tie
+
+
+class _ShotsStart(_ShotsOracle):
+    """Start ``"a"`` is right with one labelled row per condition, ``"b"`` with more."""
+
+    coded = True
+
+    def log_proba(self, ctx, ep, param):
+        return super().log_proba(ctx, ep, "few" if ctx.settings.code_start == "a" else "many")
 
 
 class _StartOracle(_Oracle):

@@ -61,10 +61,9 @@ With ``tune=True`` (the default) the rest is chosen per fold by **nested,
 condition-disjoint validation** inside the fold's training conditions: a quarter of
 them is held out, networks are trained on the others (once per candidate network),
 one episode per held-out condition is drawn for every ``k >= 1`` of ``shots`` (also
-``k = 0`` for the transductive ``codes_unsup``), and at each ``k`` the candidate with
-the best accuracy at that ``k`` wins (ties go to the earlier candidate, the stronger
-prior; ``k = 0`` of a method that is not transductive takes the best on average over
-the ``k`` scored). For the codes,
+``k = 0`` for the transductive ``codes_unsup``), and the candidate with the best mean
+accuracy over those ``k`` wins (ties go to the earlier candidate, the stronger prior);
+of several code starts, each ``k`` takes the start best at that ``k``. For the codes,
 code dropout (a share of training rows sees the mean code, so the prior mean is a good
 speaker-independent model) and code L2 regularise the training codes. The candidates
 and defaults (generated from ``METHODS``):
@@ -312,8 +311,8 @@ def evaluate(
         without labelled rows (``k = 0``) has no shift to remove and gets ``si``'s
         predictions from ``codes``, as from ``shift``. A list of starts: nested
         validation (as for ``tune``, with or without it) chooses one per fold, ``k``
-        and coded method, jointly with the method's hyperparameter, on conditions held
-        out inside the fold's training conditions; ``"auto"`` is ``["scratch", "shift_sat"]``
+        and coded method (each start with its hyperparameter chosen on average over
+        ``k``), on conditions held out inside the fold's training conditions; ``"auto"`` is ``["scratch", "shift_sat"]``
         (``"scratch"`` alone with an ``input_shift`` or ``training`` other than
         ``"joint"``). The JSON's ``chosen`` then holds ``{"code_start": ..., "param":
         ...}``.

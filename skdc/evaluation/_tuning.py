@@ -85,15 +85,18 @@ def choose(method: Method, candidates: tuple, inner: InnerValidation | None,
 
     ``starts`` are the code starts (``CODE_STARTS``) a coded method may use (``None``:
     the fold's own); other methods ignore them. With one start and one candidate (or
-    none: ``param`` is None) there is nothing to choose; with more, every pair is
-    scored by nested validation at ``k`` (at every ``k`` scored, on average, for a ``k``
-    not scored, e.g. ``k = 0`` without labelled rows, or None).
+    none: ``param`` is None) there is nothing to choose. With more, nested validation
+    picks each start's hyperparameter on average over the ``k`` scored (one ``k`` alone
+    has too few draws to tell priors apart), then the start best at ``k`` (on average
+    for a ``k`` not scored, e.g. ``k = 0`` without labelled rows, or None): how much a
+    shift estimated from ``k`` rows helps depends on ``k``.
     """
     starts = tuple(starts) if method.coded else (None,)
-    pairs = [(start, param) for start in starts for param in (candidates or (None,))]
-    if len(pairs) == 1:
-        return pairs[0]
-    return inner.best(method, pairs, k)
+    params = candidates or (None,)
+    if len(starts) * len(params) == 1:
+        return starts[0], params[0]
+    finalists = [inner.best(method, [(start, param) for param in params]) for start in starts]
+    return finalists[0] if len(finalists) == 1 else inner.best(method, finalists, k)
 
 
 class InnerValidation:
@@ -102,9 +105,8 @@ class InnerValidation:
     ``INNER_FRACTION`` of the training conditions is held out; the networks are trained
     on the rest (lazily, once per candidate network); one episode per held-out condition
     and ``k`` of ``shots`` scores each candidate: ``k >= 1`` (``k = 0`` has no labelled
-    row to tell priors apart), plus ``k = 0`` for transductive methods. Each ``k``
-    takes the candidate best at that ``k``; ``k = 0`` of a method that is not
-    transductive the best on average.
+    row to tell priors apart), plus ``k = 0`` for transductive methods (see
+    :func:`choose` for how the scores choose).
 
     Parameters
     ----------
@@ -162,20 +164,23 @@ class InnerValidation:
     def scores(self, method: Method, candidates: Sequence[tuple]) -> dict[int, list[float]]:
         """Validation accuracy (mean over the held-out conditions) of every candidate, a
         pair ``(code start, param)`` (a start of None is the fold's own), at each ``k``
-        scored; computed once per method and candidates."""
-        key = (type(method), method.name, tuple(candidates))
+        scored; each candidate is scored once."""
+        ctx, held = self._setup()
+        shots = self.all_shots if method.transductive else self.shots
         cache = self.__dict__.setdefault("_scores", {})
-        if key not in cache:
-            ctx, held = self._setup()
-            shots = self.all_shots if method.transductive else self.shots
-            cache[key] = {k: [] for k in shots}
-            for start, param in candidates:
+        out: dict[int, list[float]] = {k: [] for k in shots}
+        for start, param in candidates:
+            key = (type(method), method.name, start, repr(param))
+            if key not in cache:
                 inner = ctx if start is None else ctx.with_code_start(start)
+                cache[key] = {}
                 for k in shots:
                     ep, units = held.episode(0, k)
-                    cache[key][k].append(float(np.mean(list(held.accuracy(
-                        method.log_proba(inner, ep, param), units, inner.classes).values()))))
-        return cache[key]
+                    cache[key][k] = float(np.mean(list(held.accuracy(
+                        method.log_proba(inner, ep, param), units, inner.classes).values())))
+            for k in shots:
+                out[k].append(cache[key][k])
+        return out
 
     def best(self, method: Method, candidates: Sequence[tuple], k: int | None = None) -> tuple:
         """The ``(start, param)`` candidate with the best validation accuracy at ``k``
