@@ -312,10 +312,10 @@ def evaluate(
         predictions from ``codes``, as from ``shift``. A list of starts: nested
         validation (as for ``tune``, with or without it) chooses one per fold, ``k``
         and coded method (each start with its hyperparameter chosen on average over
-        ``k``), on conditions held out inside the fold's training conditions; ``"auto"`` is ``["scratch", "shift_sat"]``
-        (``"scratch"`` alone with an ``input_shift`` or ``training`` other than
-        ``"joint"``). The JSON's ``chosen`` then holds ``{"code_start": ..., "param":
-        ...}``.
+        ``k``), on conditions held out inside the fold's training conditions;
+        ``"auto"`` is ``["scratch", "shift_sat"]`` (``"scratch"`` alone with an
+        ``input_shift`` or ``training`` other than ``"joint"``). The JSON's
+        ``chosen`` then holds ``{"code_start": ..., "param": ...}``.
     posterior : {None, "laplace"}, default=None
         ``"laplace"``: ``codes`` and ``codes_unsup`` predict with the average over
         each adapted code's Laplace posterior (:class:`~skdc.CodeAdapter`'s
