@@ -246,6 +246,35 @@ class _ShotsStart(_ShotsOracle):
         return super().log_proba(ctx, ep, "few" if ctx.settings.code_start == "a" else "many")
 
 
+class _Counting(_Oracle):
+    """Right on the first draw it is asked for at each k, wrong on the others."""
+
+    def __init__(self):
+        self.calls = []
+
+    def log_proba(self, ctx, ep, param):
+        first = len(ep.X_adapt) not in self.calls
+        self.calls.append(len(ep.X_adapt))
+        return super().log_proba(ctx, ep, "right" if first else "wrong")
+
+
+@pytest.mark.parametrize("transductive, calls", [(False, 3), (True, 4)])
+def test_nested_validation_scores_repeats_draws_per_k(transductive, calls):
+    """As many draws per held-out condition and k >= 1 as the outer protocol (one at
+    k = 0), averaged."""
+    rng = np.random.default_rng(0)
+    groups, y = np.repeat(np.arange(8), 6), np.tile(np.arange(3), 16)
+    X = np.column_stack([y, rng.normal(size=len(y))])
+    ctx = FoldContext(X, y, groups, Settings(), seed=0)
+    inner = InnerValidation(ctx, np.arange(len(y)), shots=(0, 2), seed=0, repeats=3)
+    method = _Counting()
+    method.transductive = transductive
+    scores = inner.scores(method, [(None, "p")])
+    assert len(method.calls) == calls
+    assert scores[2] == [pytest.approx(1 / 3)]
+    assert not transductive or scores[0] == [1.0]
+
+
 class _StartOracle(_Oracle):
     """A coded method that is right only when its codes start on top of the shift."""
 

@@ -60,10 +60,11 @@ Fixed, principled defaults:
 With ``tune=True`` (the default) the rest is chosen per fold by **nested,
 condition-disjoint validation** inside the fold's training conditions: a quarter of
 them is held out, networks are trained on the others (once per candidate network),
-one episode per held-out condition is drawn for every ``k >= 1`` of ``shots`` (also
-``k = 0`` for the transductive ``codes_unsup``), and the candidate with the best mean
-accuracy over those ``k`` wins (ties go to the earlier candidate, the stronger prior);
-of several code starts, each ``k`` takes the start best at that ``k``. For the codes,
+``repeats`` episodes per held-out condition are drawn for every ``k >= 1`` of
+``shots`` (one at ``k = 0`` for the transductive ``codes_unsup``), and the candidate
+with the best mean accuracy over those ``k`` wins (ties go to the earlier candidate,
+the stronger prior); of several code starts, each ``k`` takes the start best at that
+``k``. For the codes,
 code dropout (a share of training rows sees the mean code, so the prior mean is a good
 speaker-independent model) and code L2 regularise the training codes. The candidates
 and defaults (generated from ``METHODS``):
@@ -603,7 +604,7 @@ def _run_fold(fold, split, *, X, y, g, layout, sources, settings, code_starts, m
         ctx = FoldContext(normalisation.training(Xs, train, view[0]), y[train], g[train],
                           settings, seed, units=layout.unit_of_row[train])
         inner = InnerValidation(ctx, layout.unit_of_row[train], view, seed, Xs[train],
-                                normalisation, sources.of_rows(train))  # trains lazily
+                                normalisation, sources.of_rows(train), repeats)  # lazily
         for name in methods:
             method = get_method(name)
             for k in view:

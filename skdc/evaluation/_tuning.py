@@ -128,12 +128,16 @@ class InnerValidation:
         Sources of the fold's training rows (``Sources.of_rows``): the inner split keeps
         sources whole and holds out originals only. None: every condition is its own
         source.
+    repeats : int, default=1
+        Draws of adaptation units per held-out condition and ``k >= 1`` (the outer
+        protocol's ``repeats``): with a few held-out conditions one draw each is too
+        noisy to tell candidates apart at one ``k``.
     """
 
     def __init__(self, ctx: FoldContext, units: np.ndarray, shots: Sequence[int], seed: int,
                  X_held: np.ndarray | None = None, normalisation: Normalisation | None = None,
-                 sources: Sources | None = None):
-        self.outer, self.units, self.seed = ctx, units, seed
+                 sources: Sources | None = None, repeats: int = 1):
+        self.outer, self.units, self.seed, self.repeats = ctx, units, seed, int(repeats)
         self.sources = sources
         self.X_held = ctx.X if X_held is None else X_held
         self.normalisation = normalisation
@@ -156,8 +160,8 @@ class InnerValidation:
             transform = (None if self.normalisation is None
                          else self.normalisation.episode_transform(
                              self.X_held[train], ctx.groups[train], self.units[train]))
-            held = HeldOut(self.X_held, ctx.y, layout, np.unique(ctx.groups[val]), 1,
-                           self.seed, transform)
+            held = HeldOut(self.X_held, ctx.y, layout, np.unique(ctx.groups[val]),
+                           self.repeats, self.seed, transform)
             self._inner = inner, held
         return self._inner
 
@@ -173,14 +177,20 @@ class InnerValidation:
             key = (type(method), method.name, start, repr(param))
             if key not in cache:
                 inner = ctx if start is None else ctx.with_code_start(start)
-                cache[key] = {}
-                for k in shots:
-                    ep, units = held.episode(0, k)
-                    cache[key][k] = float(np.mean(list(held.accuracy(
-                        method.log_proba(inner, ep, param), units, inner.classes).values())))
+                cache[key] = {k: float(np.mean([self._accuracy(held, method, inner, param, r, k)
+                                                for r in range(1 if k == 0 else self.repeats)]))
+                              for k in shots}
             for k in shots:
                 out[k].append(cache[key][k])
         return out
+
+    @staticmethod
+    def _accuracy(held: HeldOut, method: Method, ctx: FoldContext, param, r: int,
+                  k: int) -> float:
+        """Mean accuracy over the held-out conditions of draw ``r`` with ``k`` shots."""
+        ep, units = held.episode(r, k)
+        return float(np.mean(list(held.accuracy(method.log_proba(ctx, ep, param), units,
+                                                ctx.classes).values())))
 
     def best(self, method: Method, candidates: Sequence[tuple], k: int | None = None) -> tuple:
         """The ``(start, param)`` candidate with the best validation accuracy at ``k``
