@@ -14,8 +14,8 @@ Protocol
   their own shift removed. With ``code_start="si"`` or ``"frozen_si"`` the coded
   network starts from the trained twin instead, with zero ``B_l``; with
   ``"shift_sat"`` from the shift's twin, frozen (codes on top of the feature shift);
-  with several starts (``"auto"``: ``"scratch"`` and ``"shift_sat"``) nested validation
-  chooses one per fold.
+  with several starts (``"auto"``, the default: ``"scratch"`` and ``"shift_sat"``)
+  nested validation chooses one per fold and ``k``.
 * **Episodes.** For every held-out condition and repeat, one seeded permutation of its
   units (rows, or e.g. utterances with ``units=``); with ``k`` shots the first ``k``
   units are labelled adaptation data and the condition's *remaining* units are scored.

@@ -103,8 +103,8 @@ class InnerValidation:
     """Nested, condition-disjoint validation inside a fold's training conditions.
 
     ``INNER_FRACTION`` of the training conditions is held out; the networks are trained
-    on the rest (lazily, once per candidate network); one episode per held-out condition
-    and ``k`` of ``shots`` scores each candidate: ``k >= 1`` (``k = 0`` has no labelled
+    on the rest (lazily, once per candidate network); ``repeats`` episodes per held-out
+    condition and ``k`` of ``shots`` score each candidate: ``k >= 1`` (``k = 0`` has no labelled
     row to tell priors apart), plus ``k = 0`` for transductive methods (see
     :func:`choose` for how the scores choose).
 
