@@ -18,7 +18,8 @@ keywords + ``_unknown_``), in speaker-disjoint folds. Then, per fold:
   -- ``add_condition_codes(kind="scale")`` with ``B`` the identity, frozen.
 
 Each held-out speaker is scored on its other utterances, ``--repeats`` draws of the k
-adaptation utterances; error cuts against SI carry a 95% paired-bootstrap interval over
+adaptation utterances (all of a fold's held-out speakers in one adapter fit, one code or
+LHUC vector per speaker through ``groups``); error cuts against SI carry a 95% paired-bootstrap interval over
 held-out speakers and seeds.
 
 Run (``--max-speakers 40 --folds 2 --epochs 3 --seed 0`` for a quick look)::
@@ -98,24 +99,26 @@ class Fold:
                                      max_iter=args.sat_epochs, batch_size=64,
                                      random_state=seed).fit(X, y, groups=groups)
 
-    def accuracy(self, method, X_a, y_a, mask_a, X_s, y_s, mask_s) -> float:
+    def predict_proba(self, method, X_a, y_a, g_a, mask_a, X_s, g_s, mask_s) -> np.ndarray:
+        """Every held-out speaker at once: its adaptation rows ``g_a == speaker`` adapt
+        its own shift or code, which predicts its rows ``g_s == speaker``."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             if method == "si":
-                proba = self.si.predict(X_s, verbose=0)
-            elif method == "shift":
-                offset = X_a[mask_a].mean(axis=0) - self.mean
-                proba = self.si.predict(np.where(mask_s[..., None], X_s - offset, 0.0),
-                                        verbose=0)
-            elif method == "lhuc":
-                prior = CodePrior(np.zeros(self.lhuc.inputs[1].shape[-1]),
-                                  np.eye(self.lhuc.inputs[1].shape[-1]))
-                proba = CodeAdapter(self.lhuc, code_init=prior, optimizer="lbfgs",
-                                    max_iter=50).fit(X_a, y_a).predict_proba(X_s)
+                return self.si.predict(X_s, verbose=0)
+            if method == "shift":
+                speakers, index = np.unique(g_s, return_inverse=True)
+                offsets = np.stack([X_a[g_a == spk][mask_a[g_a == spk]].mean(axis=0)
+                                    for spk in speakers]) - self.mean
+                return self.si.predict(np.where(mask_s[..., None], X_s - offsets[index][:, None],
+                                                0.0), verbose=0)
+            if method == "lhuc":
+                size = self.lhuc.inputs[1].shape[-1]
+                adapter = CodeAdapter(self.lhuc, code_init=CodePrior(np.zeros(size), np.eye(size)),
+                                      optimizer="lbfgs", max_iter=50)
             else:
-                proba = self.codes.adapter(optimizer="lbfgs", max_iter=50).fit(
-                    X_a, y_a).predict_proba(X_s)
-        return float(np.mean(proba.argmax(axis=1) == y_s))
+                adapter = self.codes.adapter(optimizer="lbfgs", max_iter=50)
+            return adapter.fit(X_a, y_a, groups=g_a).predict_proba(X_s, groups=g_s)
 
 
 def run(data, args, seed: int) -> dict:
@@ -128,21 +131,32 @@ def run(data, args, seed: int) -> dict:
     folds = GroupKFold(args.folds, shuffle=True, random_state=seed).split(X, y, groups)
     for f, (train, test) in enumerate(folds):
         fold = Fold(X[train], y[train], groups[train], mask[train], args, seed + 1000 * f)
-        for spk in np.unique(groups[test]):
-            rows = test[groups[test] == spk]
-            rng = np.random.default_rng([seed, f, len(rows)])
-            for k in shots:
-                scores = {m: [] for m in METHODS}
-                for _ in range(args.repeats):
-                    pick = rng.permutation(rows)
-                    a, s = pick[:k], pick[k:]
-                    for m in METHODS:
-                        scores[m].append(fold.accuracy(m, X[a], y[a], mask[a], X[s], y[s],
-                                                       mask[s]))
+        speakers = np.unique(groups[test])
+        rng = np.random.default_rng([seed, f])
+        for k in shots:
+            scores = {m: {spk: [] for spk in speakers} for m in METHODS}
+            for _ in range(args.repeats):
+                a, s = adaptation_split(test, groups, k, rng)
                 for m in METHODS:
-                    table[m][k][str(spk)] = float(np.mean(scores[m]))
+                    correct = fold.predict_proba(m, X[a], y[a], groups[a], mask[a], X[s],
+                                                 groups[s], mask[s]).argmax(axis=1) == y[s]
+                    for spk in speakers:
+                        scores[m][spk].append(float(correct[groups[s] == spk].mean()))
+            for m in METHODS:
+                for spk in speakers:
+                    table[m][k][str(spk)] = float(np.mean(scores[m][spk]))
         print(f"seed {seed} fold {f + 1}/{args.folds} done", flush=True)
     return table
+
+
+def adaptation_split(rows, groups, k: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """k random rows of each speaker among ``rows`` to adapt on, the others to score."""
+    adapt, score = [], []
+    for spk in np.unique(groups[rows]):
+        pick = rng.permutation(rows[groups[rows] == spk])
+        adapt.append(pick[:k])
+        score.append(pick[k:])
+    return np.concatenate(adapt), np.concatenate(score)
 
 
 def report(tables: list[dict], shots: list[int]) -> dict:
