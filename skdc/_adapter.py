@@ -281,11 +281,11 @@ class _BaseCodeAdapter(BaseEstimator):
 
     def _shift_removed(self, X, target, group_idx, units, init, mean, cov):
         """Codes and priors of the groups with the shift part fixed at the shift that
-        ``shift_prior`` estimates from each group's labelled rows (a prior variance of
+        ``shift_prior`` estimates from each group's rows (a prior variance of
         ``_FIXED`` there, no correlation with the hidden part)."""
         label = target if isinstance(self._task, Classification) else None
         shift = self.shift_prior.code_shifts(X, label, group_idx, len(mean),
-                                             encode_units(units, group_idx))
+                                             encode_units(units, group_idx), unlabelled=True)
         p = shift.shape[1]
         if p > mean.shape[1]:
             raise ValueError(f"shift_prior has a shift part of {p} entries, but the model's "
@@ -531,8 +531,13 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         zero, one recording counted once with ``units``) and held there, and only the
         rest of the code is learned: codes on top of the shift. A
         :class:`~skdc.CodeNetwork` fitted with ``shift_estimate="empirical_bayes"``
-        passes its ``shift_prior_`` through ``adapter()``. Rows without a label do
-        not inform the shift; a group without labelled rows gets a zero shift.
+        passes its ``shift_prior_`` through ``adapter()``. Rows without a label
+        inform the shift too, by their offset from the training rows' mean (each
+        unit counted as the prior's ``unlabelled_weight`` of a labelled one): fitted
+        on a new group's unlabelled rows alone, the adapter removes that group's
+        estimated shift, as a per-speaker mean normalisation would, before its
+        code is learned unsupervised. A group without rows in ``fit`` gets a zero
+        shift.
     optimizer : {"adam", "sgd", "gd", "rms_sgd", "lbfgs"}, default="adam"
         ``"adam"`` needs no tuning of the gradient's scale; ``"sgd"`` uses
         momentum 0.9; ``"gd"`` is plain gradient descent in the prior's whitened

@@ -31,7 +31,11 @@ class ShiftPrior(NamedTuple):
     ``class_means`` has one row per class index (one row, the mean of all rows, for
     targets without classes); ``ratio`` one entry per feature; ``period`` is the shift
     part of a code that holds it (``input_shift``: the shift of a feature is the same
-    every ``period`` columns; None: one entry per feature).
+    every ``period`` columns; None: one entry per feature). ``mean`` (the mean of all
+    training rows) and ``unlabelled_weight`` (per feature, ``sigma^2`` over the
+    within-condition variance of an unlabelled unit's offset from ``mean``: what an
+    unlabelled unit counts against a labelled one) let rows without a label inform
+    the shift (``shifts(..., unlabelled=True)``); None: they do not.
 
     Fitted by :class:`~skdc.CodeNetwork` with ``shift_estimate="empirical_bayes"``
     (its ``shift_prior_``) and passed to :class:`~skdc.CodeAdapter` as
@@ -41,6 +45,8 @@ class ShiftPrior(NamedTuple):
     class_means: np.ndarray
     ratio: np.ndarray
     period: int | None = None
+    mean: np.ndarray | None = None
+    unlabelled_weight: np.ndarray | None = None
 
     @classmethod
     def fit(cls, X, label, group, units=None, period: int | None = None) -> ShiftPrior:
@@ -56,28 +62,64 @@ class ShiftPrior(NamedTuple):
         n_groups = int(index.max()) + 1
         counts = np.bincount(index, minlength=n_groups).astype(float)
         means = condition_shifts(resid, index, n_groups)
-        spread = ((resid - means[index]) ** 2).sum(axis=0)
-        within = spread / max(len(index) - n_groups, 1)
+        within = _within_variance(resid, index, means)
         between = means.var(axis=0, ddof=1) - within * np.mean(1.0 / counts)
         between = np.maximum(between, 1e-3 * within)
-        return cls(class_means, within / between, period)
+        mean = X.mean(axis=0)
+        offsets, index = unit_means(X - mean, group, units)
+        within_unlabelled = _within_variance(offsets, index,
+                                             condition_shifts(offsets, index, n_groups))
+        weight = np.minimum(np.divide(within, within_unlabelled, out=np.ones_like(within),
+                                      where=within_unlabelled > 0), 1.0)
+        return cls(class_means, within / between, period, mean, weight)
 
-    def shifts(self, X, label, group, n_groups: int, units=None) -> np.ndarray:
+    def shifts(self, X, label, group, n_groups: int, units=None, *,
+               unlabelled: bool = False) -> np.ndarray:
         """Each condition's shift, the posterior mean from its rows (zero without any),
-        ``(n_groups, n_features)``. Rows with a negative ``label`` are not used."""
-        X = np.asarray(X, np.float64)
-        label = np.zeros(len(X), np.intp) if label is None else np.asarray(label)
-        known = label >= 0
-        units = None if units is None else np.asarray(units)[known]
-        resid = class_residuals(X[known], label[known], self.class_means)
-        return condition_shifts(*unit_means(resid, np.asarray(group)[known], units),
-                                n_groups, self.ratio)
+        ``(n_groups, n_features)``.
 
-    def code_shifts(self, X, label, group, n_groups: int, units=None) -> np.ndarray:
+        Rows with a negative ``label`` are not used, unless ``unlabelled`` (and the
+        prior has ``mean``): then each of their units adds its offset from ``mean``,
+        counted as ``unlabelled_weight`` of a labelled unit (a condition's class mix
+        assumed to be the training rows').
+        """
+        X = np.asarray(X, np.float64)
+        group = np.asarray(group)
+        label = np.zeros(len(X), np.intp) if label is None else np.asarray(label)
+        units = None if units is None else np.asarray(units)
+        known = label >= 0
+        pick = (lambda rows: None) if units is None else (lambda rows: units[rows])
+        resid = class_residuals(X[known], label[known], self.class_means)
+        sums, counts = _evidence(*unit_means(resid, group[known], pick(known)), n_groups)
+        if unlabelled and self.mean is not None and not known.all():
+            other, n_other = _evidence(*unit_means(X[~known] - self.mean, group[~known],
+                                                   pick(~known)), n_groups)
+            sums = sums + self.unlabelled_weight * other
+            counts = counts + self.unlabelled_weight * n_other
+        return sums / (counts + self.ratio)
+
+    def code_shifts(self, X, label, group, n_groups: int, units=None, *,
+                    unlabelled: bool = False) -> np.ndarray:
         """The shift part of each condition's code, ``(n_groups, period)``: its
         :meth:`shifts` removed (:func:`~skdc._input_shift.code_shift`)."""
-        offsets = self.shifts(X, label, group, n_groups, units)
+        offsets = self.shifts(X, label, group, n_groups, units, unlabelled=unlabelled)
         return code_shift(offsets, self.period or offsets.shape[1])
+
+
+def _evidence(residuals: np.ndarray, group_index: np.ndarray,
+              n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each condition's sum of residuals ``(n_groups, n_features)`` and their count
+    ``(n_groups, 1)``."""
+    sums = np.zeros((n_groups, residuals.shape[1]))
+    np.add.at(sums, group_index, residuals)
+    return sums, np.bincount(group_index, minlength=n_groups)[:, None].astype(float)
+
+
+def _within_variance(residuals: np.ndarray, group_index: np.ndarray,
+                     means: np.ndarray) -> np.ndarray:
+    """Pooled variance of the residuals around their condition's mean, per feature."""
+    spread = ((residuals - means[group_index]) ** 2).sum(axis=0)
+    return spread / max(len(group_index) - len(means), 1)
 
 
 def class_residuals(X: np.ndarray, y_index: np.ndarray, class_means: np.ndarray) -> np.ndarray:

@@ -541,8 +541,10 @@ default="relu"
         a group not seen in ``fit``) gets the prior mean code, whose zero shift leaves
         its features as they are, although the network learned on shift-normalised
         ones: on Hillenbrand's vowels that costs 119% more errors than a network
-        without codes (README); adapt on at least one labelled recording, or keep
-        the SI network for such conditions.
+        without codes (README); adapt on at least one labelled recording, or on the
+        condition's unlabelled rows (``adapter().fit(X, groups=...)`` without
+        labels estimates the shift from their offset, see ``CodeAdapter``'s
+        ``shift_prior``), or keep the SI network for such conditions.
     prior_shrinkage : float in [0, 1], "oas" or "ledoit_wolf", default=1e-3
         How the covariance of ``code_prior_`` is shrunk: a fixed fraction toward a
         scaled identity, or the fraction estimated from the codes (OAS, Ledoit-Wolf)

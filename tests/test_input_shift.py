@@ -205,6 +205,42 @@ def test_adapter_counts_an_utterance_once(shifted, eb_network):
     np.testing.assert_allclose(many.codes_[10][:6], one.codes_[10][:6], atol=1e-6)
 
 
+def test_unlabelled_rows_inform_the_shift_by_their_offset_from_the_mean(shifted, eb_network):
+    X, y, groups, true = shifted
+    prior = eb_network.shift_prior_
+    assert prior.mean.shape == (6,) and np.all((prior.unlabelled_weight > 0)
+                                               & (prior.unlabelled_weight <= 1))
+    new = groups >= 10
+    label = np.searchsorted(eb_network.classes_, y[new])
+    local = groups[new] - 10
+    unknown = np.full(new.sum(), -1)
+    np.testing.assert_array_equal(prior.shifts(X[new], unknown, local, 2), 0.0)
+    w = prior.unlabelled_weight
+    by_hand = np.stack([(X[new][local == g] - prior.mean).sum(axis=0)
+                        * w / ((local == g).sum() * w + prior.ratio) for g in (0, 1)])
+    shifts = prior.shifts(X[new], unknown, local, 2, unlabelled=True)
+    np.testing.assert_allclose(shifts, by_hand, rtol=1e-10)
+    labelled = prior.shifts(X[new], label, local, 2)
+    np.testing.assert_array_equal(prior.shifts(X[new], label, local, 2, unlabelled=True),
+                                  labelled)  # nothing unlabelled: as before
+    truth = true[10:] - true[:10].mean(axis=0)
+    assert np.corrcoef(shifts.ravel(), truth.ravel())[0, 1] > 0.9
+
+
+def test_unsupervised_adapter_removes_a_new_groups_shift(shifted, eb_network):
+    """No label at all: the adapter still removes each group's shift (estimated from its
+    rows' offset), where the prior mean code leaves the features as they are."""
+    X, y, groups, _ = shifted
+    new = np.flatnonzero(groups >= 10)
+    adapter = eb_network.adapter(optimizer="lbfgs", max_iter=20).fit(X[new], groups=groups[new])
+    expected = -eb_network.shift_prior_.shifts(X[new], np.full(len(new), -1), groups[new] - 10,
+                                               2, unlabelled=True)
+    for g in (10, 11):
+        np.testing.assert_allclose(adapter.codes_[g][:6], expected[g - 10], atol=1e-5)
+    assert (adapter.score(X[new], y[new], groups=groups[new])
+            > eb_network.score(X[new], y[new]) + 0.05)
+
+
 def test_empirical_bayes_shift_needs_a_shift_part_and_fit(shifted, eb_network):
     X, y, groups, _ = shifted
     with pytest.raises(ValueError, match="set input_shift too"):
