@@ -19,8 +19,8 @@ keywords + ``_unknown_``), in speaker-disjoint folds. Then, per fold:
 
 Each held-out speaker is scored on its other utterances, ``--repeats`` draws of the k
 adaptation utterances (all of a fold's held-out speakers in one adapter fit, one code or
-LHUC vector per speaker through ``groups``); error cuts against SI carry a 95% paired-bootstrap interval over
-held-out speakers and seeds.
+LHUC vector per speaker through ``groups``); error cuts against SI carry a 95%
+paired-bootstrap interval over held-out speakers and seeds.
 
 Run (``--max-speakers 40 --folds 2 --epochs 3 --seed 0`` for a quick look)::
 

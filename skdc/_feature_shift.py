@@ -153,6 +153,5 @@ def condition_shifts(residuals: np.ndarray, group_index: np.ndarray, n_groups: i
     the shift (zero for a condition without rows); with ``ratio=0``, the condition's
     mean residual (NaN without rows).
     """
-    sums = np.zeros((n_groups, residuals.shape[1]))
-    np.add.at(sums, group_index, residuals)
-    return sums / (np.bincount(group_index, minlength=n_groups)[:, None] + ratio)
+    sums, counts = _evidence(residuals, group_index, n_groups)
+    return sums / (counts + ratio)
