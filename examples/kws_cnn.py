@@ -179,6 +179,15 @@ def report(tables: list[dict], shots: list[int]) -> dict:
         print(f"{m:8s}" + "".join(f"{c:>26s}" for c in cells))
     print("\naccuracy per utterance (%), error cut vs si (%) [95% paired-bootstrap interval "
           "over held-out speakers and seeds]")
+    for reference in ("shift", "lhuc"):  # the same speakers and draws: paired
+        cells = []
+        for k in shots:
+            acc, ref = (np.array([[t[m][k][s] for s in speakers] for t in tables])
+                        for m in ("codes", reference))
+            low, high = boot.interval(acc, ref) or (float("nan"), float("nan"))
+            cells.append(f"{100 * error_reduction(acc, ref):+5.1f} [{100 * low:+.1f}, "
+                         f"{100 * high:+.1f}]")
+        print(f"codes against {reference}:" + "".join(f"{c:>22s}" for c in cells))
     return out
 
 

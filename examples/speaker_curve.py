@@ -8,7 +8,7 @@ import argparse
 
 import numpy as np
 
-from skdc.evaluation import METHODS, format_table, pool_seeds
+from skdc.evaluation import METHODS, compare, format_comparison, format_table, pool_seeds
 
 
 def add_code_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,11 +87,19 @@ def pooled_seeds(run, args) -> dict:
     for seed in (int(s) for s in args.seed.split(",")):
         runs.append(run(seed))
         print(f"\nseed {seed} ({runs[-1]['seconds']:.0f} s)\n{format_table(runs[-1])}")
+        print_codes_against_shift(runs[-1])
     if len(runs) == 1:
         return runs[0]
     pooled = pool_seeds(runs)
     print(f"\npooled over seeds {args.seed}\n{format_table(pooled)}")
+    print_codes_against_shift(pooled)
     return pooled
+
+
+def print_codes_against_shift(results: dict) -> None:
+    """Codes against the shift, paired over the same speakers and draws (when both ran)."""
+    if {"codes", "shift"} <= set(results["methods"]):
+        print("\n" + format_comparison(compare(results, "codes", "shift")))
 
 
 def _cut(results: dict, method: str, k: int) -> float:

@@ -15,7 +15,15 @@ import pytest
 from skdc import ConditionNormalizer
 from skdc._feature_shift import class_residuals, condition_shifts
 from skdc._synthetic import make_conditions, make_teacher
-from skdc.evaluation import METHODS, evaluate, format_table, plot_results, pool_seeds
+from skdc.evaluation import (
+    METHODS,
+    compare,
+    evaluate,
+    format_comparison,
+    format_table,
+    plot_results,
+    pool_seeds,
+)
 from skdc.evaluation._baselines import Method, describe_candidates
 from skdc.evaluation._episodes import Episode, HeldOut, Layout
 from skdc.evaluation._finetune import ParameterAdapter
@@ -816,6 +824,46 @@ def test_pool_seeds_refuses_different_evaluations(two_seeds, shifted):
         pool_seeds([two_seeds[0], old])
     with pytest.raises(ValueError, match="at least one run"):
         pool_seeds([])
+
+
+def test_compare_against_si_is_the_error_reduction_vs_si(two_seeds):
+    """Same cut and, with the same resamples, the same interval as the summary's."""
+    pooled = pool_seeds(two_seeds)
+    comparison = compare(pooled, "shift")
+    assert comparison["seeds"] == [0, 1] and list(comparison["k"]) == ["0", "2"]
+    for k, item in comparison["k"].items():
+        summary = pooled["methods"]["shift"]["k"][k]
+        assert item["error_reduction"] == pytest.approx(summary["error_reduction_vs_si"],
+                                                        abs=1e-4)
+        assert item["interval"] == pytest.approx(summary["error_reduction_vs_si_interval"],
+                                                 abs=1e-4)
+        alone = [compare(run, "shift", random_state=seed)["k"][k]["error_reduction"]
+                 for seed, run in enumerate(two_seeds)]
+        assert item["per_seed"] == pytest.approx(alone, abs=1e-4)
+        if k == "0":  # no adaptation rows: the shift is si
+            assert item["error_reduction"] == 0.0 and item["interval"] == [0.0, 0.0]
+
+
+def test_compare_two_methods_is_antisymmetric_in_sign(two_seeds):
+    pooled = pool_seeds(two_seeds)
+    forward = compare(pooled, "shift", "si")["k"]["2"]
+    backward = compare(pooled, "si", "shift")["k"]["2"]
+    assert forward["error_reduction"] > 0 > backward["error_reduction"]
+    assert compare(pooled, "shift", "shift")["k"]["2"]["interval"] == [0.0, 0.0]
+    text = format_comparison(compare(pooled, "shift", "si"))
+    assert text.startswith("shift against si") and "seeds" in text.splitlines()[2]
+    assert f"{100 * forward['error_reduction']:+6.1f}" in text
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda r: {k: v for k, v in r.items() if k != "per_condition"}, "no 'per_condition'"),
+    (lambda r: r, "'codes' is not among the methods"),
+])
+def test_compare_refuses_what_it_cannot_pair(two_seeds, change, match):
+    with pytest.raises(ValueError, match=match):
+        compare(change(two_seeds[0]), "codes", "si")
+    with pytest.raises(ValueError, match="n_resamples must be a positive int"):
+        compare(two_seeds[0], "shift", n_resamples=0)
 
 
 # -- normalisation ------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 :func:`evaluate` runs the protocol below on any table of features, labels and
 conditions, and returns a JSON-ready dict; ``skdc evaluate FILE.csv`` wraps it.
-:func:`pool_seeds` summarises runs of several seeds together.
+:func:`pool_seeds` summarises runs of several seeds together; :func:`compare` sets
+any two methods of the same results against each other, with a paired interval.
 
 Methods
 -------
@@ -45,6 +46,7 @@ every table.
 """
 
 from ._baselines import METHODS
+from ._comparison import compare, format_comparison
 from ._pooling import pool_seeds
 from ._protocol import DEFAULT_SHOTS, evaluate
 from ._protocol import __doc__ as _protocol_doc
@@ -54,5 +56,5 @@ from ._significance import PairedBootstrap, error_reduction
 _protocol_body = _protocol_doc.split("\n", 2)[2]  # without its title line
 __doc__ = f"{__doc__}\n{_protocol_body}"
 
-__all__ = ["DEFAULT_SHOTS", "METHODS", "PairedBootstrap", "error_reduction", "evaluate",
-           "format_table", "plot_results", "pool_seeds"]
+__all__ = ["DEFAULT_SHOTS", "METHODS", "PairedBootstrap", "compare", "error_reduction",
+           "evaluate", "format_comparison", "format_table", "plot_results", "pool_seeds"]
