@@ -826,6 +826,23 @@ def test_pool_seeds_refuses_different_evaluations(two_seeds, shifted):
         pool_seeds([])
 
 
+def test_pool_seeds_on_the_shots_the_runs_share(two_seeds):
+    """Runs measured at other sets of k pool on the k they share, as if measured alone."""
+    full = pool_seeds(two_seeds)
+    fewer = {**two_seeds[1], "shots": [2],
+             "per_condition": {**two_seeds[1]["per_condition"],
+                               "accuracy": {m: {"2": by_k["2"]} for m, by_k in
+                                            two_seeds[1]["per_condition"]["accuracy"].items()}}}
+    pooled = pool_seeds([two_seeds[0], fewer], shots=[2])
+    assert pooled["shots"] == [2] and list(pooled["methods"]["shift"]["k"]) == ["2"]
+    assert pooled["methods"]["shift"]["k"]["2"] == full["methods"]["shift"]["k"]["2"]
+    assert list(two_seeds[0]["methods"]["shift"]["k"]) == ["0", "2"]  # inputs untouched
+    with pytest.raises(ValueError, match="run 1 measured k = \\[2\\], not 0"):
+        pool_seeds([two_seeds[0], fewer], shots=[0, 2])
+    with pytest.raises(ValueError, match="non-empty subset"):
+        pool_seeds(two_seeds, shots=[])
+
+
 def test_compare_against_si_is_the_error_reduction_vs_si(two_seeds):
     """Same cut and, with the same resamples, the same interval as the summary's."""
     pooled = pool_seeds(two_seeds)

@@ -14,7 +14,8 @@ __all__ = ["pool_seeds"]
 _PER_RUN = ("seconds", "per_condition", "methods")
 
 
-def pool_seeds(runs: Sequence[dict], *, n_resamples: int = 1000, random_state: int = 0) -> dict:
+def pool_seeds(runs: Sequence[dict], *, shots: Sequence[int] | None = None,
+               n_resamples: int = 1000, random_state: int = 0) -> dict:
     """Pool runs of :func:`~skdc.evaluation.evaluate` that differ only in ``random_state``.
 
     Each seed draws other folds, adaptation units and networks; pooled, every
@@ -53,6 +54,8 @@ def pool_seeds(runs: Sequence[dict], *, n_resamples: int = 1000, random_state: i
         raise ValueError("pool_seeds needs at least one run.")
     if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
         raise ValueError(f"n_resamples must be a positive int, got {n_resamples!r}.")
+    if shots is not None:
+        runs = [_at_shots(run, shots, i) for i, run in enumerate(runs)]
     _check_same_evaluation(runs)
     table = ConditionTable.stack([ConditionTable.from_json(run["per_condition"])
                                   for run in runs])
@@ -71,6 +74,21 @@ def pool_seeds(runs: Sequence[dict], *, n_resamples: int = 1000, random_state: i
                      "n_resamples": n_resamples},
         "seconds": round(sum(run["seconds"] for run in runs), 1),
     }
+
+
+def _at_shots(run: dict, shots: Sequence[int], index: int) -> dict:
+    """The run restricted to ``shots``; ``ValueError`` if it did not measure one of them."""
+    keys = [str(k) for k in shots]
+    missing = [k for k in keys if k not in {str(s) for s in run["shots"]}]
+    if not keys or missing:
+        raise ValueError(f"shots must be a non-empty subset of every run's shots; run {index} "
+                         f"measured k = {run['shots']}, not {', '.join(missing) or 'nothing'}.")
+    restricted = {**run, "shots": [int(k) for k in keys]}
+    if "per_condition" in run:
+        accuracy = {method: {k: by_k[k] for k in keys}
+                    for method, by_k in run["per_condition"]["accuracy"].items()}
+        restricted["per_condition"] = {**run["per_condition"], "accuracy": accuracy}
+    return restricted
 
 
 def _check_same_evaluation(runs: list[dict]) -> None:
