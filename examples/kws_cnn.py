@@ -38,7 +38,7 @@ from sklearn.model_selection import GroupKFold
 
 from skdc import CodeAdapter, CodeNetwork, CodePrior, add_condition_codes
 from skdc.datasets import load_speech_commands
-from skdc.evaluation import PairedBootstrap, error_reduction
+from skdc.evaluation import compare, format_comparison
 
 METHODS = ("si", "shift", "lhuc", "codes")
 
@@ -159,36 +159,32 @@ def adaptation_split(rows, groups, k: int, rng) -> tuple[np.ndarray, np.ndarray]
     return np.concatenate(adapt), np.concatenate(score)
 
 
-def report(tables: list[dict], shots: list[int]) -> dict:
+def report(tables: list[dict], shots: list[int], seeds: list[int]) -> dict:
+    """Every method against si, and codes against the shift and LHUC, paired over the
+    same held-out speakers, draws and seeds; the results in ``evaluate``'s layout."""
     speakers = sorted(tables[0]["si"][shots[0]])
-    boot = PairedBootstrap(len(speakers), n_seeds=len(tables))
-    out = {}
+    per_condition = {"conditions": speakers, "seeds": seeds,
+                     "accuracy": {m: {str(k): [[t[m][k][s] for s in speakers] for t in tables]
+                                      for k in shots}
+                                  for m in METHODS}}
+    results = {"seeds": seeds, "shots": shots, "methods": {}, "per_condition": per_condition}
     print(f"{'method':8s}" + "".join(f"{'k=' + str(k):>26s}" for k in shots))
     for m in METHODS:
         cells = []
-        for k in shots:
-            acc = np.array([[t[m][k][s] for s in speakers] for t in tables])
-            ref = np.array([[t["si"][k][s] for s in speakers] for t in tables])
-            cut, interval = error_reduction(acc, ref), boot.interval(acc, ref)
-            out.setdefault(m, {})[str(k)] = {"accuracy": float(acc.mean()),
-                                             "error_reduction_vs_si": cut,
-                                             "error_reduction_vs_si_interval": interval}
-            low, high = interval or (float("nan"), float("nan"))
-            cells.append(f"{100 * acc.mean():5.1f} {100 * cut:+5.1f} [{100 * low:+.1f}, "
-                         f"{100 * high:+.1f}]")
+        for k, cut in compare(results, m, "si")["k"].items():
+            accuracy = float(np.mean(per_condition["accuracy"][m][k]))
+            results["methods"].setdefault(m, {})[k] = {
+                "accuracy": accuracy, "error_reduction_vs_si": cut["error_reduction"],
+                "error_reduction_vs_si_interval": cut["interval"]}
+            low, high = cut["interval"] or (float("nan"), float("nan"))
+            cells.append(f"{100 * accuracy:5.1f} {100 * cut['error_reduction']:+5.1f} "
+                         f"[{100 * low:+.1f}, {100 * high:+.1f}]")
         print(f"{m:8s}" + "".join(f"{c:>26s}" for c in cells))
     print("\naccuracy per utterance (%), error cut vs si (%) [95% paired-bootstrap interval "
           "over held-out speakers and seeds]")
-    for reference in ("shift", "lhuc"):  # the same speakers and draws: paired
-        cells = []
-        for k in shots:
-            acc, ref = (np.array([[t[m][k][s] for s in speakers] for t in tables])
-                        for m in ("codes", reference))
-            low, high = boot.interval(acc, ref) or (float("nan"), float("nan"))
-            cells.append(f"{100 * error_reduction(acc, ref):+5.1f} [{100 * low:+.1f}, "
-                         f"{100 * high:+.1f}]")
-        print(f"codes against {reference}:" + "".join(f"{c:>22s}" for c in cells))
-    return out
+    for reference in ("shift", "lhuc"):
+        print(format_comparison(compare(results, "codes", reference)))
+    return results
 
 
 def main() -> None:
@@ -207,9 +203,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seed.split(",")]
     tables = [run(data, args, seed) for seed in seeds]
     shots = [int(k) for k in args.shots.split(",")]
-    results = {"seeds": seeds, "shots": shots, "methods": report(tables, shots),
-               "per_speaker": [{m: {str(k): v for k, v in t[m].items()} for m in t}
-                               for t in tables]}
+    results = report(tables, shots, seeds)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
