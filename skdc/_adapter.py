@@ -481,7 +481,10 @@ class _BaseCodeAdapter(BaseEstimator):
         covs = np.stack([self.code_covariance_] if keys is None else
                         [self.code_covariances_.get(k, self.code_covariance_) for k in keys])
         draws = posterior_draws(table, covs, np.random.default_rng(0))  # same draws each call
-        return np.mean([self._task.convert(engine.predict(X, t, idx)) for t in draws], axis=0)
+        shape = self._task.convert(engine.predict(X[:1], table, idx[:1])).shape[1:]
+        mean = engine.predict_each(X, draws, idx, lambda outputs: np.mean(
+            [self._task.convert(out).reshape(len(out), -1) for out in outputs], axis=0))
+        return mean.reshape(len(X), *shape)
 
 
 def _not_converged(optimizer: str, max_iter: int, tol: float) -> str:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, NamedTuple
@@ -323,6 +324,9 @@ class Engine:
         self._predict = self._compile(
             lambda _: self._predict_impl,
             [self._weights_sig, parts, codes, Spec((None,), "int32")])
+        self._head = self._compile(
+            lambda _: self.graph.forward,
+            [self._weights_sig, graph.frontier_specs(), codes, Spec((None,), "int32")])
 
     def _compile(self, make, signature) -> _Compiled:
         return _Compiled(self.backend, make, signature)
@@ -388,22 +392,37 @@ class Engine:
         ops are fast, and an app's first prediction after its first fit then compiles
         nothing); JAX compiles once per row bucket, as fitting does.
         """
+        return self.predict_each(X, codes[None], group, lambda outputs: outputs[0])
+
+    def predict_each(self, X: np.ndarray, tables: np.ndarray, group: np.ndarray,
+                     reduce: Callable[[list], np.ndarray]) -> np.ndarray:
+        """``reduce`` of the outputs that :meth:`predict` gives with each code table of
+        ``tables`` ``(n_tables, n_codes, d)`` (a posterior's draws), one chunk of rows at
+        a time: ``reduce(outputs)`` gets the chunk's outputs, one array per table, and
+        returns the chunk's result. Each chunk of ``X`` becomes tensors, and its
+        code-independent part (the frontier) is computed, once for every table."""
         weights = self.graph.weights(self._as_args)
         if len(X) < self.backend.EAGER_PREDICT_BELOW:
-            parts = self._parts(X)
-            out = self.graph.forward(weights, self.graph.feature_frontier(weights, parts),
-                                     self.tensor(codes), self.tensor(group, "int32"))
-            return self.backend.numpy(out).reshape(len(X), -1)
+            frontier = self.graph.feature_frontier(weights, self._parts(X))
+            idx = self.tensor(group, "int32")
+            return np.asarray(reduce([
+                self.backend.numpy(self.graph.forward(weights, frontier, self.tensor(t), idx))
+                .reshape(len(X), -1) for t in tables])).reshape(len(X), -1)
         if self.pads:
-            codes = pad_rows(codes, group_bucket(len(codes)))
-        table = self.tensor(codes)
+            tables = [pad_rows(t, group_bucket(len(t))) for t in tables]
+        tables = [self.tensor(t) for t in tables]
 
         def forward(rows: slice) -> np.ndarray:
             part, idx = X[rows], group[rows]
             size = row_bucket(len(part)) if self.pads else len(part)
-            out = self._predict(Variant(False, False), weights, self._parts(part, size), table,
-                                self.tensor(pad_rows(idx, size), "int32"))
-            return self.backend.numpy(out)[: len(part)]
+            parts, idx = self._parts(part, size), self.tensor(pad_rows(idx, size), "int32")
+            if len(tables) == 1:
+                outputs = [self._predict(Variant(False, False), weights, parts, tables[0], idx)]
+            else:  # the code-independent part once for every table
+                frontier = self.graph.feature_frontier(weights, parts)
+                outputs = [self._head(Variant(False, False), weights, frontier, t, idx)
+                           for t in tables]
+            return reduce([self.backend.numpy(out)[: len(part)] for out in outputs])
 
         return forward_in_chunks(forward, len(X), self.graph.n_outputs)
 

@@ -8,6 +8,7 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 
 from skdc import CodeAdapter, CodeAdapterRegressor, CodePrior
+from skdc._laplace import posterior_draws
 
 
 def _linear_coded(seed=0):
@@ -77,6 +78,25 @@ def test_predictions_average_over_the_posterior_and_repeat(fitted):
     gap = np.abs(proba - point).max(axis=1)
     assert gap[two].mean() > 3 * gap[forty].mean()
 
+
+
+@pytest.mark.parametrize("n_rows", [30, 2500])  # eager, and compiled in chunks
+def test_the_posterior_average_is_the_models_mean_over_the_draws(fitted, teacher, n_rows):
+    adapter, X, groups = fitted
+    rows = np.random.default_rng(0).integers(0, len(X), n_rows)
+    Xr, gr = X[rows], groups[rows]
+    proba = adapter.predict_proba(Xr, groups=gr)
+    # the draws the adapter takes: its codes and covariances, rng(0), unseen groups the prior
+    known = [g for g in np.unique(gr) if g in adapter.codes_]
+    table = np.stack([adapter.codes_.get(g, adapter.code_) for g in np.unique(gr)])
+    covs = np.stack([adapter.code_covariances_.get(g, adapter.code_covariance_)
+                     for g in np.unique(gr)])
+    draws = posterior_draws(table, covs, np.random.default_rng(0))
+    index = np.searchsorted(np.unique(gr), gr)
+    expected = np.mean([teacher.predict([Xr, d[index]], verbose=0, batch_size=4096)
+                        for d in draws], axis=0)
+    assert known  # some rows use fitted codes, others the prior
+    np.testing.assert_allclose(proba, expected, atol=1e-5)
 
 def test_evidence_finds_the_spread_of_the_true_codes(teacher):
     rng = np.random.default_rng(0)

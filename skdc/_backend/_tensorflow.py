@@ -83,6 +83,8 @@ def value_and_grad(fn):
 
 
 def tensor(array, dtype: str = "float32"):
+    if isinstance(array, np.ndarray):  # numpy casts float64 rows about twice as fast
+        array = np.asarray(array, dtype)
     return tf.constant(array, getattr(tf, dtype))
 
 
