@@ -26,7 +26,7 @@ from ._feature_shift import ShiftPrior
 from ._graph import output_activation, output_units, resolve_code_input
 from ._groups import encode_groups, encode_units, validation_split
 from ._inputs import as_rows
-from ._laplace import code_posteriors, evidence_alpha, posterior_draws, whitened
+from ._laplace import code_posteriors, evidence_alpha, posterior_draws, rows_per_unit, whitened
 from ._optimizers import OPTIMIZERS
 from ._persist import pop_models, push_models, with_new_params
 from ._prior import CodePrior, resolve_code_init
@@ -264,6 +264,8 @@ class _BaseCodeAdapter(BaseEstimator):
             init, mean, cov = self._shift_removed(X, target, group_idx, units, init, mean, cov)
         problem = Problem(X, target, weight, group_idx, len(mean), mean, cov,
                           encode_units(units, group_idx))
+        if self.alpha == "evidence":  # from a per-unit strength of 1
+            settings.alpha = rows_per_unit(problem)
         validation = None
         if (self.early_stopping and not incremental
                 and OPTIMIZERS[settings.optimizer].supports_early_stopping):
@@ -297,11 +299,13 @@ class _BaseCodeAdapter(BaseEstimator):
         return init, mean, cov
 
     def _maximise_evidence(self, problem, result, settings, validation):
-        """Refit with MacKay's update of ``alpha`` until it settles (at most 10 fits)."""
+        """Refit with MacKay's update of ``alpha`` until it settles (at most 10 fits),
+        each unit's rows counted once (:func:`rows_per_unit`)."""
+        r = rows_per_unit(problem)
         for _ in range(10):
-            cov, cov_u = code_posteriors(self._engine, problem, settings, result.codes)
+            _, cov_u = code_posteriors(self._engine, problem, settings, result.codes)
             u = whitened(problem, result.codes)
-            alpha = evidence_alpha(settings.alpha, u, cov_u)
+            alpha = r * evidence_alpha(settings.alpha / r, u, r * cov_u)
             settled = abs(np.log(alpha / settings.alpha)) < 0.01
             settings.alpha = alpha
             if settled:
@@ -312,6 +316,7 @@ class _BaseCodeAdapter(BaseEstimator):
 
     def _store_posteriors(self, keys, problem, settings, codes) -> None:
         cov, _ = code_posteriors(self._engine, problem, settings, codes)
+        cov = cov * rows_per_unit(problem)  # each unit's rows count once
         if keys is None:
             self.code_covariance_ = cov[0]
             self.code_covariances_ = {}
@@ -565,7 +570,10 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         (``alpha_ = gamma / sum_g |u_g|^2`` over the whitened codes ``u_g``, ``gamma``
         their well-determined entries), refitting from the previous codes until it
         changes by less than 1% (at most 10 refits); with many groups the prior
-        strength is then learned from them. Needs ``fit`` (not ``partial_fit``).
+        strength is then learned from them. With ``units``, the rows of a unit count
+        once in the evidence and the posterior (their likelihood tempered by ``r``, the
+        rows per unit): ``alpha_`` is ``r`` times the per-unit strength, as fixed
+        strengths for frames are. Needs ``fit`` (not ``partial_fit``).
     posterior : {None, "laplace"}, default=None
         ``"laplace"``: after fit, each code's posterior is the Gaussian at its MAP
         estimate with the objective's Hessian as precision (``code_covariance_``,

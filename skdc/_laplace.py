@@ -21,7 +21,8 @@ import numpy as np
 
 from ._engine import Engine, Problem, Settings, whitening
 
-__all__ = ["DRAWS", "code_posteriors", "evidence_alpha", "posterior_draws", "whitened"]
+__all__ = ["DRAWS", "code_posteriors", "evidence_alpha", "posterior_draws", "rows_per_unit",
+           "whitened"]
 
 #: Codes drawn from each posterior to average a prediction over.
 DRAWS = 32
@@ -51,6 +52,17 @@ def code_posteriors(engine: Engine, problem: Problem, settings: Settings,
     cov_u = np.einsum("gij,gj,gkj->gik", vectors, 1.0 / np.maximum(values, floor), vectors)
     cov = np.einsum("gji,gjk,gkl->gil", factor, cov_u, factor)
     return (cov + np.transpose(cov, (0, 2, 1))) / 2, cov_u
+
+
+def rows_per_unit(problem: Problem) -> float:
+    """Rows (of positive weight) per unit, 1 without units. The frames of one utterance
+    are not independent evidence about its condition: the evidence and the posterior
+    temper the likelihood by this factor, so that a unit counts once (the MAP code is
+    unchanged with the prior strength scaled by the same factor)."""
+    if problem.unit is None:
+        return 1.0
+    used = problem.weight > 0
+    return float(used.sum() / max(len(np.unique(problem.unit[used])), 1))
 
 
 def whitened(problem: Problem, codes: np.ndarray) -> np.ndarray:
