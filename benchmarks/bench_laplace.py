@@ -13,11 +13,9 @@ side by side in this process, after one warm-up call.
 """
 
 import argparse
-import statistics
-import time
 import warnings
 
-import _common  # noqa: F401  (path and import order)
+import _common  # first: path and import order
 import keras
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -54,16 +52,6 @@ def per_draw(adapter, X, groups) -> np.ndarray:
     return np.mean(out, axis=0)
 
 
-def seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=60_000)
@@ -73,8 +61,8 @@ def main() -> None:
     X = rng.normal(size=(args.rows, 143))  # float64, as a user's array often is
     groups = rng.integers(0, 6, args.rows)
     gap = np.abs(adapter.predict_proba(X, groups=groups) - per_draw(adapter, X, groups)).max()
-    shared = seconds(lambda: adapter.predict_proba(X, groups=groups), args.repeats)
-    reference = seconds(lambda: per_draw(adapter, X, groups), args.repeats)
+    shared = _common.median_time(lambda: adapter.predict_proba(X, groups=groups), args.repeats)
+    reference = _common.median_time(lambda: per_draw(adapter, X, groups), args.repeats)
     print(f"backend {keras.backend.backend()}; {args.rows} rows x 143 features, 6 groups, "
           f"32 draws; median of {args.repeats}; largest difference {gap:.1e}\n")
     print(f"{'predict_proba over the posterior':38s} {'s':>7s} {'vs per draw':>12s}")

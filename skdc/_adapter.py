@@ -581,7 +581,9 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         over the rows), and predictions average over 32 codes drawn from it (the
         same draws at every call); rows of groups not seen in fit draw from the
         prior. Where a code from one or two utterances would over-commit, the
-        average stays cautious. Needs ``fit`` (not ``partial_fit``).
+        average stays cautious. With ``units``, a unit's rows count once (the
+        covariance of a unit's ``r`` rows is ``r`` times that of ``r`` independent
+        rows). Needs ``fit`` (not ``partial_fit``).
     tol : float, default=1e-4
         Stop a code when its objective has not improved by ``tol`` for
         ``n_iter_no_change`` iterations. ``tol=0.0`` runs exactly ``max_iter``
