@@ -79,7 +79,6 @@ def test_predictions_average_over_the_posterior_and_repeat(fitted):
     assert gap[two].mean() > 3 * gap[forty].mean()
 
 
-
 @pytest.mark.parametrize("n_rows", [30, 2500])  # eager, and compiled in chunks
 def test_the_posterior_average_is_the_models_mean_over_the_draws(fitted, teacher, n_rows):
     adapter, X, groups = fitted
@@ -97,6 +96,7 @@ def test_the_posterior_average_is_the_models_mean_over_the_draws(fitted, teacher
                         for d in draws], axis=0)
     assert known  # some rows use fitted codes, others the prior
     np.testing.assert_allclose(proba, expected, atol=1e-5)
+
 
 def test_evidence_finds_the_spread_of_the_true_codes(teacher):
     rng = np.random.default_rng(0)
