@@ -486,10 +486,14 @@ class _BaseCodeAdapter(BaseEstimator):
         covs = np.stack([self.code_covariance_] if keys is None else
                         [self.code_covariances_.get(k, self.code_covariance_) for k in keys])
         draws = posterior_draws(table, covs, np.random.default_rng(0))  # same draws each call
-        shape = self._task.convert(engine.predict(X[:1], table, idx[:1])).shape[1:]
-        mean = engine.predict_each(X, draws, idx, lambda outputs: np.mean(
-            [self._task.convert(out).reshape(len(out), -1) for out in outputs], axis=0))
-        return mean.reshape(len(X), *shape)
+        shape = []  # of one row's prediction, seen in the first chunk
+
+        def average(outputs: list) -> np.ndarray:
+            converted = [self._task.convert(out) for out in outputs]
+            shape[:] = converted[0].shape[1:]
+            return np.mean([c.reshape(len(c), -1) for c in converted], axis=0)
+
+        return engine.predict_each(X, draws, idx, average).reshape(len(X), *shape)
 
 
 def _not_converged(optimizer: str, max_iter: int, tol: float) -> str:

@@ -42,6 +42,7 @@ def test_laplace_covariance_of_a_linear_model_is_the_exact_posterior():
     # a linear model: the mean over the posterior is the prediction of the mean code
     no_posterior = CodeAdapterRegressor(model, code_init=CodePrior(np.zeros(2), C), alpha=2.0,
                                         optimizer="lbfgs", max_iter=200).fit(X, y)
+    assert adapter.predict(X).shape == no_posterior.predict(X).shape == (40, 2)
     np.testing.assert_allclose(adapter.predict(X), no_posterior.predict(X), atol=0.05)
 
 
