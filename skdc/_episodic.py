@@ -4,7 +4,8 @@ Joint training learns each training condition's code from *all* of its rows; a n
 condition's code is learned from a few rows by a few optimiser steps. Episodic
 training (CAVIA, Zintgraf et al. 2019; MAML-style speaker-adaptive training, Klejch
 et al. 2018) trains on that use. Each step takes ``C`` training conditions and, for
-each, a *support* set of ``S`` rows and a *query* set of ``S`` other rows; starting
+each, a *support* set of ``S`` rows and a *query* set of ``S`` other rows (with units,
+rows of a few of the condition's recordings and rows of its others); starting
 from the learned initial code ``z0``, ``T`` gradient steps on the support loss,
 ``z <- z - s * grad_z``, with learned per-entry step sizes ``s``, give the condition's
 code; the network, the ``B_l``, ``z0`` and ``s`` are trained by Adam on the query loss
@@ -30,7 +31,7 @@ from . import _backend
 from ._backend import Spec
 from ._training import Adam, History, Rows, Schedule, Stopper, progress, spec_of
 
-__all__ = ["EpisodeRunner", "train_episodic"]
+__all__ = ["EpisodeRunner", "EpisodeSampler", "train_episodic"]
 
 
 class EpisodeRunner:
@@ -58,7 +59,8 @@ class EpisodeRunner:
     """
 
     def __init__(self, core, loss, optimizer: Adam, rows: Rows, *, support: int,
-                 inner_steps: int, conditions: int, alpha: float, z0: np.ndarray):
+                 inner_steps: int, conditions: int, alpha: float, z0: np.ndarray,
+                 units: np.ndarray | None = None, support_units: int = 5):
         if loss.reduction != "sum_over_batch_size":
             raise ValueError("EpisodeRunner needs a mean loss.")
         self.core, self.loss, self.optimizer = core, loss, optimizer
@@ -85,8 +87,8 @@ class EpisodeRunner:
                      episode, weight]
         self._epoch = self.backend.compile(self._epoch_impl, signature, False)
         self._row_condition = np.repeat(np.arange(conditions), support).astype(np.int32)
-        self._by_group = [np.flatnonzero((rows.group == g) & (rows.weight > 0))
-                          for g in range(int(rows.group.max()) + 1)]
+        self.sampler = EpisodeSampler(rows.group, rows.weight, units, support=support,
+                                      support_units=support_units)
 
     # -- compiled pieces -------------------------------------------------------
     def _outputs(self, weights, frozen, X, codes):
@@ -156,26 +158,16 @@ class EpisodeRunner:
     def _sample(self, rng: np.random.Generator):
         """Episode indices and per-condition weights of one epoch:
         ``(n_steps, conditions, support)`` each, for the support and the query sets."""
-        n_groups = len(self._by_group)
+        n_groups = self.sampler.n_groups
         order = np.concatenate([rng.permutation(n_groups) for _ in range(
             -(-self.n_steps * self.conditions // n_groups))])
         chosen = order[: self.n_steps * self.conditions].reshape(self.n_steps, self.conditions)
         support = np.empty((*chosen.shape, self.support), np.int32)
         query = np.empty_like(support)
         for index in np.ndindex(chosen.shape):
-            support[index], query[index] = self._split(self._by_group[chosen[index]], rng)
+            support[index], query[index] = self.sampler.split(chosen[index], rng)
         weight = self.rows.weight
         return support, _normalised(weight[support]), query, _normalised(weight[query])
-
-    def _split(self, rows: np.ndarray, rng: np.random.Generator):
-        """``support`` rows and ``support`` other rows of one condition (drawn again
-        from its halves when it has fewer than ``2 * support``)."""
-        rows = rng.permutation(rows)
-        if len(rows) >= 2 * self.support:
-            return rows[: self.support], rows[self.support : 2 * self.support]
-        half = max(1, len(rows) // 2)
-        first, second = rows[:half], rows[half:] if len(rows) > 1 else rows
-        return (rng.choice(first, self.support), rng.choice(second, self.support))
 
     def epoch(self, rng: np.random.Generator) -> float:
         support, support_w, query, query_w = self._sample(rng)
@@ -198,6 +190,58 @@ class EpisodeRunner:
         return values[n].astype(np.float64), np.exp(values[n + 1].astype(np.float64))
 
 
+class EpisodeSampler:
+    """Support and query rows of one condition for an episode.
+
+    With ``units`` (the recordings that rows come from) a support set is the rows of 1
+    to ``support_units`` of the condition's recordings, drawn at random, as a new
+    condition's code is learned from the frames of a few recordings, and the query set
+    is rows of its other recordings. Without units, or for a condition with a single
+    unit, both are ``support`` rows drawn from all of its rows. Each set has
+    ``support`` rows (drawn with replacement from fewer).
+    """
+
+    def __init__(self, group: np.ndarray, weight: np.ndarray, units: np.ndarray | None, *,
+                 support: int, support_units: int):
+        self.support, self.support_units = support, support_units
+        self.n_groups = int(group.max()) + 1
+        self._rows, self._bounds = [], []
+        for g in range(self.n_groups):
+            rows = np.flatnonzero((group == g) & (weight > 0))
+            if units is not None:  # each unit's rows contiguous: [bounds[i], bounds[i+1])
+                rows = rows[np.argsort(units[rows], kind="stable")]
+                _, starts = np.unique(units[rows], return_index=True)
+                bounds = np.append(starts, len(rows))
+            self._rows.append(rows)
+            self._bounds.append(bounds if units is not None and len(bounds) > 2 else None)
+
+    def split(self, g: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``support`` support rows and ``support`` query rows of condition ``g``."""
+        rows, bounds = self._rows[g], self._bounds[g]
+        if bounds is None:
+            return self._split_rows(rows, rng)
+        n_units = len(bounds) - 1
+        chosen = rng.permutation(n_units)[: rng.integers(
+            1, min(self.support_units, n_units - 1) + 1)]
+        inside = np.zeros(len(rows), bool)
+        for i in chosen:
+            inside[bounds[i]: bounds[i + 1]] = True
+        return self._draw(rows[inside], rng), self._draw(rows[~inside], rng)
+
+    def _draw(self, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return rng.choice(rows, self.support, replace=len(rows) < self.support)
+
+    def _split_rows(self, rows: np.ndarray, rng: np.random.Generator):
+        """``support`` rows and ``support`` other rows (drawn again from the halves of
+        a condition with fewer than ``2 * support``)."""
+        rows = rng.permutation(rows)
+        if len(rows) >= 2 * self.support:
+            return rows[: self.support], rows[self.support : 2 * self.support]
+        half = max(1, len(rows) // 2)
+        first, second = rows[:half], rows[half:] if len(rows) > 1 else rows
+        return (rng.choice(first, self.support), rng.choice(second, self.support))
+
+
 def _normalised(weight: np.ndarray) -> np.ndarray:
     """Row weights summing to 1 over each condition's rows (the last axis)."""
     total = weight.sum(axis=-1, keepdims=True)
@@ -206,16 +250,18 @@ def _normalised(weight: np.ndarray) -> np.ndarray:
 
 
 def train_episodic(core, rows: Rows, loss, schedule: Schedule, shuffle: np.random.Generator,
-                   *, support: int, inner_steps: int, alpha: float, z0: np.ndarray
+                   *, support: int, inner_steps: int, alpha: float, z0: np.ndarray,
+                   units: np.ndarray | None = None, support_units: int = 5
                    ) -> tuple[History, np.ndarray, np.ndarray]:
     """Train ``core`` episodically by ``schedule`` (its batch size, in rows, sets the
-    conditions per step: ``batch_rows // (2 * support)``); returns the history, the
-    learned initial code and the per-entry step sizes."""
+    conditions per step: ``batch_rows // (2 * support)``), support sets of whole
+    ``units`` when given (:class:`EpisodeSampler`); returns the history, the learned
+    initial code and the per-entry step sizes."""
     conditions = max(1, schedule.batch_rows(len(rows.features)) // (2 * support))
     conditions = min(conditions, int(rows.group.max()) + 1)
     runner = EpisodeRunner(core, loss, Adam(schedule.learning_rate_init), rows,
                            support=support, inner_steps=inner_steps, conditions=conditions,
-                           alpha=alpha, z0=z0)
+                           alpha=alpha, z0=z0, units=units, support_units=support_units)
     stopper = Stopper(schedule.tol, schedule.n_iter_no_change, keep_best=False)
     report = progress(schedule.verbose, schedule.max_iter)
     history = History()

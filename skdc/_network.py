@@ -85,6 +85,7 @@ class _BaseCodeNetwork(BaseEstimator):
                             StrOptions(set(SHRINKAGE_ESTIMATORS))],
         "training": [StrOptions({"joint", "staged", "episodic"})],
         "support_size": [Interval(Integral, 1, None, closed="left")],
+        "support_units": [Interval(Integral, 1, None, closed="left")],
         "inner_steps": [Interval(Integral, 1, None, closed="left")],
         "base_model": [keras.Model, None],
         "random_state": ["random_state"],
@@ -113,6 +114,7 @@ class _BaseCodeNetwork(BaseEstimator):
         prior_shrinkage=1e-3,
         training="joint",
         support_size=32,
+        support_units=5,
         inner_steps=5,
         base_model=None,
         random_state=None,
@@ -137,6 +139,7 @@ class _BaseCodeNetwork(BaseEstimator):
         self.prior_shrinkage = prior_shrinkage
         self.training = training
         self.support_size = support_size
+        self.support_units = support_units
         self.inner_steps = inner_steps
         self.base_model = base_model
         self.random_state = random_state
@@ -163,7 +166,8 @@ class _BaseCodeNetwork(BaseEstimator):
         units : array-like of shape (n_samples,), default=None
             Unit of each row (e.g. its utterance) for ``shift_estimate="empirical_bayes"``:
             the frames of one utterance count as one observation of its condition's
-            shift. None: every row is a unit.
+            shift, and under ``training="episodic"`` support sets are a few whole units
+            (``support_units``). None: every row is a unit.
 
         Returns
         -------
@@ -195,7 +199,8 @@ class _BaseCodeNetwork(BaseEstimator):
         core, pairs = self._initial_model(X, task, seeds.generator("weights"), shift, base)
         self.input_shift_ = shift
         if self.training == "episodic":
-            self._fit_episodic(core, keys, rows, y, task, schedule, seeds, shift)
+            self._fit_episodic(core, keys, rows, y, task, schedule, seeds, shift,
+                               encode_units(units, group))
             return self
         joint = base is None
         trainer = CodeTrainer(
@@ -220,7 +225,8 @@ class _BaseCodeNetwork(BaseEstimator):
         warn_unless_stopped(history, type(self).__name__, self.max_iter)
         return self
 
-    def _fit_episodic(self, core, keys, rows, y, task, schedule, seeds, shift: int) -> None:
+    def _fit_episodic(self, core, keys, rows, y, task, schedule, seeds, shift: int,
+                      units: np.ndarray | None) -> None:
         """Episodic training (:mod:`skdc._episodic`); each training condition's code is
         then the inner procedure run on all its rows."""
         if self.early_stopping:
@@ -231,7 +237,8 @@ class _BaseCodeNetwork(BaseEstimator):
         history, z0, step = train_episodic(
             core, rows, task.keras_loss(), schedule, seeds.generator("shuffle"),
             support=int(self.support_size), inner_steps=int(self.inner_steps),
-            alpha=self.alpha, z0=z0.astype(np.float32))
+            alpha=self.alpha, z0=z0.astype(np.float32), units=units,
+            support_units=int(self.support_units))
         self.model_ = core
         self.code_prior_ = CodePrior(z0, np.diag(step))
         with warnings.catch_warnings():
@@ -571,7 +578,14 @@ default="relu"
         ``prior_shrinkage`` do not apply.
     support_size : int, default=32
         Rows of a condition in an episode's support set (and in its query set),
-        drawn at random from the condition's rows; only with ``"episodic"``.
+        drawn at random from the condition's rows (with ``units``, from the rows of
+        the recordings drawn for the set); only with ``"episodic"``.
+    support_units : int, default=5
+        With ``units`` given to :meth:`fit`: an episode's support set is drawn from
+        the rows of 1 to ``support_units`` of the condition's units (recordings),
+        drawn at random, as a new condition's code is learned from a few recordings,
+        and its query set from the condition's other units; only with
+        ``"episodic"``.
     inner_steps : int, default=5
         Gradient steps on the code per episode; only with ``"episodic"``.
     base_model : keras.Model or None, default=None
@@ -738,6 +752,7 @@ class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
         prior_shrinkage=1e-3,
         training="joint",
         support_size=32,
+        support_units=5,
         inner_steps=5,
         base_model=None,
         random_state=None,
@@ -751,7 +766,7 @@ class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             n_iter_no_change=n_iter_no_change, tol=tol, input_shift=input_shift,
             shift_estimate=shift_estimate, prior_shrinkage=prior_shrinkage,
-            training=training, support_size=support_size,
+            training=training, support_size=support_size, support_units=support_units,
             inner_steps=inner_steps, base_model=base_model,
             random_state=random_state, verbose=verbose,
         )
