@@ -7,6 +7,8 @@ minibatches, episodic training in episodes of ``support_size`` support and as ma
 rows per condition, each running ``inner_steps`` code steps first. The per-epoch time is
 ``(t(1 + E epochs) - t(1 epoch)) / E`` (compilation and set-up cancel), the median of
 ``--repeats`` pairs of fits after one warm-up fit, all measured side by side in this process.
+With ``units`` (recordings of 100 rows) support sets are drawn from whole recordings
+(``support_units``): the cost of that sampling shows in the last row.
 
     python benchmarks/bench_episodic.py
     KERAS_BACKEND=jax python benchmarks/bench_episodic.py
@@ -32,13 +34,14 @@ def workload(n_conditions=24, rows=500, n_features=143, n_classes=10, seed=0):
     return X, y, np.repeat(np.arange(n_conditions), rows)
 
 
-def fit_seconds(data, epochs: int, **params) -> float:
+def fit_seconds(data, epochs: int, units: bool = False, **params) -> float:
     net = CodeNetwork((256, 256), code_size=16, batch_size=512, max_iter=epochs, tol=0.0,
                       random_state=0, **params)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        net.fit(*data[:2], groups=data[2])
+        net.fit(*data[:2], groups=data[2],
+                units=np.arange(len(data[0])) // 100 if units else None)
     return time.perf_counter() - start
 
 
@@ -52,6 +55,7 @@ def main() -> None:
         "joint": {},
         "episodic, 1 inner step": dict(training="episodic", inner_steps=1),
         "episodic, 5 inner steps": dict(training="episodic", inner_steps=5),
+        "episodic, 5 steps, units": dict(training="episodic", inner_steps=5, units=True),
     }
     print(f"backend {keras.backend.backend()}; {len(data[0])} rows, {data[0].shape[1]} "
           f"features, {len(set(data[2]))} conditions; median of {args.repeats}\n")
