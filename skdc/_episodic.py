@@ -197,13 +197,16 @@ class EpisodeSampler:
     to ``support_units`` of the condition's recordings, drawn at random, as a new
     condition's code is learned from the frames of a few recordings, and the query set
     is rows of its other recordings. Without units, or for a condition with a single
-    unit, both are ``support`` rows drawn from all of its rows. Each set has
-    ``support`` rows (drawn with replacement from fewer).
+    unit, both are ``support`` rows drawn from all of its rows; units of one row each
+    are rows (``None`` means one unit per row). Each set has ``support`` rows (drawn
+    with replacement from fewer).
     """
 
     def __init__(self, group: np.ndarray, weight: np.ndarray, units: np.ndarray | None, *,
                  support: int, support_units: int):
         self.support, self.support_units = support, support_units
+        if units is not None and len(np.unique(units)) == len(units):
+            units = None
         self.n_groups = int(group.max()) + 1
         self._rows, self._bounds = [], []
         for g in range(self.n_groups):

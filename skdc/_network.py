@@ -584,8 +584,8 @@ default="relu"
         With ``units`` given to :meth:`fit`: an episode's support set is drawn from
         the rows of 1 to ``support_units`` of the condition's units (recordings),
         drawn at random, as a new condition's code is learned from a few recordings,
-        and its query set from the condition's other units; only with
-        ``"episodic"``.
+        and its query set from the condition's other units (units of one row each
+        are as no units: ``support_size`` rows); only with ``"episodic"``.
     inner_steps : int, default=5
         Gradient steps on the code per episode; only with ``"episodic"``.
     base_model : keras.Model or None, default=None

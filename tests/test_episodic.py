@@ -127,3 +127,20 @@ def test_episodic_training_takes_units(data):
     assert not np.allclose(whole.code_prior_.mean, rows.code_prior_.mean)
     with pytest.raises(ValueError, match="support_units"):
         fit(support_units=0)
+
+
+def test_units_of_one_row_each_train_as_rows(data):
+    # the defect: evaluate() passes one unit per row when it has no units, and support
+    # sets became 1-5 rows (its episodic codes fell to si's level on offset conditions)
+    X, y, groups, _ = data
+
+    def fit(**units):
+        net = CodeNetwork((32,), code_size=3, max_iter=2, random_state=0, training="episodic",
+                          support_size=5, batch_size=200, learning_rate_init=1e-2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return net.fit(X, y, groups=groups, **units)
+
+    rows, single = fit(), fit(units=np.arange(len(X)))
+    np.testing.assert_array_equal(single.code_prior_.mean, rows.code_prior_.mean)
+    np.testing.assert_array_equal(single.loss_curve_, rows.loss_curve_)
