@@ -44,7 +44,7 @@ from speaker_curve import (
     plot_curve,
     pooled_seeds,
     speaker_curve,
-    with_evidence,
+    with_alpha,
 )
 
 from skdc.datasets import load_arabic_speech_commands
@@ -127,7 +127,7 @@ def run(asc, args, seed: int, max_train_conditions=None) -> dict:
         repeats=args.repeats, methods=args.methods.split(","),
         normalize=None if args.normalize == "none" else args.normalize,
         hidden_layer_sizes=(256, 256), max_epochs=args.epochs, batch_size=512,
-        tune=tune, method_params=with_evidence(args, params),
+        tune=tune, method_params=with_alpha(args, params),
         max_train_conditions=max_train_conditions,
         random_state=seed, progress=True, **code_options(args),
         n_jobs=args.jobs,

@@ -1,5 +1,5 @@
 """What the speech examples share: the codes' options (``--input-shift``, ``--shift-estimate``,
-``--prior-shrinkage``, ``--training``, ``--code-start``, ``--posterior``, ``--evidence``),
+``--prior-shrinkage``, ``--training``, ``--code-start``, ``--posterior``, ``--alpha``),
 augmented training speakers (``--speed``, ``--vtlp``), several seeds pooled (``--seed
 0,1,2``) and the training-speaker curve, how many training speakers codes need, per seed
 and on average (``--train-speakers``)."""
@@ -35,9 +35,10 @@ def add_code_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--posterior", choices=["map", "laplace"], default="map",
                         help="codes predict with their MAP estimate or average over their "
                              "Laplace posterior")
-    parser.add_argument("--evidence", action="store_true",
-                        help="the codes' prior strength by evidence maximisation (with the "
-                             "default regularisation of the training codes)")
+    parser.add_argument("--alpha", default=None,
+                        help="fix the codes' prior strength (with the default regularisation "
+                             "of the training codes): a positive number, or evidence (by "
+                             "evidence maximisation, the default's)")
 
 
 def add_augment_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,12 +72,13 @@ def code_options(args) -> dict:
     }
 
 
-def with_evidence(args, method_params: dict | None) -> dict | None:
-    """``method_params`` with, under ``--evidence``, the codes' default regularisation and
-    ``alpha="evidence"`` (fixed: nothing left for nested validation to choose)."""
-    if not args.evidence or args.methods and "codes" not in args.methods.split(","):
+def with_alpha(args, method_params: dict | None) -> dict | None:
+    """``method_params`` with, under ``--alpha``, the codes' default regularisation and
+    that prior strength (fixed: nothing left for nested validation to choose)."""
+    if args.alpha is None or args.methods and "codes" not in args.methods.split(","):
         return method_params
-    return {**(method_params or {}), "codes": (METHODS["codes"].default[0], "evidence")}
+    alpha = args.alpha if args.alpha == "evidence" else float(args.alpha)
+    return {**(method_params or {}), "codes": (METHODS["codes"].default[0], alpha)}
 
 
 def pooled_seeds(run, args) -> dict:

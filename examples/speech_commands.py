@@ -39,7 +39,7 @@ from speaker_curve import (
     plot_curve,
     pooled_seeds,
     speaker_curve,
-    with_evidence,
+    with_alpha,
 )
 
 from skdc.datasets import load_speech_commands
@@ -82,7 +82,7 @@ def run(data, args, seed: int, max_train_conditions=None) -> dict:
         repeats=args.repeats, methods=methods,
         normalize=None if args.normalize == "none" else args.normalize,
         hidden_layer_sizes=(256, 256), max_epochs=args.epochs, batch_size=512, tune=False,
-        method_params=with_evidence(args, {m: ALL_METHODS[m].default for m in methods
+        method_params=with_alpha(args, {m: ALL_METHODS[m].default for m in methods
                                            if ALL_METHODS[m].grid}),
         max_train_conditions=max_train_conditions, random_state=seed, progress=True,
         **code_options(args),

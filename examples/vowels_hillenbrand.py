@@ -18,7 +18,7 @@ import argparse
 import json
 
 import numpy as np
-from speaker_curve import add_code_arguments, code_options, pooled_seeds, with_evidence
+from speaker_curve import add_code_arguments, code_options, pooled_seeds, with_alpha
 
 from skdc.datasets import load_hillenbrand
 from skdc.evaluation import evaluate, plot_results
@@ -47,7 +47,7 @@ def main() -> None:
         np.log(h95.data), h95.target, h95.groups,
         shots=[int(k) for k in args.shots.split(",")], folds=args.folds,
         repeats=args.repeats, methods=args.methods.split(",") if args.methods else None,
-        method_params=with_evidence(args, None), random_state=seed, progress=True,
+        method_params=with_alpha(args, None), random_state=seed, progress=True,
         n_jobs=args.jobs, **code_options(args),
     ), args)
     if args.json:

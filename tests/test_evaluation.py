@@ -1060,6 +1060,30 @@ def test_laplace_posterior_and_evidence_alpha_reach_the_adapters(shifted, monkey
     assert acc["codes"] > acc["si"] + 0.05  # conditions apart by an offset: codes adapt
 
 
+def test_default_codes_take_the_evidence_prior_strength(shifted, monkeypatch):
+    # The default prior strength of codes is the evidence's: no fixed alpha to carry
+    # from one data set to another (it did as well as the fixed 4.0 on raw features and
+    # better on normalised ones, README).
+    from skdc import CodeNetwork
+
+    X, y, groups = shifted
+    adapters = []
+    real_adapter = CodeNetwork.adapter
+
+    def adapter(net, **params):
+        adapters.append(real_adapter(net, **params))
+        return adapters[-1]
+
+    monkeypatch.setattr(CodeNetwork, "adapter", adapter)
+    out = evaluate(X, y, groups, shots=(8,), folds=2, repeats=1, tune=False,
+                   methods=["codes", "si"], random_state=0, **FAST)
+    assert METHODS["codes"].default[1] == "evidence"
+    assert out["methods"]["codes"]["chosen"] == [METHODS["codes"].default] * 2
+    assert adapters and all(a.alpha == "evidence" and a.alpha_ > 0 for a in adapters)
+    acc = {m: e["k"]["8"]["accuracy"] for m, e in out["methods"].items()}
+    assert acc["codes"] > acc["si"] + 0.05  # conditions apart by an offset: codes adapt
+
+
 def _held_out_hits(ctx, data, train, params: dict) -> dict:
     """Accuracy of each method (``{name: param}``) on the conditions outside ``train``,
     adapted on 8 rows of each of them (conditions 0-2) and scored on the rest."""

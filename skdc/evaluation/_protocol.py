@@ -72,10 +72,15 @@ and defaults (generated from ``METHODS``):
 {candidates}
 
 With ``tune=False`` each method uses its default: the choice nested validation made
-most often on Hillenbrand (1995), 10 folds. Runs on other data with ``tune=False`` (the
-demo on Peterson & Barney, the FSDD example) thus use settings chosen on another data
-set, never on their own test folds. ``evaluate(method_params=...)`` fixes a method's
-hyperparameter or gives it other candidates.
+most often on Hillenbrand (1995), 10 folds; for ``codes``, the training codes'
+regularisation chosen so and the prior strength ``"evidence"``, which needs no
+validation: each episode maximises the evidence of the held-out conditions it adapts
+(their labelled rows only). Measured with three seeds (README), it does as well as the
+fixed strength on raw features and better on normalised ones. Runs on other data with
+``tune=False`` (the demo on Peterson & Barney, the FSDD example) thus use settings
+chosen on another data set, never on their own test folds.
+``evaluate(method_params=...)`` fixes a method's hyperparameter or gives it other
+candidates.
 """
 
 from __future__ import annotations
