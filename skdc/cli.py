@@ -306,9 +306,10 @@ def _demo(args: argparse.Namespace) -> int:
     print("Each held-out speaker adapts from k labelled vowels; accuracy on its other vowels.")
     print(f"Demo settings (to stay under 3 minutes on 2 cores): {s['folds']} speaker-disjoint "
           f"folds, {s['repeats']} repeats, every method with its fixed default (chosen by "
-          "nested validation on Hillenbrand), the codes' start chosen per fold and k by "
-          "nested validation, folds in parallel. The full protocol: skdc evaluate (10 "
-          "folds, 5 repeats, settings tuned by nested validation).\n")
+          "nested validation on Hillenbrand; the codes' prior strength by the evidence), "
+          "the codes' start chosen per fold and k by nested validation, folds in "
+          "parallel. The full protocol: skdc evaluate (10 folds, 5 repeats, settings "
+          "tuned by nested validation).\n")
     results = evaluate(np.log(pb.data), pb.target, pb.groups, shots=s["shots"],
                        folds=s["folds"], repeats=s["repeats"], tune=False,
                        random_state=args.random_state, progress=True, n_jobs=-1)
