@@ -35,10 +35,20 @@ def add_code_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--posterior", choices=["map", "laplace"], default="map",
                         help="codes predict with their MAP estimate or average over their "
                              "Laplace posterior")
-    parser.add_argument("--alpha", default=None,
+    parser.add_argument("--alpha", default=None, type=_alpha,
                         help="fix the codes' prior strength (with the default regularisation "
                              "of the training codes): a positive number, or evidence (by "
                              "evidence maximisation, the default's)")
+
+
+def _alpha(value: str):
+    if value == "evidence":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number or evidence, got {value!r}") from None
 
 
 def add_augment_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,8 +87,7 @@ def with_alpha(args, method_params: dict | None) -> dict | None:
     that prior strength (fixed: nothing left for nested validation to choose)."""
     if args.alpha is None or args.methods and "codes" not in args.methods.split(","):
         return method_params
-    alpha = args.alpha if args.alpha == "evidence" else float(args.alpha)
-    return {**(method_params or {}), "codes": (METHODS["codes"].default[0], alpha)}
+    return {**(method_params or {}), "codes": (METHODS["codes"].default[0], args.alpha)}
 
 
 def pooled_seeds(run, args) -> dict:

@@ -83,7 +83,7 @@ def run(data, args, seed: int, max_train_conditions=None) -> dict:
         normalize=None if args.normalize == "none" else args.normalize,
         hidden_layer_sizes=(256, 256), max_epochs=args.epochs, batch_size=512, tune=False,
         method_params=with_alpha(args, {m: ALL_METHODS[m].default for m in methods
-                                           if ALL_METHODS[m].grid}),
+                                        if ALL_METHODS[m].grid}),
         max_train_conditions=max_train_conditions, random_state=seed, progress=True,
         **code_options(args),
         n_jobs=args.jobs,
