@@ -1063,7 +1063,7 @@ def test_laplace_posterior_and_evidence_alpha_reach_the_adapters(shifted, monkey
 def test_default_codes_take_the_evidence_prior_strength(shifted, monkeypatch):
     # The default prior strength of codes is the evidence's: no fixed alpha to carry
     # from one data set to another (it did as well as the fixed 4.0 on raw features and
-    # better on normalised ones, README).
+    # better on normalised Arabic digits, README).
     from skdc import CodeNetwork
 
     X, y, groups = shifted
