@@ -14,8 +14,9 @@ Protocol
   their own shift removed. With ``code_start="si"`` or ``"frozen_si"`` the coded
   network starts from the trained twin instead, with zero ``B_l``; with
   ``"shift_sat"`` from the shift's twin, frozen (codes on top of the feature shift);
-  with several starts (``"auto"``, the default: ``"scratch"`` and ``"shift_sat"``)
-  nested validation chooses one per fold and ``k``.
+  with several starts (``"auto"``, the default: ``"shift_sat"`` and ``"scratch"``)
+  the first is kept unless nested validation finds another better with confidence,
+  per fold and ``k``.
 * **Episodes.** For every held-out condition and repeat, one seeded permutation of its
   units (rows, or e.g. utterances with ``units=``); with ``k`` shots the first ``k``
   units are labelled adaptation data and the condition's *remaining* units are scored.
@@ -318,8 +319,12 @@ def evaluate(
         predictions from ``codes``, as from ``shift``. A list of starts: nested
         validation (as for ``tune``, with or without it) chooses one per fold, ``k``
         and coded method (each start with its hyperparameter chosen on average over
-        ``k``), on conditions held out inside the fold's training conditions;
-        ``"auto"`` is ``["scratch", "shift_sat"]`` (``"scratch"`` alone with an
+        ``k``), on conditions held out inside the fold's training conditions: the
+        first start is kept unless another scores higher with confidence (the 95%
+        bootstrap interval of its accuracy gain, paired by held-out condition, above
+        zero), since a few held-out conditions often rank close starts by chance.
+        ``"auto"`` is ``["shift_sat", "scratch"]``: codes that contain the shift,
+        unless codes from scratch are surely better (``"scratch"`` alone with an
         ``input_shift`` or ``training`` other than ``"joint"``). The JSON's
         ``chosen`` then holds ``{"code_start": ..., "param": ...}``.
     posterior : {None, "laplace"}, default=None
@@ -507,7 +512,7 @@ def _code_starts(code_start, input_shift, training: str) -> tuple[str, ...]:
     a shift part of their own, or trained otherwise than jointly)."""
     if code_start == "auto":
         return (AUTO_CODE_STARTS if input_shift is None and training == "joint"
-                else AUTO_CODE_STARTS[:1])
+                else ("scratch",))
     if isinstance(code_start, str):
         starts = (code_start,)
     elif (isinstance(code_start, Sequence) and len(code_start) > 0
