@@ -30,9 +30,9 @@ def add_code_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the coded networks start: their own weights (scratch), "
                              "the SI network trained on with the codes (si) or kept fixed "
                              "(frozen_si), or the shift method's network, codes on top of "
-                             "the feature shift (shift_sat); several, comma-separated (the "
-                             "first kept unless nested validation finds another better "
-                             "with confidence), or auto (shift_sat,scratch)")
+                             "the feature shift (shift_sat); several, comma-separated, or "
+                             "auto (shift_sat,scratch): nested validation chooses per fold, "
+                             "per k where it is sure")
     parser.add_argument("--posterior", choices=["map", "laplace"], default="map",
                         help="codes predict with their MAP estimate or average over their "
                              "Laplace posterior")

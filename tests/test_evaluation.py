@@ -308,36 +308,41 @@ def test_nested_validation_chooses_the_code_start_with_the_hyperparameter():
     assert choose(_StartOracle(), (), None, ("shift_sat",)) == ("shift_sat", None)
 
 
-class _OneConditionStart(_Oracle):
-    """Start ``"b"`` is right everywhere; ``"a"`` is right except on the first held-out
-    condition (``param="close"``) or wrong everywhere (``param="far"``)."""
+class _CloseStart(_Oracle):
+    """Start ``"a"`` is right with one labelled row per condition and, with more, right
+    except on the first held-out condition (``param="close"``) or wrong (``"far"``);
+    ``"b"`` is wrong with one labelled row per condition and right with more."""
 
     coded = True
 
     def log_proba(self, ctx, ep, param):
-        right = ctx.settings.code_start == "b"
-        if not right and param == "close":
-            right = ep.g_score != 0
+        one_row = len(ep.X_adapt) == ep.n_groups
+        if ctx.settings.code_start == "b":
+            right = np.full(len(ep.X_score), not one_row)
+        else:
+            right = np.full(len(ep.X_score), one_row) | ((param == "close") & (ep.g_score != 0))
         label = ep.X_score[:, 0].astype(int)
         guess = np.where(right, label, (label + 1) % len(ctx.classes))
         return np.log(np.eye(len(ctx.classes))[guess] + 1e-9)
 
 
-def test_nested_validation_keeps_the_first_start_unless_another_is_surely_better():
-    """A start better on one held-out condition of four is a coin flip, not a choice:
-    the first start stays (the best mean took "b" here); one better on all of them wins,
-    at every k and on average over k."""
+def test_nested_validation_keeps_the_start_best_over_k_unless_another_is_surely_better():
+    """The start best on average over k stays at a k where another is better on one
+    held-out condition of four (a coin flip; the best at that k alone took it before),
+    and gives way where another is better on every one."""
     rng = np.random.default_rng(0)
     groups, y = np.repeat(np.arange(16), 6), np.tile(np.arange(3), 32)
     X = np.column_stack([y, rng.normal(size=len(y))])
     ctx = FoldContext(X, y, groups, Settings(), seed=0)
-    inner = InnerValidation(ctx, np.arange(len(y)), shots=(0, 2), seed=0)
-    method = _OneConditionStart()
+    inner = InnerValidation(ctx, np.arange(len(y)), shots=(0, 1, 2), seed=0)
+    method = _CloseStart()
     assert inner.best(method, [("a", "close"), ("b", "close")], 2) == ("b", "close")
-    for k in (0, 2):
-        assert choose(method, ("close",), inner, ("a", "b"), k) == ("a", "close")
-        assert choose(method, ("far",), inner, ("a", "b"), k) == ("b", "far")
-        assert choose(method, ("far",), inner, ("b", "a"), k) == ("b", "far")
+    for starts in (("a", "b"), ("b", "a")):
+        assert choose(method, ("close",), inner, starts, k=2) == ("a", "close")
+        assert choose(method, ("close",), inner, starts, k=1) == ("a", "close")
+        assert choose(method, ("close",), inner, starts, k=0) == ("a", "close")
+        assert choose(method, ("far",), inner, starts, k=2) == ("b", "far")
+        assert choose(method, ("far",), inner, starts, k=1) == ("a", "far")
 
 
 def test_code_starts_share_the_networks_without_codes(shifted):

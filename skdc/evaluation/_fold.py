@@ -46,9 +46,9 @@ CODE_REGULARISATION = {
 # weights fixed, as Abdel-Hamid & Jiang 2013 keep the SI network), or the twin trained
 # on shift-normalised conditions, frozen, its codes learned and adapted on features
 # with each condition's feature shift removed ("shift_sat": codes on top of the shift).
-# The names are in CODE_STARTS. evaluate(code_start="auto"): codes on top of the shift
-# (they contain what the shift does), unless nested validation finds codes from scratch
-# better with confidence, per fold and k.
+# The names are in CODE_STARTS. evaluate(code_start="auto"): nested validation chooses
+# between codes on top of the shift (first: they win ties) and codes from scratch, per
+# fold (and per k where it is sure).
 AUTO_CODE_STARTS = ("shift_sat", "scratch")
 
 

@@ -15,8 +15,7 @@ Protocol
   network starts from the trained twin instead, with zero ``B_l``; with
   ``"shift_sat"`` from the shift's twin, frozen (codes on top of the feature shift);
   with several starts (``"auto"``, the default: ``"shift_sat"`` and ``"scratch"``)
-  the first is kept unless nested validation finds another better with confidence,
-  per fold and ``k``.
+  nested validation chooses per fold (and per ``k`` where it is sure).
 * **Episodes.** For every held-out condition and repeat, one seeded permutation of its
   units (rows, or e.g. utterances with ``units=``); with ``k`` shots the first ``k``
   units are labelled adaptation data and the condition's *remaining* units are scored.
@@ -320,12 +319,12 @@ def evaluate(
         validation (as for ``tune``, with or without it) chooses one per fold, ``k``
         and coded method (each start with its hyperparameter chosen on average over
         ``k``), on conditions held out inside the fold's training conditions: the
-        first start is kept unless another scores higher with confidence (the 95%
-        bootstrap interval of its accuracy gain, paired by held-out condition, above
-        zero), since a few held-out conditions often rank close starts by chance.
-        ``"auto"`` is ``["shift_sat", "scratch"]``: codes that contain the shift,
-        unless codes from scratch are surely better (``"scratch"`` alone with an
-        ``input_shift`` or ``training`` other than ``"joint"``). The JSON's
+        start best on average over ``k`` (ties: the earlier), unless another scores
+        higher at ``k`` itself with confidence (the 95% bootstrap interval of its
+        accuracy gain, paired by held-out condition, above zero), since a few held-out
+        conditions at one ``k`` often rank close starts by chance. ``"auto"`` is
+        ``["shift_sat", "scratch"]`` (``"scratch"`` alone with an ``input_shift`` or
+        ``training`` other than ``"joint"``). The JSON's
         ``chosen`` then holds ``{"code_start": ..., "param": ...}``.
     posterior : {None, "laplace"}, default=None
         ``"laplace"``: ``codes`` and ``codes_unsup`` predict with the average over

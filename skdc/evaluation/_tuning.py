@@ -88,11 +88,12 @@ def choose(method: Method, candidates: tuple, inner: InnerValidation | None,
     the fold's own); other methods ignore them. With one start and one candidate (or
     none: ``param`` is None) there is nothing to choose. With more, nested validation
     picks each start's hyperparameter on average over the ``k`` scored (one ``k`` alone
-    has too few draws to tell priors apart), then the start at ``k`` (on average for a
-    ``k`` not scored, e.g. ``k = 0`` without labelled rows, or None): the first start,
-    unless another is better with confidence (:meth:`InnerValidation.kept_unless_beaten`)
-    -- how much a shift estimated from ``k`` rows helps depends on ``k``, but a handful
-    of held-out conditions often ranks two close starts by chance.
+    has too few draws to tell priors apart), then the start: the one best on average
+    over the ``k`` scored (ties: the earlier in ``starts``), unless another is better at
+    ``k`` itself with confidence (:meth:`InnerValidation.kept_unless_beaten`; ``k`` not
+    scored, e.g. ``k = 0`` without labelled rows, or None: on average). How much a
+    shift estimated from ``k`` rows helps depends on ``k``, but a handful of held-out
+    conditions at one ``k`` often ranks two close starts by chance.
     """
     starts = tuple(starts) if method.coded else (None,)
     params = candidates or (None,)
@@ -101,7 +102,9 @@ def choose(method: Method, candidates: tuple, inner: InnerValidation | None,
     finalists = [inner.best(method, [(start, param) for param in params]) for start in starts]
     if len(finalists) == 1:
         return finalists[0]
-    return inner.kept_unless_beaten(method, finalists, k)
+    overall = inner.best(method, finalists)
+    others = [finalist for finalist in finalists if finalist != overall]
+    return inner.kept_unless_beaten(method, [overall, *others], k)
 
 
 class InnerValidation:
