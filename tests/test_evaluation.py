@@ -195,6 +195,16 @@ class _Oracle(Method):
         return np.log(np.eye(len(ctx.classes))[guess] + 1e-9)
 
 
+def _oracle_validation(shots, n_conditions: int = 8, **kwargs) -> InnerValidation:
+    """Nested validation over ``n_conditions`` conditions of 6 rows whose feature 0 is
+    the label (what the oracles read)."""
+    rng = np.random.default_rng(0)
+    groups, y = np.repeat(np.arange(n_conditions), 6), np.tile(np.arange(3), 2 * n_conditions)
+    X = np.column_stack([y, rng.normal(size=len(y))])
+    ctx = FoldContext(X, y, groups, Settings(), seed=0)
+    return InnerValidation(ctx, np.arange(len(y)), shots=shots, seed=0, **kwargs)
+
+
 @pytest.mark.parametrize(
     ("candidates", "transductive", "best"),
     [
@@ -210,11 +220,7 @@ class _Oracle(Method):
 def test_nested_validation_chooses_the_best_scoring_candidate(candidates, transductive, best):
     """On held-out training conditions, the candidate with the highest accuracy over the
     k of the evaluation wins; k = 0 counts for transductive methods only."""
-    rng = np.random.default_rng(0)
-    groups, y = np.repeat(np.arange(8), 6), np.tile(np.arange(3), 16)
-    X = np.column_stack([y, rng.normal(size=len(y))])
-    ctx = FoldContext(X, y, groups, Settings(), seed=0)
-    inner = InnerValidation(ctx, np.arange(len(y)), shots=(0, 2), seed=0)
+    inner = _oracle_validation((0, 2))
     method = _Oracle()
     method.transductive = transductive
     assert choose(method, candidates, inner) == (None, best)
@@ -230,11 +236,7 @@ class _ShotsOracle(_Oracle):
 
 
 def test_nested_validation_chooses_the_start_per_k_and_the_hyperparameter_on_average():
-    rng = np.random.default_rng(0)
-    groups, y = np.repeat(np.arange(8), 6), np.tile(np.arange(3), 16)
-    X = np.column_stack([y, rng.normal(size=len(y))])
-    ctx = FoldContext(X, y, groups, Settings(), seed=0)
-    inner = InnerValidation(ctx, np.arange(len(y)), shots=(0, 1, 4), seed=0)
+    inner = _oracle_validation((0, 1, 4))
     method = _ShotsOracle()
     method.coded = True
     # a hyperparameter on average over k (a tie here: the earlier one)
@@ -270,11 +272,7 @@ class _Counting(_Oracle):
 def test_nested_validation_scores_repeats_draws_per_k(transductive, calls):
     """As many draws per held-out condition and k >= 1 as the outer protocol (one at
     k = 0), averaged."""
-    rng = np.random.default_rng(0)
-    groups, y = np.repeat(np.arange(8), 6), np.tile(np.arange(3), 16)
-    X = np.column_stack([y, rng.normal(size=len(y))])
-    ctx = FoldContext(X, y, groups, Settings(), seed=0)
-    inner = InnerValidation(ctx, np.arange(len(y)), shots=(0, 2), seed=0, repeats=3)
+    inner = _oracle_validation((0, 2), repeats=3)
     method = _Counting()
     method.transductive = transductive
     scores = inner.scores(method, [(None, "p")])
@@ -296,11 +294,7 @@ class _StartOracle(_Oracle):
 def test_nested_validation_chooses_the_code_start_with_the_hyperparameter():
     """``evaluate(code_start=[...])``: the (start, param) pair scoring best on held-out
     training conditions; methods without codes ignore the starts."""
-    rng = np.random.default_rng(0)
-    groups, y = np.repeat(np.arange(8), 6), np.tile(np.arange(3), 16)
-    X = np.column_stack([y, rng.normal(size=len(y))])
-    ctx = FoldContext(X, y, groups, Settings(), seed=0)
-    inner = InnerValidation(ctx, np.arange(len(y)), shots=(0, 2), seed=0)
+    inner = _oracle_validation((0, 2))
     starts = ("scratch", "shift_sat")
     assert choose(_StartOracle(), ("wrong", "right"), inner, starts) == ("shift_sat", "right")
     assert choose(_StartOracle(), ("wrong",), inner, starts) == ("scratch", "wrong")  # a tie
@@ -330,11 +324,7 @@ def test_nested_validation_keeps_the_start_best_over_k_unless_another_is_surely_
     """The start best on average over k stays at a k where another is better on one
     held-out condition of four (a coin flip; the best at that k alone took it before),
     and gives way where another is better on every one."""
-    rng = np.random.default_rng(0)
-    groups, y = np.repeat(np.arange(16), 6), np.tile(np.arange(3), 32)
-    X = np.column_stack([y, rng.normal(size=len(y))])
-    ctx = FoldContext(X, y, groups, Settings(), seed=0)
-    inner = InnerValidation(ctx, np.arange(len(y)), shots=(0, 1, 2), seed=0)
+    inner = _oracle_validation((0, 1, 2), n_conditions=16)
     method = _CloseStart()
     assert inner.best(method, [("a", "close"), ("b", "close")], 2) == ("b", "close")
     for starts in (("a", "b"), ("b", "a")):
