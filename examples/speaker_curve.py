@@ -31,8 +31,7 @@ def add_code_arguments(parser: argparse.ArgumentParser) -> None:
                              "the SI network trained on with the codes (si) or kept fixed "
                              "(frozen_si), or the shift method's network, codes on top of "
                              "the feature shift (shift_sat); several, comma-separated, or "
-                             "auto (shift_sat,scratch): nested validation chooses per fold, "
-                             "per k where it is sure")
+                             "auto (scratch,shift_sat): nested validation chooses per fold")
     parser.add_argument("--posterior", choices=["map", "laplace"], default="map",
                         help="codes predict with their MAP estimate or average over their "
                              "Laplace posterior")

@@ -370,10 +370,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="shrink toward the global statistics by this many rows, or 'auto' "
                          "(empirical Bayes; default: auto per speaker, 0 per utterance)")
     ev.add_argument("--code-start", default="auto", metavar="START",
-                    help="where the coded networks start: auto (shift_sat or scratch, "
-                         "chosen per fold by nested validation, per k where it is sure; "
-                         f"the default), or one or more of {', '.join(CODE_STARTS)}, "
-                         "comma-separated")
+                    help="where the coded networks start: auto (scratch or shift_sat, "
+                         "chosen per fold and k by nested validation; the default), or "
+                         f"one or more of {', '.join(CODE_STARTS)}, comma-separated")
     ev.add_argument("--json", help="write the results as JSON")
     ev.add_argument("--plot", help="write a PNG plot of accuracy against k")
     ev.add_argument("--random-state", type=int, default=0)

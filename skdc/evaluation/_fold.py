@@ -46,10 +46,9 @@ CODE_REGULARISATION = {
 # weights fixed, as Abdel-Hamid & Jiang 2013 keep the SI network), or the twin trained
 # on shift-normalised conditions, frozen, its codes learned and adapted on features
 # with each condition's feature shift removed ("shift_sat": codes on top of the shift).
-# The names are in CODE_STARTS. evaluate(code_start="auto"): nested validation chooses
-# between codes on top of the shift (first: they win ties) and codes from scratch, per
-# fold (and per k where it is sure).
-AUTO_CODE_STARTS = ("shift_sat", "scratch")
+# The names are in CODE_STARTS. evaluate(code_start="auto"): nested validation chooses,
+# per fold and k, between codes from scratch and codes on top of the shift.
+AUTO_CODE_STARTS = ("scratch", "shift_sat")
 
 
 @dataclass

@@ -14,8 +14,8 @@ Protocol
   their own shift removed. With ``code_start="si"`` or ``"frozen_si"`` the coded
   network starts from the trained twin instead, with zero ``B_l``; with
   ``"shift_sat"`` from the shift's twin, frozen (codes on top of the feature shift);
-  with several starts (``"auto"``, the default: ``"shift_sat"`` and ``"scratch"``)
-  nested validation chooses per fold (and per ``k`` where it is sure).
+  with several starts (``"auto"``, the default: ``"scratch"`` and ``"shift_sat"``)
+  nested validation chooses one per fold and ``k``.
 * **Episodes.** For every held-out condition and repeat, one seeded permutation of its
   units (rows, or e.g. utterances with ``units=``); with ``k`` shots the first ``k``
   units are labelled adaptation data and the condition's *remaining* units are scored.
@@ -318,13 +318,9 @@ def evaluate(
         predictions from ``codes``, as from ``shift``. A list of starts: nested
         validation (as for ``tune``, with or without it) chooses one per fold, ``k``
         and coded method (each start with its hyperparameter chosen on average over
-        ``k``), on conditions held out inside the fold's training conditions: the
-        start best on average over ``k`` (ties: the earlier), unless another scores
-        higher at ``k`` itself with confidence (the 95% bootstrap interval of its
-        accuracy gain, paired by held-out condition, above zero), since a few held-out
-        conditions at one ``k`` often rank close starts by chance. ``"auto"`` is
-        ``["shift_sat", "scratch"]`` (``"scratch"`` alone with an ``input_shift`` or
-        ``training`` other than ``"joint"``). The JSON's
+        ``k``), on conditions held out inside the fold's training conditions;
+        ``"auto"`` is ``["scratch", "shift_sat"]`` (``"scratch"`` alone with an
+        ``input_shift`` or ``training`` other than ``"joint"``). The JSON's
         ``chosen`` then holds ``{"code_start": ..., "param": ...}``.
     posterior : {None, "laplace"}, default=None
         ``"laplace"``: ``codes`` and ``codes_unsup`` predict with the average over
@@ -511,7 +507,7 @@ def _code_starts(code_start, input_shift, training: str) -> tuple[str, ...]:
     a shift part of their own, or trained otherwise than jointly)."""
     if code_start == "auto":
         return (AUTO_CODE_STARTS if input_shift is None and training == "joint"
-                else ("scratch",))
+                else AUTO_CODE_STARTS[:1])
     if isinstance(code_start, str):
         starts = (code_start,)
     elif (isinstance(code_start, Sequence) and len(code_start) > 0

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CONFIDENCE", "PairedBootstrap", "error_reduction"]
+__all__ = ["PairedBootstrap", "error_reduction"]
 
 CONFIDENCE = 0.95
 

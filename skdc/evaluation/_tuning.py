@@ -19,7 +19,6 @@ from ._baselines import Method, get_method
 from ._episodes import HeldOut, Layout
 from ._fold import FoldContext
 from ._normalisation import Normalisation
-from ._significance import CONFIDENCE, PairedBootstrap
 from ._sources import Sources
 
 __all__ = ["INNER_FRACTION", "InnerValidation", "candidates_of", "choose"]
@@ -88,23 +87,16 @@ def choose(method: Method, candidates: tuple, inner: InnerValidation | None,
     the fold's own); other methods ignore them. With one start and one candidate (or
     none: ``param`` is None) there is nothing to choose. With more, nested validation
     picks each start's hyperparameter on average over the ``k`` scored (one ``k`` alone
-    has too few draws to tell priors apart), then the start: the one best on average
-    over the ``k`` scored (ties: the earlier in ``starts``), unless another is better at
-    ``k`` itself with confidence (:meth:`InnerValidation.kept_unless_beaten`; ``k`` not
-    scored, e.g. ``k = 0`` without labelled rows, or None: on average). How much a
-    shift estimated from ``k`` rows helps depends on ``k``, but a handful of held-out
-    conditions at one ``k`` often ranks two close starts by chance.
+    has too few draws to tell priors apart), then the start best at ``k`` (on average
+    for a ``k`` not scored, e.g. ``k = 0`` without labelled rows, or None): how much a
+    shift estimated from ``k`` rows helps depends on ``k``.
     """
     starts = tuple(starts) if method.coded else (None,)
     params = candidates or (None,)
     if len(starts) * len(params) == 1:
         return starts[0], params[0]
     finalists = [inner.best(method, [(start, param) for param in params]) for start in starts]
-    if len(finalists) == 1:
-        return finalists[0]
-    overall = inner.best(method, finalists)
-    others = [finalist for finalist in finalists if finalist != overall]
-    return inner.kept_unless_beaten(method, [overall, *others], k)
+    return finalists[0] if len(finalists) == 1 else inner.best(method, finalists, k)
 
 
 class InnerValidation:
@@ -177,24 +169,16 @@ class InnerValidation:
         """Validation accuracy (mean over the held-out conditions) of every candidate, a
         pair ``(code start, param)`` (a start of None is the fold's own), at each ``k``
         scored; each candidate is scored once."""
-        by_condition = self.condition_scores(method, candidates)
-        return {k: [float(np.mean(a)) for a in tables] for k, tables in by_condition.items()}
-
-    def condition_scores(self, method: Method,
-                         candidates: Sequence[tuple]) -> dict[int, list[np.ndarray]]:
-        """As :meth:`scores`, each held-out condition apart (its accuracy averaged over
-        the draws), conditions in the same order for every candidate."""
         ctx, held = self._setup()
         shots = self.all_shots if method.transductive else self.shots
         cache = self.__dict__.setdefault("_scores", {})
-        out: dict[int, list[np.ndarray]] = {k: [] for k in shots}
+        out: dict[int, list[float]] = {k: [] for k in shots}
         for start, param in candidates:
             key = (type(method), method.name, start, repr(param))
             if key not in cache:
                 inner = ctx if start is None else ctx.with_code_start(start)
-                cache[key] = {k: np.mean([self._accuracy(held, method, inner, param, r, k)
-                                          for r in range(1 if k == 0 else self.repeats)],
-                                         axis=0)
+                cache[key] = {k: float(np.mean([self._accuracy(held, method, inner, param, r, k)
+                                                for r in range(1 if k == 0 else self.repeats)]))
                               for k in shots}
             for k in shots:
                 out[k].append(cache[key][k])
@@ -202,12 +186,11 @@ class InnerValidation:
 
     @staticmethod
     def _accuracy(held: HeldOut, method: Method, ctx: FoldContext, param, r: int,
-                  k: int) -> np.ndarray:
-        """Accuracy of each held-out condition (in ``held.held``'s order) in draw ``r``
-        with ``k`` shots."""
+                  k: int) -> float:
+        """Mean accuracy over the held-out conditions of draw ``r`` with ``k`` shots."""
         ep, units = held.episode(r, k)
-        by_condition = held.accuracy(method.log_proba(ctx, ep, param), units, ctx.classes)
-        return np.array([by_condition[int(c)] for c in held.held])
+        return float(np.mean(list(held.accuracy(method.log_proba(ctx, ep, param), units,
+                                                ctx.classes).values())))
 
     def best(self, method: Method, candidates: Sequence[tuple], k: int | None = None) -> tuple:
         """The ``(start, param)`` candidate with the best validation accuracy at ``k``
@@ -220,22 +203,3 @@ class InnerValidation:
             if score > scores[best] + 1e-9:
                 best = i
         return candidates[best]
-
-    def kept_unless_beaten(self, method: Method, candidates: Sequence[tuple],
-                           k: int | None = None) -> tuple:
-        """The first candidate, unless others beat it at ``k`` with confidence: then the
-        best of those.
-
-        A candidate beats the first when the 95% percentile interval of its gain in mean
-        validation accuracy, paired by held-out condition and bootstrapped over the
-        held-out conditions, lies above zero. ``k`` not scored: each condition's accuracy
-        averaged over the ``k`` scored.
-        """
-        by_k = self.condition_scores(method, candidates)
-        tables = np.array(by_k[k] if k in by_k else np.mean(list(by_k.values()), axis=0))
-        weights = PairedBootstrap(tables.shape[1], random_state=self.seed).condition_weights
-        gains = (tables[1:] - tables[0]) @ weights.T / tables.shape[1]
-        low = np.percentile(gains, 100 * (1 - CONFIDENCE) / 2, axis=1)
-        means = tables.mean(axis=1)
-        beaten = [i + 1 for i in np.flatnonzero(low > 0)]
-        return candidates[max(beaten, key=lambda i: means[i], default=0)]
