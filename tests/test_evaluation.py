@@ -325,9 +325,9 @@ class _CloseStart(_Oracle):
                    "fixed it (11c1988) lost on normalised Arabic digits (README, Choosing "
                    "the start) and was reverted")
 def test_nested_validation_keeps_the_start_best_over_k_unless_another_is_surely_better():
-    """The start best on average over k stays at a k where another is better on one
-    held-out condition of four (a coin flip; the best at that k alone took it before),
-    and gives way where another is better on every one."""
+    """Wanted: the start best on average over k stays at a k where another is better on
+    one held-out condition of four (a coin flip; the rule in use, the best at each k,
+    takes it), and gives way where another is better on every one."""
     inner = _oracle_validation((0, 1, 2), n_conditions=16)
     method = _CloseStart()
     assert inner.best(method, [("a", "close"), ("b", "close")], 2) == ("b", "close")
