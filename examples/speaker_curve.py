@@ -45,10 +45,12 @@ def _alpha(value: str):
     if value == "evidence":
         return value
     try:
-        return float(value)
+        alpha = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive number or evidence, got {value!r}") from None
+        alpha = float("nan")
+    if not (np.isfinite(alpha) and alpha > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number or evidence, got {value!r}")
+    return alpha
 
 
 def add_augment_arguments(parser: argparse.ArgumentParser) -> None:

@@ -187,12 +187,18 @@ class _Oracle(Method):
     name = "oracle"
 
     def log_proba(self, ctx, ep, param):
-        label = ep.X_score[:, 0].astype(int)
         has_rows = len(ep.X_adapt) > 0
         right = {"right": True, "wrong": False, "with_rows": has_rows,
                  "without_rows": not has_rows}[param]
-        guess = label if right else (label + 1) % len(ctx.classes)
-        return np.log(np.eye(len(ctx.classes))[guess] + 1e-9)
+        return _answers(ctx, ep, right)
+
+
+def _answers(ctx, ep, right) -> np.ndarray:
+    """Log-probabilities of the label in feature 0 of each scored row where ``right``
+    (a bool, or one per row), else of the next label."""
+    label = ep.X_score[:, 0].astype(int)
+    guess = np.where(right, label, (label + 1) % len(ctx.classes))
+    return np.log(np.eye(len(ctx.classes))[guess] + 1e-9)
 
 
 def _oracle_validation(shots, n_conditions: int = 8, **kwargs) -> InnerValidation:
@@ -315,9 +321,7 @@ class _CloseStart(_Oracle):
             right = np.full(len(ep.X_score), not one_row)
         else:
             right = np.full(len(ep.X_score), one_row) | ((param == "close") & (ep.g_score != 0))
-        label = ep.X_score[:, 0].astype(int)
-        guess = np.where(right, label, (label + 1) % len(ctx.classes))
-        return np.log(np.eye(len(ctx.classes))[guess] + 1e-9)
+        return _answers(ctx, ep, right)
 
 
 @pytest.mark.xfail(strict=True, reason="known: the start at each k is the best mean on a "
