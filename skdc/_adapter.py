@@ -20,13 +20,13 @@ from sklearn.utils.validation import (
 
 from ._clone import clone_sharing
 from ._codetable import CodeTable
-from ._engine import EngineSpec, Problem, Settings
+from ._engine import EngineSpec, Problem, Settings, whitening
 from ._export import export_codes
 from ._feature_shift import ShiftPrior
 from ._graph import output_activation, output_units, resolve_code_input
 from ._groups import encode_groups, encode_units, validation_split
 from ._inputs import as_rows
-from ._laplace import code_posteriors, evidence_alpha, posterior_draws, rows_per_unit, whitened
+from ._laplace import code_posteriors, local_evidence, posterior_draws, rows_per_unit, whitened
 from ._optimizers import OPTIMIZERS
 from ._persist import pop_models, push_models, with_new_params
 from ._prior import CodePrior, resolve_code_init
@@ -299,18 +299,23 @@ class _BaseCodeAdapter(BaseEstimator):
         return init, mean, cov
 
     def _maximise_evidence(self, problem, result, settings, validation):
-        """Refit with MacKay's update of ``alpha`` until it settles (at most 10 fits),
-        each unit's rows counted once (:func:`rows_per_unit`)."""
+        """Refit at the evidence-maximising prior strength until it settles (at most 10
+        fits), each unit's rows counted once (:func:`rows_per_unit`). Each round runs
+        MacKay's fixed point to convergence on the local quadratic model at the current
+        codes (:func:`local_evidence`) and refits from the codes that model predicts, so
+        a round moves ``alpha`` as far as many single updates would."""
         r = rows_per_unit(problem)
+        factor = whitening(problem.prior_mean, problem.prior_covariance)
         for _ in range(10):
             _, cov_u = code_posteriors(self._engine, problem, settings, result.codes)
-            u = whitened(problem, result.codes)
-            alpha = r * evidence_alpha(settings.alpha / r, u, r * cov_u)
+            alpha, u = local_evidence(settings.alpha, whitened(problem, result.codes),
+                                      cov_u, r)
             settled = abs(np.log(alpha / settings.alpha)) < 0.01
             settings.alpha = alpha
             if settled:
                 break
-            result = self._run(problem, result.codes, settings, validation=validation)
+            start = problem.prior_mean + np.einsum("gi,gij->gj", u, factor)
+            result = self._run(problem, start, settings, validation=validation)
         self.alpha_ = settings.alpha
         return result
 

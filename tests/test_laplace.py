@@ -8,7 +8,7 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 
 from skdc import CodeAdapter, CodeAdapterRegressor, CodePrior
-from skdc._laplace import posterior_draws
+from skdc._laplace import evidence_alpha, local_evidence, posterior_draws
 
 
 def _linear_coded(seed=0):
@@ -113,6 +113,38 @@ def test_evidence_finds_the_spread_of_the_true_codes(teacher):
             alphas[scale] = adapter.fit(X, y, groups=groups).alpha_
     assert 0.2 < alphas[1.0] < 5.0  # prior N(0, I / alpha): the true codes' is alpha = 1
     assert alphas[0.2] > 4 * alphas[1.0]  # codes of spread 0.2: alpha near 25
+
+
+def test_local_evidence_is_mackays_fixed_point_of_a_quadratic_model():
+    # On an exactly quadratic likelihood the local model is the model: the strength
+    # returned is a fixed point of MacKay's update at the MAP codes it implies.
+    rng = np.random.default_rng(0)
+    n, d, alpha0 = 8, 3, 2.0
+    roots = rng.normal(size=(n, d, d))
+    H = np.einsum("gij,gkj->gik", roots, roots)  # each group's likelihood Hessian
+    u0 = rng.normal(size=(n, d)) * 0.5  # MAP codes under alpha0
+    alpha, u = local_evidence(alpha0, u0, np.linalg.inv(H + alpha0 * np.eye(d)))
+    S = np.linalg.inv(H + alpha * np.eye(d))
+    expected_u = np.einsum("gij,gjk,gk->gi", S, H + alpha0 * np.eye(d), u0)
+    np.testing.assert_allclose(u, expected_u, rtol=1e-8, atol=1e-10)
+    assert evidence_alpha(alpha, u, S) == pytest.approx(alpha, rel=1e-3)
+    assert alpha != pytest.approx(alpha0, rel=1e-2)  # it moved
+
+
+def test_the_evidence_settles_at_a_fixed_point_of_the_exact_update(teacher):
+    # After the fit, one exact MacKay update at the fitted codes (prior N(0, I), so the
+    # codes are their own whitened coordinates) barely moves alpha_.
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(30), 5)
+    X = rng.normal(size=(len(groups), 6))
+    y = teacher.predict([X, 0.5 * rng.normal(size=(30, 3))[groups]], verbose=0).argmax(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        adapter = CodeAdapter(teacher, alpha="evidence", posterior="laplace",
+                              optimizer="lbfgs", max_iter=100).fit(X, y, groups=groups)
+    u = np.stack([adapter.codes_[g] for g in range(30)])
+    cov = np.stack([adapter.code_covariances_[g] for g in range(30)])
+    assert evidence_alpha(adapter.alpha_, u, cov) == pytest.approx(adapter.alpha_, rel=3e-2)
 
 
 def test_posterior_and_evidence_need_fit(teacher, one_condition):
