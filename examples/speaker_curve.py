@@ -32,6 +32,10 @@ def add_code_arguments(parser: argparse.ArgumentParser) -> None:
                              "(frozen_si), or the shift method's network, codes on top of "
                              "the feature shift (shift_sat); several, comma-separated, or "
                              "auto (scratch,shift_sat): nested validation chooses per fold")
+    parser.add_argument("--inner-folds", type=_positive_int, default=1,
+                        help="nested validation: 1 holds out a quarter of a fold's training "
+                             "speakers; more cross-validates over that many parts, every "
+                             "training speaker validating once")
     parser.add_argument("--posterior", choices=["map", "laplace"], default="map",
                         help="codes predict with their MAP estimate or average over their "
                              "Laplace posterior")
@@ -51,6 +55,16 @@ def _alpha(value: str):
     if not (np.isfinite(alpha) and alpha > 0):
         raise argparse.ArgumentTypeError(f"expected a positive number or evidence, got {value!r}")
     return alpha
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value!r}")
+    return number
 
 
 def add_augment_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +95,7 @@ def code_options(args) -> dict:
         "code_start": (args.code_start if "," not in args.code_start
                        else args.code_start.split(",")),
         "posterior": None if args.posterior == "map" else args.posterior,
+        "inner_folds": args.inner_folds,
     }
 
 

@@ -164,6 +164,8 @@ def _evaluate(args) -> int:
                          "(-1: all cores)")
     if args.max_train_conditions is not None and args.max_train_conditions < 2:
         raise InputError("--max-train-conditions must be at least 2")
+    if args.inner_folds < 1:
+        raise InputError("--inner-folds must be at least 1")
     _check_normalize_options(args)
     code_start = _code_start(args.code_start)
     json_path = _check_output(args.json, "--json")
@@ -180,14 +182,17 @@ def _evaluate(args) -> int:
         raise InputError(str(exc)) from None
     if dropped:
         print(f"note: dropped {dropped} rows with a missing value", file=sys.stderr)
-    results = evaluate(X, y, groups, shots=shots, folds=args.folds, repeats=args.repeats,
-                       methods=methods, units=units, normalize=args.normalize,
-                       normalizer=normalizer, hidden_layer_sizes=hidden,
-                       max_epochs=args.max_epochs, tune=not args.no_tune,
-                       max_train_conditions=args.max_train_conditions,
-                       code_start=code_start,
-                       random_state=args.random_state, progress=not args.quiet,
-                       n_jobs=args.jobs)
+    try:  # what check_inputs cannot see (e.g. --inner-folds against a fold's conditions)
+        results = evaluate(X, y, groups, shots=shots, folds=args.folds, repeats=args.repeats,
+                           methods=methods, units=units, normalize=args.normalize,
+                           normalizer=normalizer, hidden_layer_sizes=hidden,
+                           max_epochs=args.max_epochs, tune=not args.no_tune,
+                           max_train_conditions=args.max_train_conditions,
+                           code_start=code_start, inner_folds=args.inner_folds,
+                           random_state=args.random_state, progress=not args.quiet,
+                           n_jobs=args.jobs)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     results["data"] = {"file": str(args.file), "label": args.label, "group": args.group,
                        "unit": args.unit, "features": features,
                        "log_features": bool(args.log_features)}
@@ -373,6 +378,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="where the coded networks start: auto (scratch or shift_sat, "
                          "chosen per fold and k by nested validation; the default), or "
                          f"one or more of {', '.join(CODE_STARTS)}, comma-separated")
+    ev.add_argument("--inner-folds", type=int, default=1, metavar="N",
+                    help="nested validation holds out a quarter of each fold's training "
+                         "conditions (1, the default), or cross-validates over N parts, "
+                         "every training condition validating once")
     ev.add_argument("--json", help="write the results as JSON")
     ev.add_argument("--plot", help="write a PNG plot of accuracy against k")
     ev.add_argument("--random-state", type=int, default=0)

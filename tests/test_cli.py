@@ -147,6 +147,8 @@ def _bad_cases(table, tmp_path):
         "missing unit column": [str(table), *ok, "--unit", "utterance"],
         "unit with two labels": [str(table), *ok, "--unit", "speaker"],
         "unknown code start": [str(table), *ok, "--code-start", "scratch,warm"],
+        "zero inner folds": [str(table), *ok, "--inner-folds", "0"],
+        "more inner folds than conditions": [str(table), *ok, "--inner-folds", "99"],
     }
 
 
@@ -157,7 +159,7 @@ CASES = ["missing file", "malformed csv", "empty csv", "header only", "missing l
          "utterance normalisation without units", "normalisation kind alone", "negative tau",
          "tau neither number nor auto",
          "unknown normalisation", "missing unit column", "unit with two labels",
-         "unknown code start"]
+         "unknown code start", "zero inner folds", "more inner folds than conditions"]
 
 
 @pytest.mark.parametrize("case", CASES)

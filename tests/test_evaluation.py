@@ -232,6 +232,36 @@ def test_nested_validation_chooses_the_best_scoring_candidate(candidates, transd
     assert choose(method, candidates, inner) == (None, best)
 
 
+class _EvenConditions(_Oracle):
+    """Right on the conditions whose feature 1 (the condition) is even, wrong on the
+    others."""
+
+    def log_proba(self, ctx, ep, param):
+        return _answers(ctx, ep, ep.X_score[:, 1] % 2 == 0)
+
+
+def test_inner_cross_validation_holds_out_every_training_condition_once():
+    """``folds=4``: four condition-disjoint inner splits whose held-out conditions cover
+    the fold's training conditions, each inner network trained on the others (its own
+    seed); a score is the mean over all of them."""
+    groups, y = np.repeat(np.arange(8), 6), np.tile(np.arange(3), 16)
+    X = np.column_stack([y, groups]).astype(float)
+    ctx = FoldContext(X, y, groups, Settings(), seed=0)
+    inner = InnerValidation(ctx, np.arange(len(y)), shots=(0, 2), seed=0, folds=4)
+    splits = inner._setup()
+    held = np.concatenate([h.held for _, h in splits])
+    assert sorted(held.tolist()) == list(range(8))
+    for inner_ctx, h in splits:
+        assert not set(h.held) & set(inner_ctx.groups.tolist())
+        assert sorted(set(h.held) | set(inner_ctx.groups.tolist())) == list(range(8))
+    assert len({inner_ctx.seed for inner_ctx, _ in splits}) == 4
+    # half the conditions are even: with all eight held out once the score is 1/2
+    assert inner.scores(_EvenConditions(), [(None, "p")]) == {2: [0.5]}
+    one = InnerValidation(ctx, np.arange(len(y)), shots=(0, 2), seed=0)
+    [(_, h)] = one._setup()
+    assert len(h.held) == 2  # folds=1: a quarter held out, as before
+
+
 class _ShotsOracle(_Oracle):
     """Right with at most one labelled row per condition (``"few"``) or with more
     (``"many"``)."""
@@ -669,6 +699,35 @@ def test_bad_max_train_conditions(shifted, value):
         evaluate(X, y, groups, methods=["si"], max_train_conditions=value)
 
 
+@pytest.mark.parametrize("value, match", [
+    (0, "inner_folds must be an int of at least 1"),
+    (2.5, "inner_folds must be an int of at least 1"),
+    (True, "inner_folds must be an int of at least 1"),
+    (9, "inner_folds=9 is more than the 8 training sources of the smallest fold"),
+])
+def test_bad_inner_folds(shifted, value, match):
+    X, y, groups = shifted
+    with pytest.raises(ValueError, match=match):
+        evaluate(X, y, groups, methods=["si"], folds=3, inner_folds=value)
+
+
+def test_inner_folds_reach_nested_validation(shifted, monkeypatch):
+    from skdc.evaluation import _protocol
+
+    X, y, groups = shifted
+    made = []
+
+    class Recording(InnerValidation):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self.folds)
+
+    monkeypatch.setattr(_protocol, "InnerValidation", Recording)
+    out = evaluate(X, y, groups, shots=(0,), folds=3, repeats=1, methods=["si"],
+                   inner_folds=4, random_state=0, **FAST)
+    assert made == [4, 4, 4] and out["settings"]["inner_folds"] == 4
+
+
 def test_training_condition_draws_are_nested_and_keep_whole_conditions():
     g = np.repeat(np.arange(12), 5)
     train = np.flatnonzero(g >= 2)  # conditions 2..11 train
@@ -724,12 +783,14 @@ def test_nested_validation_keeps_sources_whole_and_holds_out_originals(shifted):
     keys, g_idx = np.unique(groups, return_inverse=True)
     split = Sources(groups, g_idx, sources)
     ctx = FoldContext(X, y, g_idx, Settings(hidden_layer_sizes=(4,), max_epochs=1), seed=0)
-    inner = InnerValidation(ctx, np.arange(len(X)), (0, 2), 0, sources=split.of_rows(
-        np.arange(len(X))))
-    inner_ctx, held = inner._setup()
-    assert len(held.held) and split.original[held.held].all()
-    held_sources = set(sources[np.isin(g_idx, held.held)])
-    assert not held_sources & set(sources[np.isin(g_idx, np.unique(inner_ctx.groups))])
+    for folds in (1, 3):
+        inner = InnerValidation(ctx, np.arange(len(X)), (0, 2), 0, sources=split.of_rows(
+            np.arange(len(X))), folds=folds)
+        assert len(inner._setup()) == folds
+        for inner_ctx, held in inner._setup():
+            assert len(held.held) and split.original[held.held].all()
+            held_sources = set(sources[np.isin(g_idx, held.held)])
+            assert not held_sources & set(sources[np.isin(g_idx, np.unique(inner_ctx.groups))])
 
 
 @pytest.mark.parametrize("change, match", [

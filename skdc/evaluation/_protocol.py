@@ -59,7 +59,8 @@ Fixed, principled defaults:
 
 With ``tune=True`` (the default) the rest is chosen per fold by **nested,
 condition-disjoint validation** inside the fold's training conditions: a quarter of
-them is held out, networks are trained on the others (once per candidate network),
+them is held out (or, with ``inner_folds``, each of that many parts in turn), networks
+are trained on the others (once per candidate network and inner fold),
 ``repeats`` episodes per held-out condition are drawn for every ``k >= 1`` of
 ``shots`` (one at ``k = 0`` for the transductive ``codes_unsup``), and the candidate
 with the best mean accuracy over those ``k`` wins (ties go to the earlier candidate,
@@ -218,6 +219,7 @@ def evaluate(
     adapt_tol: float = 1e-5,
     tune: bool = True,
     method_params: Mapping | None = None,
+    inner_folds: int = 1,
     max_train_conditions: int | None = None,
     random_state: int = 0,
     n_resamples: int = 1000,
@@ -360,6 +362,11 @@ def evaluate(
         Methods not named use their built-in candidates (``tune=True``) or default.
         ``ValueError`` names the method and the value for an unknown method, a
         method not among ``methods``, one without hyperparameter, or a bad value.
+    inner_folds : int, default=1
+        How nested validation holds out a fold's training conditions: 1, a quarter
+        of them (one split); more, inner cross-validation over that many
+        condition-disjoint parts, so that every training condition validates once
+        (the inner networks train ``inner_folds`` times).
     max_train_conditions : int, default=None
         Train every fold's networks on at most this many of its training conditions
         (a seeded draw per fold; the draws for smaller values are subsets of those for
@@ -406,6 +413,9 @@ def evaluate(
         raise ValueError("max_train_conditions must be an int of at least 2 (codes need "
                          f"conditions to learn from), or None; got {max_train_conditions!r}.")
     _check_prior_shrinkage(prior_shrinkage)
+    if not (isinstance(inner_folds, int | np.integer) and not isinstance(inner_folds, bool)
+            and inner_folds >= 1):
+        raise ValueError(f"inner_folds must be an int of at least 1; got {inner_folds!r}.")
     if training not in ("joint", "staged", "episodic"):
         raise ValueError("training must be 'joint', 'staged' or 'episodic'; got "
                          f"{training!r}.")
@@ -458,9 +468,13 @@ def evaluate(
     splits = [(_draw_conditions(train, sources.of_row, max_train_conditions, random_state,
                                 fold), sources.originals(test, g_idx))
               for fold, (train, test) in enumerate(splitter.split(X, y_idx, sources.of_row))]
+    fewest = min(len(np.unique(sources.of_row[train])) for train, _ in splits)
+    if inner_folds > fewest:
+        raise ValueError(f"inner_folds={inner_folds} is more than the {fewest} training "
+                         "sources of the smallest fold: each inner fold needs one.")
     job = dict(X=X, y=y_idx, g=g_idx, layout=layout, sources=sources, settings=settings,
                code_starts=code_starts, methods=methods, candidates=candidates,
-               shots=shots, repeats=int(repeats),
+               shots=shots, repeats=int(repeats), inner_folds=int(inner_folds),
                random_state=random_state, folds=len(splits), normalisation=normalisation)
     per_condition, chosen = _run_folds(splits, job, n_jobs, progress)
     table = ConditionTable.from_scores(per_condition, keys.tolist(), int(random_state))
@@ -479,6 +493,7 @@ def evaluate(
         "per_condition": table.to_json(),
         "settings": {**_settings_entry(settings, code_starts, bool(tune), candidates,
                                        random_state),
+                     "inner_folds": int(inner_folds),
                      "max_train_conditions": None if max_train_conditions is None
                      else int(max_train_conditions),
                      "normalizer": None if normalizer is None
@@ -589,7 +604,7 @@ def _run_folds(splits, job: dict, n_jobs, progress: bool) -> tuple[dict, dict]:
 
 
 def _run_fold(fold, split, *, X, y, g, layout, sources, settings, code_starts, methods,
-              candidates, shots, repeats, random_state, folds, normalisation,
+              candidates, shots, repeats, inner_folds, random_state, folds, normalisation,
               report=None) -> tuple[dict, dict]:
     """Scores ``{method: {k: {condition: [accuracy per repeat]}}}`` and choices of one fold.
 
@@ -609,7 +624,8 @@ def _run_fold(fold, split, *, X, y, g, layout, sources, settings, code_starts, m
         ctx = FoldContext(normalisation.training(Xs, train, view[0]), y[train], g[train],
                           settings, seed, units=layout.unit_of_row[train])
         inner = InnerValidation(ctx, layout.unit_of_row[train], view, seed, Xs[train],
-                                normalisation, sources.of_rows(train), repeats)  # lazily
+                                normalisation, sources.of_rows(train), repeats,
+                                inner_folds)  # lazily
         for name in methods:
             method = get_method(name)
             for k in view:

@@ -5,7 +5,8 @@ or what the caller gives in ``evaluate(method_params=...)``: a list is candidate
 tune among, any other value is one fixed value; for the coded methods, each with every
 code start of ``evaluate(code_start=...)``. With one candidate there is nothing to
 choose. With more, :class:`InnerValidation` scores each on conditions held out *inside*
-a fold's training conditions; no test condition is ever looked at.
+a fold's training conditions (a quarter of them, or every one of them once by inner
+cross-validation); no test condition is ever looked at.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from sklearn.model_selection import GroupShuffleSplit
+from sklearn.model_selection import GroupKFold, GroupShuffleSplit
 
 from ._baselines import Method, get_method
 from ._episodes import HeldOut, Layout
@@ -102,8 +103,10 @@ def choose(method: Method, candidates: tuple, inner: InnerValidation | None,
 class InnerValidation:
     """Nested, condition-disjoint validation inside a fold's training conditions.
 
-    ``INNER_FRACTION`` of the training conditions is held out; the networks are trained
-    on the rest (lazily, once per candidate network); ``repeats`` episodes per held-out
+    ``INNER_FRACTION`` of the training conditions is held out (``folds=1``), or each of
+    ``folds`` condition-disjoint parts of them in turn (inner cross-validation: every
+    training condition validates once); the networks are trained on the rest (lazily,
+    once per candidate network and inner fold); ``repeats`` episodes per held-out
     condition and ``k`` of ``shots`` score each candidate: ``k >= 1`` (``k = 0`` has no labelled
     row to tell priors apart), plus ``k = 0`` for transductive methods (see
     :func:`choose` for how the scores choose).
@@ -132,65 +135,86 @@ class InnerValidation:
         Draws of adaptation units per held-out condition and ``k >= 1`` (the outer
         protocol's ``repeats``): with a few held-out conditions one draw each is too
         noisy to tell candidates apart at one ``k``.
+    folds : int, default=1
+        1: one split, ``INNER_FRACTION`` held out. More: inner cross-validation over
+        that many condition-disjoint parts (shuffled with ``seed``); a candidate's score
+        is its mean accuracy over every training condition, each held out once, at
+        ``folds`` times the inner networks' training.
     """
 
     def __init__(self, ctx: FoldContext, units: np.ndarray, shots: Sequence[int], seed: int,
                  X_held: np.ndarray | None = None, normalisation: Normalisation | None = None,
-                 sources: Sources | None = None, repeats: int = 1):
+                 sources: Sources | None = None, repeats: int = 1, folds: int = 1):
         self.outer, self.units, self.seed, self.repeats = ctx, units, seed, int(repeats)
-        self.sources = sources
+        self.sources, self.folds = sources, int(folds)
         self.X_held = ctx.X if X_held is None else X_held
         self.normalisation = normalisation
         self.shots = [k for k in shots if k >= 1] or list(shots)
         self.all_shots = list(shots)
-        self._inner: tuple[FoldContext, HeldOut] | None = None
+        self._inner: list[tuple[FoldContext, HeldOut]] | None = None
 
-    def _setup(self) -> tuple[FoldContext, HeldOut]:
-        if self._inner is None:
-            ctx = self.outer
+    def _splits(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Inner (train, validation) row indices, sources kept whole."""
+        ctx = self.outer
+        whole = ctx.groups if self.sources is None else self.sources.of_row
+        if self.folds == 1:
             split = GroupShuffleSplit(n_splits=1, test_size=INNER_FRACTION,
                                       random_state=self.seed)
-            whole = ctx.groups if self.sources is None else self.sources.of_row
-            train, val = next(split.split(ctx.X, ctx.y, whole))
-            if self.sources is not None:
-                val = self.sources.originals(val, ctx.groups)
-            inner = FoldContext(ctx.X[train], ctx.y[train], ctx.groups[train], ctx.settings,
-                                ctx.seed + 1, units=self.units[train])
+        else:
+            split = GroupKFold(n_splits=self.folds, shuffle=True, random_state=self.seed)
+        return list(split.split(ctx.X, ctx.y, whole))
+
+    def _setup(self) -> list[tuple[FoldContext, HeldOut]]:
+        if self._inner is None:
+            ctx = self.outer
             layout = Layout(ctx.groups, self.units)
-            transform = (None if self.normalisation is None
-                         else self.normalisation.episode_transform(
-                             self.X_held[train], ctx.groups[train], self.units[train]))
-            held = HeldOut(self.X_held, ctx.y, layout, np.unique(ctx.groups[val]),
-                           self.repeats, self.seed, transform)
-            self._inner = inner, held
+            self._inner = []
+            for i, (train, val) in enumerate(self._splits()):
+                if self.sources is not None:
+                    val = self.sources.originals(val, ctx.groups)
+                inner = FoldContext(ctx.X[train], ctx.y[train], ctx.groups[train],
+                                    ctx.settings, ctx.seed + 1 + i, units=self.units[train])
+                transform = (None if self.normalisation is None
+                             else self.normalisation.episode_transform(
+                                 self.X_held[train], ctx.groups[train], self.units[train]))
+                held = HeldOut(self.X_held, ctx.y, layout, np.unique(ctx.groups[val]),
+                               self.repeats, self.seed, transform)
+                self._inner.append((inner, held))
         return self._inner
 
     def scores(self, method: Method, candidates: Sequence[tuple]) -> dict[int, list[float]]:
-        """Validation accuracy (mean over the held-out conditions) of every candidate, a
-        pair ``(code start, param)`` (a start of None is the fold's own), at each ``k``
-        scored; each candidate is scored once."""
-        ctx, held = self._setup()
+        """Validation accuracy (mean over the held-out conditions of every inner fold) of
+        every candidate, a pair ``(code start, param)`` (a start of None is the fold's
+        own), at each ``k`` scored; each candidate is scored once."""
         shots = self.all_shots if method.transductive else self.shots
         cache = self.__dict__.setdefault("_scores", {})
         out: dict[int, list[float]] = {k: [] for k in shots}
         for start, param in candidates:
             key = (type(method), method.name, start, repr(param))
             if key not in cache:
-                inner = ctx if start is None else ctx.with_code_start(start)
-                cache[key] = {k: float(np.mean([self._accuracy(held, method, inner, param, r, k)
-                                                for r in range(1 if k == 0 else self.repeats)]))
+                cache[key] = {k: float(np.mean(self._accuracies(method, start, param, k)))
                               for k in shots}
             for k in shots:
                 out[k].append(cache[key][k])
         return out
 
+    def _accuracies(self, method: Method, start, param, k: int) -> list[float]:
+        """Accuracy of every held-out condition of every inner fold at ``k`` shots (mean
+        over its draws)."""
+        out = []
+        for ctx, held in self._setup():
+            inner = ctx if start is None else ctx.with_code_start(start)
+            draws = [self._accuracy(held, method, inner, param, r, k)
+                     for r in range(1 if k == 0 else self.repeats)]
+            out.extend(np.mean([list(d.values()) for d in draws], axis=0).tolist())
+        return out
+
     @staticmethod
     def _accuracy(held: HeldOut, method: Method, ctx: FoldContext, param, r: int,
-                  k: int) -> float:
-        """Mean accuracy over the held-out conditions of draw ``r`` with ``k`` shots."""
+                  k: int) -> dict:
+        """Accuracy of each held-out condition in draw ``r`` with ``k`` shots."""
         ep, units = held.episode(r, k)
-        return float(np.mean(list(held.accuracy(method.log_proba(ctx, ep, param), units,
-                                                ctx.classes).values())))
+        return held.accuracy(method.log_proba(ctx, ep, param), units, ctx.classes)
 
     def best(self, method: Method, candidates: Sequence[tuple], k: int | None = None) -> tuple:
         """The ``(start, param)`` candidate with the best validation accuracy at ``k``
