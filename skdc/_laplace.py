@@ -85,34 +85,35 @@ def evidence_alpha(alpha: float, u: np.ndarray, cov_u: np.ndarray) -> float:
 
 
 def local_evidence(alpha: float, u: np.ndarray, cov_u: np.ndarray,
-                   tempering: float = 1.0) -> tuple[float, np.ndarray]:
+                   tempering: float = 1.0) -> float:
     """MacKay's fixed point run to convergence on the local quadratic model of the
     likelihood at whitened MAP codes ``u`` (prior strength ``alpha``, posterior
-    covariances ``cov_u``): the strength it settles at and each code's MAP under it.
+    covariances ``cov_u``): the strength it settles at.
 
     With ``H`` the likelihood's Hessian (the posterior precision less ``alpha I``), a
     strength ``a`` moves the MAP code to ``(H + a I)^-1 (H + alpha I) u`` and its
     covariance to ``(H + a I)^-1``: the fixed point needs no refit and no further
-    Hessian. ``tempering`` (:func:`rows_per_unit`) counts a unit's rows once.
+    Hessian. The model is exact at ``a = alpha`` (its first step is MacKay's update);
+    where ``H + a I`` is not positive (a non-convex likelihood, ``a`` below ``alpha``)
+    its eigenvalues are floored at ``1e-3 a``. ``tempering`` (:func:`rows_per_unit`)
+    counts a unit's rows once.
     """
     d = u.shape[1]
     precision = np.linalg.inv(cov_u)
     values, vectors = np.linalg.eigh((precision + np.transpose(precision, (0, 2, 1))) / 2
                                      - alpha * np.eye(d))
-    values = np.maximum(values, 0.0)  # a Gauss-Newton-like floor: the model stays convex
     pulled = np.einsum("gij,gj->gi", precision, u)  # (H + alpha I) u, fixed
     r, a = float(tempering), float(alpha)
     for _ in range(100):
-        inverse = 1.0 / (values + a)  # eigenvalues of (H + a I)^-1
+        inverse = 1.0 / np.maximum(values + a, 1e-3 * a)  # eigenvalues of (H + a I)^-1
         u_a = np.einsum("gij,gj,gkj,gk->gi", vectors, inverse, vectors, pulled)
         cov_a = np.einsum("gij,gj,gkj->gik", vectors, inverse, vectors)
         new = r * evidence_alpha(a / r, u_a, r * cov_a)
-        if abs(np.log(new / a)) < 1e-4:
-            a = new
-            break
+        done = abs(np.log(new / a)) < 1e-4
         a = new
-    inverse = 1.0 / (values + a)
-    return a, np.einsum("gij,gj,gkj,gk->gi", vectors, inverse, vectors, pulled)
+        if done:
+            break
+    return a
 
 
 def posterior_draws(codes: np.ndarray, covariances: np.ndarray,

@@ -123,12 +123,24 @@ def test_local_evidence_is_mackays_fixed_point_of_a_quadratic_model():
     roots = rng.normal(size=(n, d, d))
     H = np.einsum("gij,gkj->gik", roots, roots)  # each group's likelihood Hessian
     u0 = rng.normal(size=(n, d)) * 0.5  # MAP codes under alpha0
-    alpha, u = local_evidence(alpha0, u0, np.linalg.inv(H + alpha0 * np.eye(d)))
+    alpha = local_evidence(alpha0, u0, np.linalg.inv(H + alpha0 * np.eye(d)))
     S = np.linalg.inv(H + alpha * np.eye(d))
-    expected_u = np.einsum("gij,gjk,gk->gi", S, H + alpha0 * np.eye(d), u0)
-    np.testing.assert_allclose(u, expected_u, rtol=1e-8, atol=1e-10)
+    u = np.einsum("gij,gjk,gk->gi", S, H + alpha0 * np.eye(d), u0)  # the MAP codes at alpha
     assert evidence_alpha(alpha, u, S) == pytest.approx(alpha, rel=1e-3)
     assert alpha != pytest.approx(alpha0, rel=1e-2)  # it moved
+
+
+def test_local_evidence_starts_with_mackays_update_on_a_non_convex_likelihood():
+    # A likelihood Hessian with a negative eigenvalue (a MAP code on a non-convex
+    # likelihood, held there by the prior): the model is still exact at the current
+    # strength, so a point already at MacKay's fixed point stays there.
+    H = np.diag([4.0, -0.5])[None]
+    for alpha in (3.0, 5.0):  # gamma > 0 there
+        cov = np.linalg.inv(H + alpha * np.eye(2))
+        gamma = 2 - alpha * np.trace(cov[0])
+        u = np.array([[np.sqrt(gamma / alpha), 0.0]])  # |u|^2 = gamma / alpha
+        assert evidence_alpha(alpha, u, cov) == pytest.approx(alpha)
+        assert local_evidence(alpha, u, cov) == pytest.approx(alpha, rel=1e-3)
 
 
 def test_the_evidence_settles_at_a_fixed_point_of_the_exact_update(teacher):
