@@ -32,10 +32,11 @@ def add_code_arguments(parser: argparse.ArgumentParser) -> None:
                              "(frozen_si), or the shift method's network, codes on top of "
                              "the feature shift (shift_sat); several, comma-separated, or "
                              "auto (scratch,shift_sat): nested validation chooses per fold")
-    parser.add_argument("--inner-folds", type=_positive_int, default=1,
+    parser.add_argument("--inner-folds", type=_inner_folds, default="auto",
                         help="nested validation: 1 holds out a quarter of a fold's training "
                              "speakers; more cross-validates over that many parts, every "
-                             "training speaker validating once")
+                             "training speaker validating once; auto (the default): 4 when "
+                             "that quarter is fewer than 20 speakers, else 1")
     parser.add_argument("--posterior", choices=["map", "laplace"], default="map",
                         help="codes predict with their MAP estimate or average over their "
                              "Laplace posterior")
@@ -55,6 +56,16 @@ def _alpha(value: str):
     if not (np.isfinite(alpha) and alpha > 0):
         raise argparse.ArgumentTypeError(f"expected a positive number or evidence, got {value!r}")
     return alpha
+
+
+def _inner_folds(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return _positive_int(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number or auto, got "
+                                         f"{value!r}") from None
 
 
 def _positive_int(value: str) -> int:

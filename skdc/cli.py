@@ -23,7 +23,7 @@ from ._method_names import CODE_STARTS, METHOD_NAMES
 __all__ = ["main"]
 
 PROG = "skdc"
-_DEMO_SETTINGS = dict(folds=4, repeats=2, shots=(0, 1, 2, 5, 10))
+_DEMO_SETTINGS = dict(folds=4, repeats=2, shots=(0, 1, 2, 5, 10), inner_folds=1)
 
 
 class InputError(Exception):
@@ -164,8 +164,6 @@ def _evaluate(args) -> int:
                          "(-1: all cores)")
     if args.max_train_conditions is not None and args.max_train_conditions < 2:
         raise InputError("--max-train-conditions must be at least 2")
-    if args.inner_folds < 1:
-        raise InputError("--inner-folds must be at least 1")
     _check_normalize_options(args)
     code_start = _code_start(args.code_start)
     json_path = _check_output(args.json, "--json")
@@ -232,6 +230,20 @@ def _check_normalize_options(args) -> None:
         raise InputError("--normalize-kind and --normalize-tau need --normalize")
     if args.normalize == "utterance" and args.unit is None:
         raise InputError("--normalize utterance needs --unit (the column of utterances)")
+
+
+def _inner_folds(text: str):
+    """``--inner-folds``: a positive whole number, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        folds = int(text)
+    except ValueError:
+        folds = 0
+    if folds < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number or 'auto', got "
+                                         f"{text!r}")
+    return folds
 
 
 def _tau(text: str):
@@ -312,11 +324,12 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"Demo settings (to stay under 3 minutes on 2 cores): {s['folds']} speaker-disjoint "
           f"folds, {s['repeats']} repeats, every method with its fixed default (chosen by "
           "nested validation on Hillenbrand; the codes' prior strength by the evidence), "
-          "the codes' start chosen per fold and k by nested validation, folds in "
-          "parallel. The full protocol: skdc evaluate (10 folds, 5 repeats, settings "
-          "tuned by nested validation).\n")
+          "the codes' start chosen per fold and k by nested validation on one split, "
+          "folds in parallel. The full protocol: skdc evaluate (10 folds, 5 repeats, "
+          "settings tuned by nested validation).\n")
     results = evaluate(np.log(pb.data), pb.target, pb.groups, shots=s["shots"],
                        folds=s["folds"], repeats=s["repeats"], tune=False,
+                       inner_folds=s["inner_folds"],
                        random_state=args.random_state, progress=True, n_jobs=-1)
     print(format_table(results))
     print(f"\n{time.perf_counter() - start:.0f} s")
@@ -378,10 +391,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="where the coded networks start: auto (scratch or shift_sat, "
                          "chosen per fold and k by nested validation; the default), or "
                          f"one or more of {', '.join(CODE_STARTS)}, comma-separated")
-    ev.add_argument("--inner-folds", type=int, default=1, metavar="N",
+    ev.add_argument("--inner-folds", type=_inner_folds, default="auto", metavar="N",
                     help="nested validation holds out a quarter of each fold's training "
-                         "conditions (1, the default), or cross-validates over N parts, "
-                         "every training condition validating once")
+                         "conditions (1), or cross-validates over N parts, every training "
+                         "condition validating once; auto (the default): 4 when that "
+                         "quarter is fewer than 20 conditions, else 1")
     ev.add_argument("--json", help="write the results as JSON")
     ev.add_argument("--plot", help="write a PNG plot of accuracy against k")
     ev.add_argument("--random-state", type=int, default=0)

@@ -148,6 +148,7 @@ def _bad_cases(table, tmp_path):
         "unit with two labels": [str(table), *ok, "--unit", "speaker"],
         "unknown code start": [str(table), *ok, "--code-start", "scratch,warm"],
         "zero inner folds": [str(table), *ok, "--inner-folds", "0"],
+        "inner folds neither number nor auto": [str(table), *ok, "--inner-folds", "many"],
         "more inner folds than conditions": [str(table), *ok, "--inner-folds", "99"],
     }
 
@@ -159,7 +160,8 @@ CASES = ["missing file", "malformed csv", "empty csv", "header only", "missing l
          "utterance normalisation without units", "normalisation kind alone", "negative tau",
          "tau neither number nor auto",
          "unknown normalisation", "missing unit column", "unit with two labels",
-         "unknown code start", "zero inner folds", "more inner folds than conditions"]
+         "unknown code start", "zero inner folds", "inner folds neither number nor auto",
+         "more inner folds than conditions"]
 
 
 @pytest.mark.parametrize("case", CASES)

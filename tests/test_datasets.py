@@ -548,6 +548,7 @@ def test_arabic_small_protocol_run(shared_home, asc_dataset):
         asc.data, asc.target, asc.groups, units=asc.utterance, shots=[0, 1], folds=2,
         repeats=1, methods=["codes", "si"], hidden_layer_sizes=(32,), max_epochs=5,
         batch_size=256, adapt_max_iter=10, tune=False, max_train_conditions=3,
+        inner_folds=1,  # a smoke test: one inner split (inner CV is tested on synthetic data)
     )  # fmt: skip
     assert results["n_units"] == 8 * 3 * 3 and results["n_conditions"] == 8
     assert results["settings"]["max_train_conditions"] == 3

@@ -32,13 +32,13 @@ from skdc.evaluation._normalisation import Normalisation
 from skdc.evaluation._protocol import _draw_conditions, check_inputs
 from skdc.evaluation._report import ConditionTable, summarise
 from skdc.evaluation._significance import PairedBootstrap, error_reduction
-from skdc.evaluation._tuning import InnerValidation, candidates_of, choose
+from skdc.evaluation._tuning import InnerValidation, candidates_of, choose, inner_folds_for
 
 SHOTS = (0, 2, 8)
 # the coded networks from scratch: what most tests look at (code_start="auto" trains
 # the nested validation's networks of both starts; its own tests below)
 FAST = dict(hidden_layer_sizes=(32,), max_epochs=40, batch_size=64, learning_rate_init=1e-2,
-            adapt_max_iter=50, code_start="scratch")
+            adapt_max_iter=50, code_start="scratch", inner_folds=1)
 
 
 @pytest.fixture(scope="module")
@@ -700,9 +700,10 @@ def test_bad_max_train_conditions(shifted, value):
 
 
 @pytest.mark.parametrize("value, match", [
-    (0, "inner_folds must be an int of at least 1"),
-    (2.5, "inner_folds must be an int of at least 1"),
-    (True, "inner_folds must be an int of at least 1"),
+    (0, "inner_folds must be 'auto' or an int of at least 1"),
+    (2.5, "inner_folds must be 'auto' or an int of at least 1"),
+    (True, "inner_folds must be 'auto' or an int of at least 1"),
+    ("four", "inner_folds must be 'auto' or an int of at least 1"),
     (9, "inner_folds=9 is more than the 8 training sources of the smallest fold"),
 ])
 def test_bad_inner_folds(shifted, value, match):
@@ -724,8 +725,18 @@ def test_inner_folds_reach_nested_validation(shifted, monkeypatch):
 
     monkeypatch.setattr(_protocol, "InnerValidation", Recording)
     out = evaluate(X, y, groups, shots=(0,), folds=3, repeats=1, methods=["si"],
-                   inner_folds=4, random_state=0, **FAST)
+                   random_state=0, **{**FAST, "inner_folds": 3})
+    assert made == [3, 3, 3] and out["settings"]["inner_folds"] == 3
+    made.clear()  # the default, "auto": a quarter of 8 training conditions is too few
+    out = evaluate(X, y, groups, shots=(0,), folds=3, repeats=1, methods=["si"],
+                   random_state=0, **{**FAST, "inner_folds": "auto"})
     assert made == [4, 4, 4] and out["settings"]["inner_folds"] == 4
+
+
+@pytest.mark.parametrize("n_sources, folds", [(1, 1), (3, 3), (24, 4), (79, 4), (80, 1),
+                                              (155, 1)])
+def test_auto_inner_folds_cross_validate_only_when_a_quarter_is_few(n_sources, folds):
+    assert inner_folds_for(n_sources) == folds
 
 
 def test_training_condition_draws_are_nested_and_keep_whole_conditions():

@@ -59,7 +59,8 @@ Fixed, principled defaults:
 
 With ``tune=True`` (the default) the rest is chosen per fold by **nested,
 condition-disjoint validation** inside the fold's training conditions: a quarter of
-them is held out (or, with ``inner_folds``, each of that many parts in turn), networks
+them is held out (or, by inner cross-validation, each of ``inner_folds`` parts in turn:
+by default 4 when that quarter would be fewer than 20 conditions), networks
 are trained on the others (once per candidate network and inner fold),
 ``repeats`` episodes per held-out condition are drawn for every ``k >= 1`` of
 ``shots`` (one at ``k = 0`` for the transductive ``codes_unsup``), and the candidate
@@ -107,7 +108,7 @@ from ._normalisation import Normalisation, check_normalize, default_normalizer
 from ._report import ConditionTable, summarise
 from ._significance import PairedBootstrap
 from ._sources import Sources
-from ._tuning import InnerValidation, candidates_of, choose
+from ._tuning import InnerValidation, candidates_of, choose, inner_folds_for
 
 __doc__ = __doc__.replace("{candidates}", describe_candidates())
 
@@ -219,7 +220,7 @@ def evaluate(
     adapt_tol: float = 1e-5,
     tune: bool = True,
     method_params: Mapping | None = None,
-    inner_folds: int = 1,
+    inner_folds: int | str = "auto",
     max_train_conditions: int | None = None,
     random_state: int = 0,
     n_resamples: int = 1000,
@@ -362,11 +363,14 @@ def evaluate(
         Methods not named use their built-in candidates (``tune=True``) or default.
         ``ValueError`` names the method and the value for an unknown method, a
         method not among ``methods``, one without hyperparameter, or a bad value.
-    inner_folds : int, default=1
+    inner_folds : int or "auto", default="auto"
         How nested validation holds out a fold's training conditions: 1, a quarter
         of them (one split); more, inner cross-validation over that many
         condition-disjoint parts, so that every training condition validates once
-        (the inner networks train ``inner_folds`` times).
+        (the inner networks train ``inner_folds`` times). ``"auto"``: 4 when a quarter
+        of the smallest fold's training sources is fewer than 20 (one split would
+        validate on too few to tell two close candidates apart), else 1; the JSON's
+        ``settings["inner_folds"]`` says which.
     max_train_conditions : int, default=None
         Train every fold's networks on at most this many of its training conditions
         (a seeded draw per fold; the draws for smaller values are subsets of those for
@@ -413,9 +417,11 @@ def evaluate(
         raise ValueError("max_train_conditions must be an int of at least 2 (codes need "
                          f"conditions to learn from), or None; got {max_train_conditions!r}.")
     _check_prior_shrinkage(prior_shrinkage)
-    if not (isinstance(inner_folds, int | np.integer) and not isinstance(inner_folds, bool)
-            and inner_folds >= 1):
-        raise ValueError(f"inner_folds must be an int of at least 1; got {inner_folds!r}.")
+    if not (inner_folds == "auto" if isinstance(inner_folds, str) else (
+            isinstance(inner_folds, int | np.integer) and not isinstance(inner_folds, bool)
+            and inner_folds >= 1)):
+        raise ValueError(f"inner_folds must be 'auto' or an int of at least 1; got "
+                         f"{inner_folds!r}.")
     if training not in ("joint", "staged", "episodic"):
         raise ValueError("training must be 'joint', 'staged' or 'episodic'; got "
                          f"{training!r}.")
@@ -469,7 +475,9 @@ def evaluate(
                                 fold), sources.originals(test, g_idx))
               for fold, (train, test) in enumerate(splitter.split(X, y_idx, sources.of_row))]
     fewest = min(len(np.unique(sources.of_row[train])) for train, _ in splits)
-    if inner_folds > fewest:
+    if isinstance(inner_folds, str):  # "auto"
+        inner_folds = inner_folds_for(fewest)
+    elif inner_folds > fewest:
         raise ValueError(f"inner_folds={inner_folds} is more than the {fewest} training "
                          "sources of the smallest fold: each inner fold needs one.")
     job = dict(X=X, y=y_idx, g=g_idx, layout=layout, sources=sources, settings=settings,
