@@ -188,6 +188,14 @@ def _check_prior_shrinkage(value) -> None:
                      f"{' or '.join(map(repr, SHRINKAGE_ESTIMATORS))}; got {value!r}.")
 
 
+def _check_inner_folds(value) -> None:
+    if isinstance(value, str) and value == "auto":
+        return
+    if isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1:
+        return
+    raise ValueError(f"inner_folds must be 'auto' or an int of at least 1; got {value!r}.")
+
+
 def _default_code_size(n_features: int) -> int:
     return int(np.clip(2 * n_features, 4, 16))
 
@@ -417,11 +425,7 @@ def evaluate(
         raise ValueError("max_train_conditions must be an int of at least 2 (codes need "
                          f"conditions to learn from), or None; got {max_train_conditions!r}.")
     _check_prior_shrinkage(prior_shrinkage)
-    if not (inner_folds == "auto" if isinstance(inner_folds, str) else (
-            isinstance(inner_folds, int | np.integer) and not isinstance(inner_folds, bool)
-            and inner_folds >= 1)):
-        raise ValueError(f"inner_folds must be 'auto' or an int of at least 1; got "
-                         f"{inner_folds!r}.")
+    _check_inner_folds(inner_folds)
     if training not in ("joint", "staged", "episodic"):
         raise ValueError("training must be 'joint', 'staged' or 'episodic'; got "
                          f"{training!r}.")
