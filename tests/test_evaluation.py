@@ -5,6 +5,7 @@ condition sees the teacher's features shifted by its own code, so conditions mat
 and both codes and a feature shift can undo them.
 """
 
+import functools
 import json
 from dataclasses import replace
 
@@ -248,7 +249,7 @@ def test_inner_cross_validation_holds_out_every_training_condition_once():
     X = np.column_stack([y, groups]).astype(float)
     ctx = FoldContext(X, y, groups, Settings(), seed=0)
     inner = InnerValidation(ctx, np.arange(len(y)), shots=(0, 2), seed=0, folds=4)
-    splits = inner._setup()
+    splits = inner.inner_folds()
     held = np.concatenate([h.held for _, h in splits])
     assert sorted(held.tolist()) == list(range(8))
     for inner_ctx, h in splits:
@@ -258,8 +259,56 @@ def test_inner_cross_validation_holds_out_every_training_condition_once():
     # half the conditions are even: with all eight held out once the score is 1/2
     assert inner.scores(_EvenConditions(), [(None, "p")]) == {2: [0.5]}
     one = InnerValidation(ctx, np.arange(len(y)), shots=(0, 2), seed=0)
-    [(_, h)] = one._setup()
+    [(_, h)] = one.inner_folds()
     assert len(h.held) == 2  # folds=1: a quarter held out, as before
+
+
+def test_inner_folds_scored_apart_and_joined_score_as_one():
+    """Each inner fold scored on its own (``parts``, as evaluate's workers do), the
+    accuracies joined in order (``known``), gives the scores of all inner folds
+    scored together, and nothing is scored again."""
+    groups, y = np.repeat(np.arange(8), 6), np.tile(np.arange(3), 16)
+    X = np.column_stack([y, groups]).astype(float)
+    ctx = FoldContext(X, y, groups, Settings(), seed=0)
+    method = _EvenConditions()
+    make = functools.partial(InnerValidation, ctx, np.arange(len(y)), (0, 1, 2), 0,
+                             repeats=2, folds=4)
+    whole = make()
+    joined: dict = {}
+    for part in range(4):
+        alone = make(parts=[part])
+        [(_, held)] = alone.inner_folds()
+        assert held.held.tolist() == whole.inner_folds()[part][1].held.tolist()
+        for k, values in alone.accuracies(method, None, "p").items():
+            joined.setdefault(k, []).extend(values)
+    assert joined == whole.accuracies(method, None, "p")
+    expected = whole.scores(method, [(None, "p")])
+    assert expected == {1: [0.5], 2: [0.5]}
+
+    def unseen(*args):
+        raise AssertionError("scored again")
+
+    method.log_proba = unseen
+    known = make(known={InnerValidation.key(method, None, "p"): joined})
+    assert known.scores(method, [(None, "p")]) == expected
+
+
+@pytest.mark.parametrize("mode, views", [(None, 1), ("speaker", 2)])
+def test_nested_validation_is_one_task_per_fold_view_and_inner_fold(mode, views):
+    """evaluate's workers share nested validation as (fold, view, inner fold) tasks, and
+    have none when no method has anything to choose."""
+    from skdc.evaluation._protocol import _inner_tasks
+
+    layout = Layout(np.repeat(np.arange(6), 2))
+    job = dict(methods=["si", "codes"], shots=(0, 2), inner_folds=3,
+               candidates=candidates_of(["si", "codes"], None, tune=False),
+               code_starts=("scratch", "shift_sat"),
+               normalisation=Normalisation(mode, ConditionNormalizer(), layout, 0))
+    splits = [("train0", "test0"), ("train1", "test1")]
+    tasks = _inner_tasks(splits, job)
+    assert len(tasks) == 2 * views * 3 and len(set(tasks)) == len(tasks)
+    assert {(fold, split) for fold, split, _, _ in tasks} == set(enumerate(splits))
+    assert _inner_tasks(splits, {**job, "code_starts": ("scratch",)}) == []
 
 
 class _ShotsOracle(_Oracle):
@@ -771,9 +820,9 @@ def test_copies_train_with_their_source_and_are_never_scored(shifted, monkeypatc
     folds = []
     real = _protocol._run_fold
 
-    def run_fold(fold, split, **job):
+    def run_fold(fold, split, *args, **kwargs):
         folds.append(split)
-        return real(fold, split, **job)
+        return real(fold, split, *args, **kwargs)
 
     monkeypatch.setattr(_protocol, "_run_fold", run_fold)
     out = evaluate(X, y, groups, sources=sources, shots=(0, 2), folds=3, repeats=1,
@@ -797,8 +846,8 @@ def test_nested_validation_keeps_sources_whole_and_holds_out_originals(shifted):
     for folds in (1, 3):
         inner = InnerValidation(ctx, np.arange(len(X)), (0, 2), 0, sources=split.of_rows(
             np.arange(len(X))), folds=folds)
-        assert len(inner._setup()) == folds
-        for inner_ctx, held in inner._setup():
+        assert len(inner.inner_folds()) == folds
+        for inner_ctx, held in inner.inner_folds():
             assert len(held.held) and split.original[held.held].all()
             held_sources = set(sources[np.isin(g_idx, held.held)])
             assert not held_sources & set(sources[np.isin(g_idx, np.unique(inner_ctx.groups))])

@@ -108,7 +108,7 @@ from ._normalisation import Normalisation, check_normalize, default_normalizer
 from ._report import ConditionTable, summarise
 from ._significance import PairedBootstrap
 from ._sources import Sources
-from ._tuning import InnerValidation, candidates_of, choose, inner_folds_for
+from ._tuning import InnerValidation, candidates_of, choices, choose, inner_folds_for
 
 __doc__ = __doc__.replace("{candidates}", describe_candidates())
 
@@ -391,10 +391,11 @@ def evaluate(
     progress : bool, default=False
         Show a progress bar on stderr (after a few seconds).
     n_jobs : int, default=None
-        Folds run in parallel in this many joblib workers (``-1``: all cores); ``None``
-        or 1 runs them in this process. Each fold's seed depends only on
-        ``random_state`` and the fold, so results do not depend on ``n_jobs`` (beyond
-        float rounding from TensorFlow's thread count).
+        Nested validation, one task per fold and inner fold, then the folds run in
+        parallel in this many joblib workers (``-1``: all cores); ``None`` or 1 runs
+        them in this process. Each task's seed depends only on ``random_state``, the
+        fold and the inner fold, so results do not depend on ``n_jobs`` (beyond float
+        rounding from TensorFlow's thread count).
 
     Returns
     -------
@@ -585,68 +586,137 @@ def _settings_entry(settings: Settings, code_starts: tuple, tune: bool, candidat
 
 
 def _run_folds(splits, job: dict, n_jobs, progress: bool) -> tuple[dict, dict]:
-    """Run every fold (here or in joblib workers); scores per condition and choices."""
+    """Run every fold (here or in joblib workers); scores per condition and choices.
+
+    Nested validation runs first, one task per fold, view and inner fold (each trains
+    its own networks), so that with inner cross-validation the workers share many small
+    tasks instead of a few large ones; then each fold chooses from those scores and
+    runs its methods.
+    """
     methods, shots = job["methods"], job["shots"]
     per_fold = len(methods) * len(shots)
-    bar = _Progress(len(splits) * per_fold, enabled=progress)
-    # never more workers than folds: each worker process holds its own TensorFlow
-    n_jobs = min(effective_n_jobs(n_jobs), len(splits))
-    if n_jobs == 1:
-        outputs = (_run_fold(fold, split, report=bar, **job) for fold, split in enumerate(splits))
-    else:  # folds are independent: one per worker; the bar advances per finished fold
-        outputs = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_run_fold)(fold, split, **job) for fold, split in enumerate(splits)
-        )
-    per_condition: dict = {m: {k: {} for k in shots} for m in methods}
-    chosen: dict = {m: [] for m in methods}
+    inner_tasks = _inner_tasks(splits, job)
+    bar = _Progress(len(inner_tasks) + len(splits) * per_fold, enabled=progress)
+    known: dict = {}
     with warnings.catch_warnings():
         # loky restarts a worker whose memory grew (TensorFlow's caches) and says so; no
-        # fold is lost (a lost one raises TerminatedWorkerError)
+        # task is lost (a lost one raises TerminatedWorkerError)
         warnings.filterwarnings("ignore", message="A worker stopped", category=UserWarning)
+        outputs = _map(_score_inner_fold, inner_tasks, job, n_jobs)
+        for (fold, _, view, _), accuracies in zip(inner_tasks, outputs, strict=True):
+            for key, by_k in accuracies.items():
+                joined = known.setdefault((fold, view), {}).setdefault(key, {})
+                for k, values in by_k.items():
+                    joined.setdefault(k, []).extend(values)
+            bar.update(f"fold {fold + 1}/{len(splits)} nested validation")
+            bar.advance()
+        fold_tasks = [(fold, split, {view: known.get((fold, view), {}) for view in
+                                     job["normalisation"].views(shots)})
+                      for fold, split in enumerate(splits)]
+        report = bar if min(effective_n_jobs(n_jobs), len(splits)) == 1 else None
+        outputs = _map(_run_fold, fold_tasks, job, n_jobs, report=report)
+        per_condition: dict = {m: {k: {} for k in shots} for m in methods}
+        chosen: dict = {m: [] for m in methods}
         for done, (fold_scores, fold_chosen) in enumerate(outputs, start=1):
             for name in methods:
                 chosen[name].append(fold_chosen[name])
                 for k in shots:
                     per_condition[name][k].update(fold_scores[name][k])
-            if n_jobs > 1:
+            if report is None:
                 bar.update(f"{done}/{len(splits)} folds")
                 bar.advance(per_fold)
     bar.close()
     return per_condition, chosen
 
 
-def _run_fold(fold, split, *, X, y, g, layout, sources, settings, code_starts, methods,
-              candidates, shots, repeats, inner_folds, random_state, folds, normalisation,
-              report=None) -> tuple[dict, dict]:
-    """Scores ``{method: {k: {condition: [accuracy per repeat]}}}`` and choices of one fold.
+def _map(function, tasks: list[tuple], job: dict, n_jobs, **kwargs):
+    """``function(*task, job, **kwargs)`` for every task, in order: here, or in at most
+    one joblib worker per task (each worker process holds its own TensorFlow)."""
+    n_jobs = min(effective_n_jobs(n_jobs), max(len(tasks), 1))
+    if n_jobs == 1:
+        return (function(*task, job, **kwargs) for task in tasks)
+    return Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(function)(*task, job, **kwargs) for task in tasks)
+
+
+def _inner_tasks(splits, job: dict) -> list[tuple]:
+    """``(fold, split, view, inner fold)`` of every nested validation to run: none when
+    no method has anything to choose."""
+    if not any(choices(get_method(name), job["candidates"][name], job["code_starts"])
+               for name in job["methods"]):
+        return []
+    return [(fold, split, view, part) for fold, split in enumerate(splits)
+            for view in job["normalisation"].views(job["shots"])
+            for part in range(job["inner_folds"])]
+
+
+class _Fold:
+    """One outer fold: its standardised features, seed, and per view of the
+    normalisation the training context and nested validation."""
+
+    def __init__(self, fold: int, split, job: dict):
+        self.fold, (self.train, self.test), self.job = fold, split, job
+        X, normalisation = job["X"], job["normalisation"]
+        Xs = StandardScaler().fit(X[self.train]).transform(X)
+        self.X = normalisation.fold_features(Xs, self.train)
+        self.seed = int(np.random.SeedSequence([job["random_state"], fold])
+                        .generate_state(1)[0] >> 1)
+
+    def context(self, view: tuple) -> FoldContext:
+        job, train = self.job, self.train
+        return FoldContext(job["normalisation"].training(self.X, train, view[0]),
+                           job["y"][train], job["g"][train], job["settings"], self.seed,
+                           units=job["layout"].unit_of_row[train])
+
+    def validation(self, ctx: FoldContext, view: tuple, **kwargs) -> InnerValidation:
+        job, train = self.job, self.train
+        return InnerValidation(ctx, job["layout"].unit_of_row[train], view, self.seed,
+                               self.X[train], job["normalisation"],
+                               job["sources"].of_rows(train), job["repeats"],
+                               job["inner_folds"], **kwargs)
+
+
+def _score_inner_fold(fold: int, split, view: tuple, part: int, job: dict) -> dict:
+    """Accuracies (``InnerValidation.accuracies``) of every candidate a method of the
+    fold chooses from, on one inner fold of one view."""
+    outer = _Fold(fold, split, job)
+    inner = outer.validation(outer.context(view), view, parts=[part])
+    out = {}
+    for name in job["methods"]:
+        method = get_method(name)
+        for start, param in choices(method, job["candidates"][name], job["code_starts"]):
+            out[inner.key(method, start, param)] = inner.accuracies(method, start, param)
+    return out
+
+
+def _run_fold(fold: int, split, known: dict, job: dict, report=None) -> tuple[dict, dict]:
+    """Scores ``{method: {k: {condition: [accuracy per repeat]}}}`` and choices of one fold,
+    its nested validation's accuracies ``known`` per view.
 
     Every view of the normalisation (all ``k`` together, or one ``k`` at a time when
     training rows are normalised from ``k`` units) trains its own networks.
     """
-    train, test = split
-    Xs = StandardScaler().fit(X[train]).transform(X)
-    Xs = normalisation.fold_features(Xs, train)
-    seed = int(np.random.SeedSequence([random_state, fold]).generate_state(1)[0] >> 1)
-    held = HeldOut(Xs, y, layout, np.unique(g[test]), repeats, random_state,
-                   normalisation.episode_transform(Xs[train], g[train],
-                                                   layout.unit_of_row[train]))
-    scores: dict = {m: {k: {} for k in shots} for m in methods}
-    chosen: dict = {m: {} for m in methods}
+    outer, shots, repeats = _Fold(fold, split, job), job["shots"], job["repeats"]
+    layout, normalisation, g = job["layout"], job["normalisation"], job["g"]
+    held = HeldOut(outer.X, job["y"], layout, np.unique(g[outer.test]), repeats,
+                   job["random_state"],
+                   normalisation.episode_transform(outer.X[outer.train], g[outer.train],
+                                                   layout.unit_of_row[outer.train]))
+    scores: dict = {m: {k: {} for k in shots} for m in job["methods"]}
+    chosen: dict = {m: {} for m in job["methods"]}
     for view in normalisation.views(shots):
-        ctx = FoldContext(normalisation.training(Xs, train, view[0]), y[train], g[train],
-                          settings, seed, units=layout.unit_of_row[train])
-        inner = InnerValidation(ctx, layout.unit_of_row[train], view, seed, Xs[train],
-                                normalisation, sources.of_rows(train), repeats,
-                                inner_folds)  # lazily
-        for name in methods:
+        ctx = outer.context(view)
+        inner = outer.validation(ctx, view, known=known[view])
+        for name in job["methods"]:
             method = get_method(name)
             for k in view:
-                start, param = choose(method, candidates[name], inner, code_starts, k)
-                chosen[name][k] = (param if len(code_starts) == 1 or not method.coded
+                start, param = choose(method, job["candidates"][name], inner,
+                                      job["code_starts"], k)
+                chosen[name][k] = (param if len(job["code_starts"]) == 1 or not method.coded
                                    else {"code_start": start, "param": param})
                 method_ctx = ctx if start is None else ctx.with_code_start(start)
                 if report is not None:
-                    report.update(f"fold {fold + 1}/{folds} {name} k={k}")
+                    report.update(f"fold {fold + 1}/{job['folds']} {name} k={k}")
                 for r in range(1 if k == 0 else repeats):
                     ep, units = held.episode(r, k)
                     accuracy = held.accuracy(method.log_proba(method_ctx, ep, param), units,

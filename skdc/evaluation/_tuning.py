@@ -22,7 +22,8 @@ from ._fold import FoldContext
 from ._normalisation import Normalisation
 from ._sources import Sources
 
-__all__ = ["INNER_FRACTION", "InnerValidation", "candidates_of", "choose", "inner_folds_for"]
+__all__ = ["INNER_FRACTION", "InnerValidation", "candidates_of", "choices", "choose",
+           "inner_folds_for"]
 
 INNER_FRACTION = 0.25  # share of a fold's training conditions held out for validation
 #: ``inner_folds="auto"`` cross-validates when one split would validate on fewer
@@ -97,6 +98,15 @@ def _checked(method: Method, value, what: str):
         raise ValueError(f"{what} {value!r} is not valid: {exc}{hint}.") from None
 
 
+def choices(method: Method, candidates: tuple,
+            starts: Sequence[str | None] = (None,)) -> list[tuple]:
+    """The ``(code start, param)`` pairs nested validation scores for ``method`` (see
+    :func:`choose`); empty when there is one pair, nothing to choose."""
+    starts = tuple(starts) if method.coded else (None,)
+    pairs = [(start, param) for start in starts for param in candidates or (None,)]
+    return pairs if len(pairs) > 1 else []
+
+
 def choose(method: Method, candidates: tuple, inner: InnerValidation | None,
            starts: Sequence[str | None] = (None,), k: int | None = None) -> tuple:
     """The code start and hyperparameter a fold uses at ``k`` shots: ``(start, param)``.
@@ -111,7 +121,7 @@ def choose(method: Method, candidates: tuple, inner: InnerValidation | None,
     """
     starts = tuple(starts) if method.coded else (None,)
     params = candidates or (None,)
-    if len(starts) * len(params) == 1:
+    if not choices(method, candidates, starts):
         return starts[0], params[0]
     finalists = [inner.best(method, [(start, param) for param in params]) for start in starts]
     return finalists[0] if len(finalists) == 1 else inner.best(method, finalists, k)
@@ -157,18 +167,34 @@ class InnerValidation:
         that many condition-disjoint parts (shuffled with ``seed``); a candidate's score
         is its mean accuracy over every training condition, each held out once, at
         ``folds`` times the inner networks' training.
+    parts : sequence of int, default=None
+        The inner folds this object trains and scores (None: all ``folds``): each is
+        independent of the others, so they can run in separate processes, their
+        :meth:`accuracies` joined with ``known``.
+    known : dict, default=None
+        Accuracies computed elsewhere, ``{InnerValidation.key(...): {k: [accuracy of
+        each held-out condition of every inner fold, in order]}}``: those candidates
+        are not trained again.
     """
 
     def __init__(self, ctx: FoldContext, units: np.ndarray, shots: Sequence[int], seed: int,
                  X_held: np.ndarray | None = None, normalisation: Normalisation | None = None,
-                 sources: Sources | None = None, repeats: int = 1, folds: int = 1):
+                 sources: Sources | None = None, repeats: int = 1, folds: int = 1,
+                 parts: Sequence[int] | None = None, known: Mapping | None = None):
         self.outer, self.units, self.seed, self.repeats = ctx, units, seed, int(repeats)
         self.sources, self.folds = sources, int(folds)
+        self.parts = list(range(self.folds)) if parts is None else [int(p) for p in parts]
         self.X_held = ctx.X if X_held is None else X_held
         self.normalisation = normalisation
         self.shots = [k for k in shots if k >= 1] or list(shots)
         self.all_shots = list(shots)
+        self._known = dict(known or {})
         self._inner: list[tuple[FoldContext, HeldOut]] | None = None
+
+    @staticmethod
+    def key(method: Method, start, param) -> tuple:
+        """What identifies a candidate's accuracies (in :meth:`accuracies`' ``known``)."""
+        return (type(method).__name__, method.name, start, repr(param))
 
     def _splits(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Inner (train, validation) row indices, sources kept whole."""
@@ -181,12 +207,16 @@ class InnerValidation:
             split = GroupKFold(n_splits=self.folds, shuffle=True, random_state=self.seed)
         return list(split.split(ctx.X, ctx.y, whole))
 
-    def _setup(self) -> list[tuple[FoldContext, HeldOut]]:
+    def inner_folds(self) -> list[tuple[FoldContext, HeldOut]]:
+        """The inner folds of ``parts``: each its training context (networks trained
+        lazily) and its held-out conditions."""
         if self._inner is None:
             ctx = self.outer
             layout = Layout(ctx.groups, self.units)
+            splits = self._splits()
             self._inner = []
-            for i, (train, val) in enumerate(self._splits()):
+            for i in self.parts:
+                train, val = splits[i]
                 if self.sources is not None:
                     val = self.sources.originals(val, ctx.groups)
                 inner = FoldContext(ctx.X[train], ctx.y[train], ctx.groups[train],
@@ -202,24 +232,25 @@ class InnerValidation:
     def scores(self, method: Method, candidates: Sequence[tuple]) -> dict[int, list[float]]:
         """Validation accuracy (mean over the held-out conditions of every inner fold) of
         every candidate, a pair ``(code start, param)`` (a start of None is the fold's
-        own), at each ``k`` scored; each candidate is scored once."""
-        shots = self.all_shots if method.transductive else self.shots
-        cache = self.__dict__.setdefault("_scores", {})
-        out: dict[int, list[float]] = {k: [] for k in shots}
+        own), at each ``k`` scored."""
+        out: dict[int, list[float]] = {}
         for start, param in candidates:
-            key = (type(method), method.name, start, repr(param))
-            if key not in cache:
-                cache[key] = {k: float(np.mean(self._accuracies(method, start, param, k)))
-                              for k in shots}
-            for k in shots:
-                out[k].append(cache[key][k])
+            for k, accuracies in self.accuracies(method, start, param).items():
+                out.setdefault(k, []).append(float(np.mean(accuracies)))
         return out
 
+    def accuracies(self, method: Method, start, param) -> dict[int, list[float]]:
+        """Accuracy of every held-out condition of every inner fold (of ``parts``) at each
+        ``k`` scored (mean over its draws); computed once per candidate."""
+        key = self.key(method, start, param)
+        if key not in self._known:
+            shots = self.all_shots if method.transductive else self.shots
+            self._known[key] = {k: self._accuracies(method, start, param, k) for k in shots}
+        return self._known[key]
+
     def _accuracies(self, method: Method, start, param, k: int) -> list[float]:
-        """Accuracy of every held-out condition of every inner fold at ``k`` shots (mean
-        over its draws)."""
         out = []
-        for ctx, held in self._setup():
+        for ctx, held in self.inner_folds():
             inner = ctx if start is None else ctx.with_code_start(start)
             draws = [self._accuracy(held, method, inner, param, r, k)
                      for r in range(1 if k == 0 else self.repeats)]
