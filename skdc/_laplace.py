@@ -27,6 +27,8 @@ __all__ = ["DRAWS", "code_posteriors", "evidence_alpha", "local_evidence", "post
 #: Codes drawn from each posterior to average a prediction over.
 DRAWS = 32
 _STEP = 1e-3  # central-difference step in whitened units (the prior's scale is 1)
+# bounds of MacKay's update: past them the float32 loss overflows, or the prior vanishes
+_MIN_ALPHA, _MAX_ALPHA = 1e-4, 1e4
 
 
 def code_posteriors(engine: Engine, problem: Problem, settings: Settings,
@@ -75,13 +77,14 @@ def whitened(problem: Problem, codes: np.ndarray) -> np.ndarray:
 def evidence_alpha(alpha: float, u: np.ndarray, cov_u: np.ndarray) -> float:
     """MacKay's update of the prior strength from whitened MAP codes ``u`` and their
     posterior covariances: ``gamma / sum_g |u_g|^2``, with ``gamma = sum_g (d - alpha
-    tr S_g)`` the number of well-determined code entries."""
+    tr S_g)`` the number of well-determined code entries, kept within [1e-4, 1e4] (tenfold
+    the strength, to that bound, when every code sits at its prior mean)."""
     d = u.shape[1]
     gamma = np.sum(d - alpha * np.trace(cov_u, axis1=1, axis2=2))
     spread = float(np.sum(u * u))
-    if spread <= 1e-12:
-        return alpha * 10.0  # every code at the prior mean: the data ask for nothing
-    return float(np.clip(gamma / spread, 1e-4, 1e4))
+    if spread <= 1e-12:  # every code at the prior mean: the data ask for nothing
+        return float(min(alpha * 10.0, _MAX_ALPHA))
+    return float(np.clip(gamma / spread, _MIN_ALPHA, _MAX_ALPHA))
 
 
 def local_evidence(alpha: float, u: np.ndarray, cov_u: np.ndarray,

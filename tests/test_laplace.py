@@ -9,6 +9,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from skdc import CodeAdapter, CodeAdapterRegressor, CodePrior
 from skdc._laplace import evidence_alpha, local_evidence, posterior_draws
+from skdc._synthetic import make_teacher
 
 
 def _linear_coded(seed=0):
@@ -157,6 +158,28 @@ def test_the_evidence_settles_at_a_fixed_point_of_the_exact_update(teacher):
     u = np.stack([adapter.codes_[g] for g in range(30)])
     cov = np.stack([adapter.code_covariances_[g] for g in range(30)])
     assert evidence_alpha(adapter.alpha_, u, cov) == pytest.approx(adapter.alpha_, rel=3e-2)
+
+
+def test_the_evidence_stays_finite_when_the_code_changes_nothing():
+    # A model that ignores its code (B = 0): every code stays at the prior mean, MacKay's
+    # update has no spread to measure, and the strength grew tenfold a step (to 1e102 on
+    # synthetic data in evaluate) until the float32 loss overflowed and the Hessian's
+    # eigenvalues failed (LinAlgError). It stops at the update's upper bound instead.
+    teacher = make_teacher(random_state=0)
+    ignored = teacher.get_layer("hidden_code")
+    ignored.set_weights([np.zeros_like(ignored.get_weights()[0])])
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(4), 5)
+    X, y = rng.normal(size=(20, 6)), rng.integers(0, 4, 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        adapter = CodeAdapter(teacher, alpha="evidence", posterior="laplace",
+                              optimizer="lbfgs", max_iter=50).fit(X, y, groups=groups)
+    assert np.isfinite(adapter.alpha_) and adapter.alpha_ <= 1e4
+    unadapted = teacher.predict([X, np.zeros((20, 3))], verbose=0)
+    np.testing.assert_allclose(adapter.predict_proba(X, groups=groups), unadapted, atol=1e-6)
+    assert evidence_alpha(1e3, np.zeros((4, 3)), np.zeros((4, 3, 3))) == 1e4
+    assert local_evidence(1.0, np.zeros((4, 3)), np.tile(np.eye(3), (4, 1, 1))) == 1e4
 
 
 def test_posterior_and_evidence_need_fit(teacher, one_condition):
