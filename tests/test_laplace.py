@@ -144,6 +144,21 @@ def test_local_evidence_starts_with_mackays_update_on_a_non_convex_likelihood():
         assert local_evidence(alpha, u, cov) == pytest.approx(alpha, rel=1e-3)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "known defect since 3b677d2: along a direction where the likelihood is flat (its "
+    "Hessian floored at 0) the local model moves the code as alpha / a, MacKay's fixed "
+    "point is unstable there and runs to the bound 1e-4 where the exact update is 1.14; "
+    "on per-utterance normalised Arabic digits (seed 0, paired) the fast loop loses "
+    "27.1% [-65.7, -10.7] of the error at k=5 against one update per refit (caa39ca)"))
+def test_local_evidence_stays_near_mackays_update_where_the_likelihood_is_flat():
+    H = np.diag([4.0, 0.0])[None]
+    alpha, u = 3.0, np.array([[0.5, 0.5]])
+    cov = np.linalg.inv(H + alpha * np.eye(2))
+    exact = evidence_alpha(alpha, u, cov)
+    assert exact == pytest.approx(8 / 7)  # gamma = 2 - 3 (1/7 + 1/3) = 4/7, |u|^2 = 1/2
+    assert exact / 100 < local_evidence(alpha, u, cov) < exact * 100
+
+
 def test_the_evidence_settles_at_a_fixed_point_of_the_exact_update(teacher):
     # After the fit, one exact MacKay update at the fitted codes (prior N(0, I), so the
     # codes are their own whitened coordinates) barely moves alpha_.
