@@ -29,7 +29,6 @@ from ._inputs import as_rows
 from ._laplace import (
     code_posteriors,
     evidence_alpha,
-    local_evidence,
     posterior_draws,
     rows_per_unit,
     whitened,
@@ -306,21 +305,19 @@ class _BaseCodeAdapter(BaseEstimator):
         return init, mean, cov
 
     def _maximise_evidence(self, problem, result, settings, validation):
-        """Refit at the evidence-maximising prior strength until MacKay's update at the
-        fitted codes moves it by less than 1% (at most 10 fits), each unit's rows
-        counted once (:func:`rows_per_unit`). Each refit is at the strength where the
-        update settles on the local quadratic model at the current codes
-        (:func:`local_evidence`), so one refit moves ``alpha`` as far as many single
-        updates would."""
+        """Refit with MacKay's update of ``alpha`` until it settles (at most 10 fits),
+        each unit's rows counted once (:func:`rows_per_unit`). One update per refit: a
+        local quadratic model that took many updates per refit (3b677d2) ran away along
+        directions where the likelihood is flat (README, normalised Arabic digits)."""
         r = rows_per_unit(problem)
         for _ in range(10):
             _, cov_u = code_posteriors(self._engine, problem, settings, result.codes)
             u = whitened(problem, result.codes)
-            update = r * evidence_alpha(settings.alpha / r, u, r * cov_u)
-            if abs(np.log(update / settings.alpha)) < 0.01:
-                settings.alpha = update
+            alpha = r * evidence_alpha(settings.alpha / r, u, r * cov_u)
+            settled = abs(np.log(alpha / settings.alpha)) < 0.01
+            settings.alpha = alpha
+            if settled:
                 break
-            settings.alpha = local_evidence(settings.alpha, u, cov_u, r)
             result = self._run(problem, result.codes, settings, validation=validation)
         self.alpha_ = settings.alpha
         return result

@@ -21,7 +21,7 @@ import numpy as np
 
 from ._engine import Engine, Problem, Settings, whitening
 
-__all__ = ["DRAWS", "code_posteriors", "evidence_alpha", "local_evidence", "posterior_draws",
+__all__ = ["DRAWS", "code_posteriors", "evidence_alpha", "posterior_draws",
            "rows_per_unit", "whitened"]
 
 #: Codes drawn from each posterior to average a prediction over.
@@ -85,38 +85,6 @@ def evidence_alpha(alpha: float, u: np.ndarray, cov_u: np.ndarray) -> float:
     if spread <= 1e-12:  # every code at the prior mean: the data ask for nothing
         return float(min(alpha * 10.0, _MAX_ALPHA))
     return float(np.clip(gamma / spread, _MIN_ALPHA, _MAX_ALPHA))
-
-
-def local_evidence(alpha: float, u: np.ndarray, cov_u: np.ndarray,
-                   tempering: float = 1.0) -> float:
-    """MacKay's fixed point run to convergence on the local quadratic model of the
-    likelihood at whitened MAP codes ``u`` (prior strength ``alpha``, posterior
-    covariances ``cov_u``): the strength it settles at.
-
-    With ``H`` the likelihood's Hessian (the posterior precision less ``alpha I``), a
-    strength ``a`` moves the MAP code to ``(H + a I)^-1 (H + alpha I) u`` and its
-    covariance to ``(H + a I)^-1``: the fixed point needs no refit and no further
-    Hessian. The model is exact at ``a = alpha`` (its first step is MacKay's update);
-    where ``H + a I`` is not positive (a non-convex likelihood, ``a`` below ``alpha``)
-    its eigenvalues are floored at ``1e-3 a``. ``tempering`` (:func:`rows_per_unit`)
-    counts a unit's rows once.
-    """
-    d = u.shape[1]
-    precision = np.linalg.inv(cov_u)
-    values, vectors = np.linalg.eigh((precision + np.transpose(precision, (0, 2, 1))) / 2
-                                     - alpha * np.eye(d))
-    pulled = np.einsum("gij,gj->gi", precision, u)  # (H + alpha I) u, fixed
-    r, a = float(tempering), float(alpha)
-    for _ in range(100):
-        inverse = 1.0 / np.maximum(values + a, 1e-3 * a)  # eigenvalues of (H + a I)^-1
-        u_a = np.einsum("gij,gj,gkj,gk->gi", vectors, inverse, vectors, pulled)
-        cov_a = np.einsum("gij,gj,gkj->gik", vectors, inverse, vectors)
-        new = r * evidence_alpha(a / r, u_a, r * cov_a)
-        done = abs(np.log(new / a)) < 1e-4
-        a = new
-        if done:
-            break
-    return a
 
 
 def posterior_draws(codes: np.ndarray, covariances: np.ndarray,
