@@ -580,10 +580,9 @@ class CodeAdapter(ClassifierMixin, _BaseCodeAdapter):
         ``alpha=0`` is maximum likelihood. ``"evidence"``: chosen to maximise the
         Laplace evidence of the groups being fitted, by MacKay's fixed point
         (``alpha_ = gamma / sum_g |u_g|^2`` over the whitened codes ``u_g``, ``gamma``
-        their well-determined entries): each refit, from the previous codes, is at the
-        strength where that update settles on the local quadratic model at those codes,
-        until the update at the refitted codes changes ``alpha_`` by less than 1% (at
-        most 10 refits; 2-4 on typical data); with many groups the prior
+        their well-determined entries): one update per refit, each refit from the
+        previous codes, until the update changes ``alpha_`` by less than 1% (at most 10
+        refits; 5-11 on typical data), within [1e-4, 1e4]; with many groups the prior
         strength is then learned from them. With ``units``, the rows of a unit count
         once in the evidence and the posterior (their likelihood tempered by ``r``, the
         rows per unit): ``alpha_`` is ``r`` times the per-unit strength, as fixed
