@@ -655,7 +655,7 @@ class _Fold:
     normalisation the training context and nested validation."""
 
     def __init__(self, fold: int, split, job: dict):
-        self.fold, (self.train, self.test), self.job = fold, split, job
+        (self.train, self.test), self.job = split, job
         X, normalisation = job["X"], job["normalisation"]
         Xs = StandardScaler().fit(X[self.train]).transform(X)
         self.X = normalisation.fold_features(Xs, self.train)
