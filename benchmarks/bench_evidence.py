@@ -62,7 +62,6 @@ def local_evidence(alpha: float, u: np.ndarray, cov_u: np.ndarray,
     return a
 
 
-
 class LocalModelLoop(CodeAdapter):
     """The reference: each refit at the strength where MacKay's fixed point settles on
     the local quadratic model at the current codes; the exact update decides when it
