@@ -60,3 +60,22 @@ def data_home():
         if path and Path(path).is_dir():
             return Path(path)
     pytest.skip("shared speech data not found; set SKDC_DATA_HOME to a folder holding it")
+
+
+@pytest.fixture(scope="module")
+def shifted():
+    """The evaluation's synthetic *shift* problem: 12 conditions x 30 rows, each seeing
+    the teacher's features shifted by its own code (``X, y, groups``)."""
+    teacher = make_teacher(shift=True, random_state=0)
+    return make_conditions(teacher, n_conditions=12, rows_per_condition=30, shift=True,
+                           random_state=1)[:3]
+
+
+@pytest.fixture(scope="session")
+def fast():
+    """Small, quick settings of ``evaluate`` for the shift problem. The coded networks
+    start from scratch, what most tests look at (``code_start="auto"`` trains the nested
+    validation's networks of both starts; its own tests in test_nested_validation.py)."""
+    return dict(hidden_layer_sizes=(32,), max_epochs=40, batch_size=64,
+                learning_rate_init=1e-2, adapt_max_iter=50, code_start="scratch",
+                inner_folds=1)
