@@ -263,14 +263,17 @@ def test_report(results, tmp_path):
 
 
 def test_peterson_barney_smoke():
-    """Real data: a quick run on Peterson & Barney (needs praat-parselmouth)."""
+    """Real data: a quick run on Peterson & Barney (needs praat-parselmouth). One code
+    start and one inner split: the default chooses the start by four inner splits per fold
+    here, each training the networks of both starts (tested on its own, five times slower)."""
     pytest.importorskip("parselmouth", reason="Peterson & Barney needs praat-parselmouth")
     from skdc.datasets import load_peterson_barney
 
     pb = load_peterson_barney()
     out = evaluate(np.log(pb.data), pb.target, pb.groups, shots=(0, 5), folds=2, repeats=1,
                    methods=["codes", "si"], tune=False, hidden_layer_sizes=(16,),
-                   max_epochs=30, batch_size=128, learning_rate_init=1e-2, adapt_max_iter=30)
+                   max_epochs=30, batch_size=128, learning_rate_init=1e-2, adapt_max_iter=30,
+                   code_start="scratch", inner_folds=1)
     assert out["n_conditions"] == 76 and out["n_classes"] == 10
     for entry in out["methods"].values():
         for item in entry["k"].values():
