@@ -265,7 +265,7 @@ def test_report(results, tmp_path):
 def test_peterson_barney_smoke():
     """Real data: a quick run on Peterson & Barney (needs praat-parselmouth). One code
     start and one inner split: the default chooses the start by four inner splits per fold
-    here, each training the networks of both starts, and is tested on its own)."""
+    here, each training the networks of both starts, and is tested on its own."""
     pytest.importorskip("parselmouth", reason="Peterson & Barney needs praat-parselmouth")
     from skdc.datasets import load_peterson_barney
 
