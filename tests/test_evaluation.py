@@ -21,7 +21,6 @@ from skdc.evaluation._tuning import InnerValidation, candidates_of
 SHOTS = (0, 2, 8)
 
 
-
 @pytest.fixture(scope="module")
 def results(shifted, fast):
     """All methods without nested tuning.
@@ -33,7 +32,6 @@ def results(shifted, fast):
     X, y, groups = shifted
     return evaluate(X, y, groups, shots=SHOTS, folds=3, repeats=1, tune=False,
                     method_params={"codes": ("none", 1.0)}, random_state=0, **fast)
-
 
 
 def test_schema(results):
@@ -68,7 +66,6 @@ def test_schema(results):
     json.loads(json.dumps(results))  # JSON-ready
 
 
-
 def test_every_method_is_sane(results):
     """All methods beat chance (4 classes) clearly. At k = 0 codes predict with the prior
     mean code, the average training condition: a network of its own (not si), no worse
@@ -78,7 +75,6 @@ def test_every_method_is_sane(results):
     for name in METHODS:
         assert min(acc[name].values()) > 0.4, name
     assert acc["codes"][0] > acc["si"][0] - 0.03
-
 
 
 def test_codes_beat_si_where_conditions_matter(results):
@@ -91,14 +87,12 @@ def test_codes_beat_si_where_conditions_matter(results):
     assert acc["lobanov"]["0"]["accuracy"] > acc["si"]["0"]["accuracy"]
 
 
-
 def test_reproducible_and_paired(shifted, fast):
     X, y, groups = shifted
     kw = dict(shots=(0, 2), folds=2, repeats=1, methods=["si", "lhuc"], tune=False,
               random_state=3, **fast)
     first, second = evaluate(X, y, groups, **kw), evaluate(X, y, groups, n_jobs=2, **kw)
     assert first["methods"] == second["methods"]  # also with folds in two worker processes
-
 
 
 def test_nd_X_is_evaluated_one_example_per_row(shifted, fast):
@@ -110,7 +104,6 @@ def test_nd_X_is_evaluated_one_example_per_row(shifted, fast):
         X, y, groups, **kw)["methods"]
 
 
-
 def test_draws_are_nested_and_seeded():
     g_idx = np.repeat(np.arange(3), 5)
     X, y = np.zeros((15, 1)), np.zeros(15, dtype=int)
@@ -119,7 +112,6 @@ def test_draws_are_nested_and_seeded():
     np.testing.assert_array_equal(a[2][1], b[2][1])  # independent of the other conditions
     assert sorted(a[2][0]) == list(range(10, 15))
     assert not np.array_equal(a[2][0], a[2][1])  # repeats draw different rows
-
 
 
 def test_units_are_drawn_and_scored_whole(shifted, fast):
@@ -136,7 +128,6 @@ def test_units_are_drawn_and_scored_whole(shifted, fast):
         evaluate(X, y_units, groups, units=units, shots=(10,), folds=2, methods=["si"])
 
 
-
 def test_method_params_fix_or_list_candidates():
     assert candidates_of(["codes", "lhuc", "si"], {"codes": ("l2", 2), "lhuc": [1, 0.1, 1.0]},
                          tune=True) == {"codes": (("l2", 2.0),), "lhuc": (1.0, 0.1), "si": ()}
@@ -144,7 +135,6 @@ def test_method_params_fix_or_list_candidates():
     assert default == {"codes": (METHODS["codes"].default,), "shift": ("sat",)}
     tuned = candidates_of(["codes", "shift"], {"shift": ["si"]}, tune=True)
     assert tuned == {"codes": METHODS["codes"].grid, "shift": ("si",)}
-
 
 
 @pytest.mark.parametrize(
@@ -174,7 +164,6 @@ def test_bad_method_params(shifted, params, tune, match):
                  tune=tune)
 
 
-
 def test_methods_are_built_from_the_names_and_refuse_a_gap():
     """``METHODS`` follows the command line's Keras-free names; a name without an
     implementation, or an implementation without a name, stops the import."""
@@ -191,7 +180,6 @@ def test_methods_are_built_from_the_names_and_refuse_a_gap():
         registry([n for n in METHOD_NAMES if n != "lobanov"], implementations)
 
 
-
 def test_every_method_is_documented():
     import skdc.evaluation
 
@@ -199,7 +187,6 @@ def test_every_method_is_documented():
     entries = {line.strip("` ") for line in section.splitlines() if line.startswith("``")}
     documented = {name.strip("` ") for entry in entries for name in entry.split(",")}
     assert documented == set(METHODS)
-
 
 
 def test_candidates_in_the_docs_come_from_methods():
@@ -214,7 +201,6 @@ def test_candidates_in_the_docs_come_from_methods():
             assert method.check_param(param) == param  # built-in values pass the check
     assert "``lhuc``: prior standard deviation of the amplitude logits ``r``. Candidates: 0.03, " \
            "0.1, 0.3, 1. Default: 0.03." in words
-
 
 
 @pytest.mark.parametrize(
@@ -235,7 +221,6 @@ def test_bad_inputs(shifted, kwargs, match):
         check_inputs(X, y, groups, **args)
 
 
-
 def test_bad_arrays(shifted):
     X, y, groups = shifted
     X_nan = X.copy()
@@ -244,7 +229,6 @@ def test_bad_arrays(shifted):
         evaluate(X_nan, y, groups)
     with pytest.raises(ValueError, match="one entry per row"):
         evaluate(X, y[:-1], groups)
-
 
 
 def test_report(results, tmp_path):
@@ -259,7 +243,6 @@ def test_report(results, tmp_path):
     path = tmp_path / "plot.png"
     plot_results(results, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
 
 
 def test_peterson_barney_smoke():
@@ -280,13 +263,11 @@ def test_peterson_barney_smoke():
             assert 0.5 < item["accuracy"] <= 1  # chance is 0.1
 
 
-
 @pytest.mark.parametrize("value", [1, 2.5, "all", True])
 def test_bad_max_train_conditions(shifted, value):
     X, y, groups = shifted
     with pytest.raises(ValueError, match="max_train_conditions must be an int of at least 2"):
         evaluate(X, y, groups, methods=["si"], max_train_conditions=value)
-
 
 
 def test_training_condition_draws_are_nested_and_keep_whole_conditions():
@@ -303,7 +284,6 @@ def test_training_condition_draws_are_nested_and_keep_whole_conditions():
     assert _draw_conditions(train, g, None, 0, 1) is train
 
 
-
 def _with_copies(shifted):
     """Every condition of ``shifted`` and a noisy copy of it, named ``"<g>|copy"``."""
     X, y, groups = shifted
@@ -311,7 +291,6 @@ def _with_copies(shifted):
     names = groups.astype(str)
     return (np.concatenate([X, X + noise]), np.concatenate([y, y]),
             np.concatenate([names, np.char.add(names, "|copy")]), np.concatenate([names, names]))
-
 
 
 def test_copies_train_with_their_source_and_are_never_scored(shifted, monkeypatch, fast):
@@ -339,7 +318,6 @@ def test_copies_train_with_their_source_and_are_never_scored(shifted, monkeypatc
         assert len(set(groups[train])) == 12
 
 
-
 def test_nested_validation_keeps_sources_whole_and_holds_out_originals(shifted):
     from skdc.evaluation._sources import Sources
 
@@ -355,7 +333,6 @@ def test_nested_validation_keeps_sources_whole_and_holds_out_originals(shifted):
             assert len(held.held) and split.original[held.held].all()
             held_sources = set(sources[np.isin(g_idx, held.held)])
             assert not held_sources & set(sources[np.isin(g_idx, np.unique(inner_ctx.groups))])
-
 
 
 @pytest.mark.parametrize("change, match", [

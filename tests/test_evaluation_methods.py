@@ -30,7 +30,6 @@ def test_shift_prior_recovers_the_variances():
     np.testing.assert_allclose(ratio, 0.25, rtol=0.3)
 
 
-
 def test_shift_prior_counts_units_not_rows():
     """Frames of one utterance are not independent evidence of a speaker's shift: an
     utterance of 20 copies of one row is the evidence of that row, in the prior and in
@@ -54,7 +53,6 @@ def test_shift_prior_counts_units_not_rows():
     np.testing.assert_allclose(many.episode_shifts(ep_many), one.episode_shifts(ep))
 
 
-
 def test_condition_shifts_shrink_few_rows_towards_zero():
     """Residuals s_g + noise: many rows give s_g; one row is shrunk by 1 / (1 + ratio);
     a condition without rows has no shift; ratio 0 is the plain mean."""
@@ -65,7 +63,6 @@ def test_condition_shifts_shrink_few_rows_towards_zero():
     shifts = condition_shifts(resid, groups, 3, ratio=0.25)
     np.testing.assert_allclose(shifts[:, 0], [3 * 399 / 399.25, 3 / 1.25, 0.0])
     np.testing.assert_allclose(condition_shifts(resid, groups, 2)[:, 0], [3.0, 3.0])
-
 
 
 @pytest.mark.backend
@@ -85,7 +82,6 @@ def test_parameter_adapter(shifted, mode):
     log_p = adapter.predict_log_proba(u, 1.0, X, g)
     nll = -log_p[np.arange(len(y)), y].mean()
     assert nll < -log_si[np.arange(len(y)), y].mean()
-
 
 
 def test_codes_one_grouped_fit_per_episode(shifted):
@@ -117,7 +113,6 @@ def test_codes_one_grouped_fit_per_episode(shifted):
     assert hits.mean() > hits_prior.mean()  # the shifted conditions' 8 rows help
 
 
-
 def test_codes_candidates_with_their_own_coded_network(shifted, fast):
     """A codes candidate ``(regularisation, alpha, code_size, code_layers)`` trains and
     uses a coded network of its own; nested validation chooses among them per fold."""
@@ -144,7 +139,6 @@ def test_codes_candidates_with_their_own_coded_network(shifted, fast):
     json.dumps(out)
 
 
-
 def test_code_given_shift_posterior():
     """Residuals r = A (z - m) + noise: many rows recover z; no rows or noise keep the prior."""
     from skdc.evaluation._fold import CodeGivenShift
@@ -169,7 +163,6 @@ def test_code_given_shift_posterior():
     np.testing.assert_allclose(noisy.posterior(X, y)[0], mean, atol=1e-3)
 
 
-
 def test_codes_with_an_input_shift_do_at_least_what_the_shift_does(shifted, fast):
     # conditions that differ by a feature offset: a code with a shift part holds it
     X, y, groups = shifted
@@ -182,75 +175,61 @@ def test_codes_with_an_input_shift_do_at_least_what_the_shift_does(shifted, fast
     assert acc["codes"] >= acc["shift"] - 0.02 and acc["codes"] > acc["si"] + 0.05
 
 
-
-def test_episodic_codes_adapt_by_their_inner_procedure(shifted, monkeypatch, fast):
-    X, y, groups = shifted
+def _record_adapters(monkeypatch) -> list:
+    """Patches ``CodeNetwork.adapter`` to record ``(network, params, adapter)`` of each
+    adapter the protocol makes."""
     from skdc import CodeNetwork
 
-    fitted = []
+    made = []
     real_adapter = CodeNetwork.adapter
 
     def adapter(net, **params):
-        fitted.append((net.training, params))
-        return real_adapter(net, **params)
+        made.append((net, params, real_adapter(net, **params)))
+        return made[-1][2]
 
     monkeypatch.setattr(CodeNetwork, "adapter", adapter)
+    return made
+
+
+def test_episodic_codes_adapt_by_their_inner_procedure(shifted, monkeypatch, fast):
+    X, y, groups = shifted
+    made = _record_adapters(monkeypatch)
     out = evaluate(X, y, groups, shots=(0, 8), folds=2, repeats=1, tune=False,
                    methods=["codes", "si"], training="episodic", random_state=0, **fast)
     assert out["settings"]["training"] == "episodic"
-    assert fitted and all(t == "episodic" and set(p) <= {"random_state"} for t, p in fitted)
+    assert made and all(net.training == "episodic" and set(params) <= {"random_state"}
+                        for net, params, _ in made)
     acc = {m: e["k"]["8"]["accuracy"] for m, e in out["methods"].items()}
     assert acc["codes"] > acc["si"] + 0.05  # conditions apart by an offset: codes adapt
 
 
-
 def test_laplace_posterior_and_evidence_alpha_reach_the_adapters(shifted, monkeypatch, fast):
-    from skdc import CodeNetwork
-
     X, y, groups = shifted
-    fitted = []
-    real_adapter = CodeNetwork.adapter
-
-    def adapter(net, **params):
-        fitted.append(params)
-        return real_adapter(net, **params)
-
-    monkeypatch.setattr(CodeNetwork, "adapter", adapter)
+    made = _record_adapters(monkeypatch)
     out = evaluate(X, y, groups, shots=(8,), folds=2, repeats=1, tune=False,
                    methods=["codes", "si"], posterior="laplace",
                    method_params={"codes": ("none", "evidence")}, random_state=0, **fast)
     assert out["settings"]["posterior"] == "laplace"
     assert out["methods"]["codes"]["chosen"] == [("none", "evidence")] * 2
-    assert fitted and all(p["posterior"] == "laplace" and p["alpha"] == "evidence"
-                          for p in fitted)
+    assert made and all(params["posterior"] == "laplace" and params["alpha"] == "evidence"
+                        for _, params, _ in made)
     acc = {m: e["k"]["8"]["accuracy"] for m, e in out["methods"].items()}
     assert acc["codes"] > acc["si"] + 0.05  # conditions apart by an offset: codes adapt
-
 
 
 def test_default_codes_take_the_evidence_prior_strength(shifted, monkeypatch, fast):
     # The default prior strength of codes is the evidence's: no fixed alpha to carry
     # from one data set to another (it did as well as the fixed 4.0 on raw features and
     # better on normalised Arabic digits, README).
-    from skdc import CodeNetwork
-
     X, y, groups = shifted
-    adapters = []
-    real_adapter = CodeNetwork.adapter
-
-    def adapter(net, **params):
-        adapters.append(real_adapter(net, **params))
-        return adapters[-1]
-
-    monkeypatch.setattr(CodeNetwork, "adapter", adapter)
+    made = _record_adapters(monkeypatch)
     out = evaluate(X, y, groups, shots=(8,), folds=2, repeats=1, tune=False,
                    methods=["codes", "si"], random_state=0, **fast)
     assert METHODS["codes"].default[1] == "evidence"
     assert out["methods"]["codes"]["chosen"] == [METHODS["codes"].default] * 2
-    assert adapters and all(a.alpha == "evidence" and a.alpha_ > 0 for a in adapters)
+    assert made and all(a.alpha == "evidence" and a.alpha_ > 0 for _, _, a in made)
     acc = {m: e["k"]["8"]["accuracy"] for m, e in out["methods"].items()}
     assert acc["codes"] > acc["si"] + 0.05  # conditions apart by an offset: codes adapt
-
 
 
 def _held_out_hits(ctx, data, train, params: dict) -> dict:
@@ -264,7 +243,6 @@ def _held_out_hits(ctx, data, train, params: dict) -> dict:
     return {name: np.mean(ctx.classes[METHODS[name].log_proba(ctx, ep, param).argmax(axis=1)]
                           == y[score])
             for name, param in params.items()}
-
 
 
 @pytest.mark.parametrize("start", ["si", "frozen_si"])
@@ -290,7 +268,6 @@ def test_coded_networks_start_from_the_si_network(shifted, start):
     assert hits["codes"] > hits["si"] + 0.05  # conditions apart by an offset: codes adapt
 
 
-
 def test_codes_on_top_of_the_shift_do_what_the_shift_does(shifted):
     """``code_start="shift_sat"``: the frozen network of ``shift``'s ``"sat"`` with codes,
     learned and adapted on shift-normalised features: at least as good as the shift."""
@@ -314,7 +291,6 @@ def test_codes_on_top_of_the_shift_do_what_the_shift_does(shifted):
                                   METHODS["si"].log_proba(ctx, ep, None))
 
 
-
 @pytest.mark.parametrize("training", ["joint", "staged"])
 def test_codes_with_an_estimated_shift_part_do_what_the_shift_does(shifted, training):
     """``shift_estimate="empirical_bayes"``: the library's codes on top of the shift
@@ -335,7 +311,6 @@ def test_codes_with_an_estimated_shift_part_do_what_the_shift_does(shifted, trai
     ep = Episode(X[:0], y[:0], groups[:0], X[~train], groups[~train], n_groups=3)
     np.testing.assert_array_equal(METHODS["codes"].log_proba(ctx, ep, ("none", 1.0)),
                                   METHODS["si"].log_proba(ctx, ep, None))
-
 
 
 @pytest.mark.parametrize("kwargs, match", [

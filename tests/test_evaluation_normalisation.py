@@ -21,12 +21,10 @@ def test_lobanov_zscores_each_condition():
     np.testing.assert_allclose(Z[g == 1].std(axis=0), 1)
 
 
-
 def _speaker_layout(n_conditions=3, units_per_condition=4, rows_per_unit=2):
     g = np.repeat(np.arange(n_conditions), units_per_condition * rows_per_unit)
     units = np.arange(len(g)) // rows_per_unit
     return g, units, Layout(g, units)
-
 
 
 def test_speaker_normalisation_of_training_conditions_from_k_drawn_units():
@@ -47,7 +45,6 @@ def test_speaker_normalisation_of_training_conditions_from_k_drawn_units():
     np.testing.assert_allclose(norm.training(X, train, 0), X - X.mean(axis=0))
     again = Normalisation("speaker", ConditionNormalizer(), layout, random_state=5)
     np.testing.assert_array_equal(again.units_drawn(1), norm.units_drawn(1))
-
 
 
 def test_speaker_normalisation_of_episodes_uses_adaptation_rows_only():
@@ -77,7 +74,6 @@ def test_speaker_normalisation_of_episodes_uses_adaptation_rows_only():
     np.testing.assert_allclose(ep0.X_score, ep0_raw.X_score - X[train].mean(axis=0))
 
 
-
 def test_auto_tau_counts_units_not_rows():
     """tau="auto" is the empirical-Bayes ratio on the units' mean rows, in rows: units of
     4 identical rows give 4 times the tau of one row per unit."""
@@ -95,7 +91,6 @@ def test_auto_tau_counts_units_not_rows():
     np.testing.assert_allclose(tau4, 4 * expected)
 
 
-
 def test_utterance_normalisation_centres_every_unit():
     g, units, layout = _speaker_layout(rows_per_unit=3)
     X = np.random.default_rng(2).normal(size=(len(g), 2)) + units[:, None]
@@ -109,7 +104,6 @@ def test_utterance_normalisation_centres_every_unit():
     assert np.all(np.isfinite(auto.fold_features(X, np.flatnonzero(g > 0))))
     assert norm.episode_transform(X, g, units) is None
     np.testing.assert_array_equal(norm.training(out, np.arange(4), 2), out[:4])
-
 
 
 def test_speaker_normalisation_lifts_si_on_shifted_conditions(shifted, fast):
@@ -127,7 +121,6 @@ def test_speaker_normalisation_lifts_si_on_shifted_conditions(shifted, fast):
     assert normalised["settings"]["normalizer"] == {"kind": "mean", "tau": "auto"}
     assert normalised["methods"]["shift"]["chosen"] == ["sat"] * 3
     assert "error_reduction_vs_si_interval" in normalised["methods"]["shift"]["k"]["8"]
-
 
 
 @pytest.mark.parametrize(

@@ -45,7 +45,6 @@ def test_nested_tuning_rejects_a_planted_bad_candidate(shifted, fast):
     assert out["settings"]["candidates"]["codes_unsup"] == [bad, good, ("none", 3e3)]
 
 
-
 class _Oracle(Method):
     """Predicts the label written in feature 0 (``"right"``), the next label
     (``"wrong"``), or the label only with / only without labelled rows."""
@@ -59,14 +58,12 @@ class _Oracle(Method):
         return _answers(ctx, ep, right)
 
 
-
 def _answers(ctx, ep, right) -> np.ndarray:
     """Log-probabilities of the label in feature 0 of each scored row where ``right``
     (a bool, or one per row), else of the next label."""
     label = ep.X_score[:, 0].astype(int)
     guess = np.where(right, label, (label + 1) % len(ctx.classes))
     return np.log(np.eye(len(ctx.classes))[guess] + 1e-9)
-
 
 
 def _oracle_validation(shots, n_conditions: int = 8, **kwargs) -> InnerValidation:
@@ -77,7 +74,6 @@ def _oracle_validation(shots, n_conditions: int = 8, **kwargs) -> InnerValidatio
     X = np.column_stack([y, rng.normal(size=len(y))])
     ctx = FoldContext(X, y, groups, Settings(), seed=0)
     return InnerValidation(ctx, np.arange(len(y)), shots=shots, seed=0, **kwargs)
-
 
 
 @pytest.mark.parametrize(
@@ -101,14 +97,12 @@ def test_nested_validation_chooses_the_best_scoring_candidate(candidates, transd
     assert choose(method, candidates, inner) == (None, best)
 
 
-
 class _EvenConditions(_Oracle):
     """Right on the conditions whose feature 1 (the condition) is even, wrong on the
     others."""
 
     def log_proba(self, ctx, ep, param):
         return _answers(ctx, ep, ep.X_score[:, 1] % 2 == 0)
-
 
 
 def test_inner_cross_validation_holds_out_every_training_condition_once():
@@ -131,7 +125,6 @@ def test_inner_cross_validation_holds_out_every_training_condition_once():
     one = InnerValidation(ctx, np.arange(len(y)), shots=(0, 2), seed=0)
     [(_, h)] = one.inner_folds()
     assert len(h.held) == 2  # folds=1: a quarter held out, as before
-
 
 
 def test_inner_folds_scored_apart_and_joined_score_as_one():
@@ -164,7 +157,6 @@ def test_inner_folds_scored_apart_and_joined_score_as_one():
     assert known.scores(method, [(None, "p")]) == expected
 
 
-
 @pytest.mark.parametrize("mode, views", [(None, 1), ("speaker", 2)])
 def test_nested_validation_is_one_task_per_fold_view_and_inner_fold(mode, views):
     """evaluate's workers share nested validation as (fold, view, inner fold) tasks, and
@@ -183,7 +175,6 @@ def test_nested_validation_is_one_task_per_fold_view_and_inner_fold(mode, views)
     assert _inner_tasks(splits, {**job, "code_starts": ("scratch",)}) == []
 
 
-
 class _ShotsOracle(_Oracle):
     """Right with at most one labelled row per condition (``"few"``) or with more
     (``"many"``)."""
@@ -191,7 +182,6 @@ class _ShotsOracle(_Oracle):
     def log_proba(self, ctx, ep, param):
         few = len(ep.X_adapt) <= ep.n_groups
         return super().log_proba(ctx, ep, "right" if few == (param == "few") else "wrong")
-
 
 
 def test_nested_validation_chooses_the_start_per_k_and_the_hyperparameter_on_average():
@@ -206,7 +196,6 @@ def test_nested_validation_chooses_the_start_per_k_and_the_hyperparameter_on_ave
     assert choose(_ShotsStart(), ("p",), inner, ("a", "b"), k=0) == ("a", "p")  # average: tie
 
 
-
 class _ShotsStart(_ShotsOracle):
     """Start ``"a"`` is right with one labelled row per condition, ``"b"`` with more."""
 
@@ -214,7 +203,6 @@ class _ShotsStart(_ShotsOracle):
 
     def log_proba(self, ctx, ep, param):
         return super().log_proba(ctx, ep, "few" if ctx.settings.code_start == "a" else "many")
-
 
 
 class _Counting(_Oracle):
@@ -227,7 +215,6 @@ class _Counting(_Oracle):
         first = len(ep.X_adapt) not in self.calls
         self.calls.append(len(ep.X_adapt))
         return super().log_proba(ctx, ep, "right" if first else "wrong")
-
 
 
 @pytest.mark.parametrize("transductive, calls", [(False, 3), (True, 4)])
@@ -243,7 +230,6 @@ def test_nested_validation_scores_repeats_draws_per_k(transductive, calls):
     assert not transductive or scores[0] == [1.0]
 
 
-
 class _StartOracle(_Oracle):
     """A coded method that is right only when its codes start on top of the shift."""
 
@@ -252,7 +238,6 @@ class _StartOracle(_Oracle):
     def log_proba(self, ctx, ep, param):
         right = "right" if ctx.settings.code_start == "shift_sat" else "wrong"
         return super().log_proba(ctx, ep, right if param == "right" else param)
-
 
 
 def test_nested_validation_chooses_the_code_start_with_the_hyperparameter():
@@ -264,7 +249,6 @@ def test_nested_validation_chooses_the_code_start_with_the_hyperparameter():
     assert choose(_StartOracle(), ("wrong",), inner, starts) == ("scratch", "wrong")  # a tie
     assert choose(_Oracle(), ("wrong", "right"), inner, starts) == (None, "right")
     assert choose(_StartOracle(), (), None, ("shift_sat",)) == ("shift_sat", None)
-
 
 
 class _CloseStart(_Oracle):
@@ -281,7 +265,6 @@ class _CloseStart(_Oracle):
         else:
             right = np.full(len(ep.X_score), one_row) | ((param == "close") & (ep.g_score != 0))
         return _answers(ctx, ep, right)
-
 
 
 @pytest.mark.xfail(strict=True, reason="known: the start at each k is the best mean on a "
@@ -303,7 +286,6 @@ def test_nested_validation_keeps_the_start_best_over_k_unless_another_is_surely_
         assert choose(method, ("far",), inner, starts, k=1) == ("a", "far")
 
 
-
 def test_code_starts_share_the_networks_without_codes(shifted):
     X, y, groups = shifted
     settings = Settings(hidden_layer_sizes=(4,), max_epochs=1)
@@ -312,7 +294,6 @@ def test_code_starts_share_the_networks_without_codes(shifted):
     assert other.settings.code_start == "shift_sat" and ctx.settings.code_start == "scratch"
     assert ctx.with_code_start("scratch") is ctx and ctx.with_code_start("shift_sat") is other
     assert other.shift_network is ctx.shift_network and other.si_network is ctx.si_network
-
 
 
 def test_auto_code_start_is_chosen_per_fold_and_scores_as_the_start_chosen(shifted, fast):
@@ -339,7 +320,6 @@ def test_auto_code_start_is_chosen_per_fold_and_scores_as_the_start_chosen(shift
         np.testing.assert_allclose(auto, fixed[starts.pop()])
 
 
-
 @pytest.mark.parametrize("value, match", [
     (0, "inner_folds must be 'auto' or an int of at least 1"),
     (2.5, "inner_folds must be 'auto' or an int of at least 1"),
@@ -351,7 +331,6 @@ def test_bad_inner_folds(shifted, value, match):
     X, y, groups = shifted
     with pytest.raises(ValueError, match=match):
         evaluate(X, y, groups, methods=["si"], folds=3, inner_folds=value)
-
 
 
 def test_inner_folds_reach_nested_validation(shifted, monkeypatch, fast):
@@ -373,7 +352,6 @@ def test_inner_folds_reach_nested_validation(shifted, monkeypatch, fast):
     out = evaluate(X, y, groups, shots=(0,), folds=3, repeats=1, methods=["si"],
                    random_state=0, **{**fast, "inner_folds": "auto"})
     assert made == [4, 4, 4] and out["settings"]["inner_folds"] == 4
-
 
 
 @pytest.mark.parametrize("n_sources, folds", [(1, 1), (3, 3), (24, 4), (79, 4), (80, 1),

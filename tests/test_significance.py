@@ -18,7 +18,6 @@ def test_bootstrap_of_a_method_identical_to_si_is_exactly_zero():
     assert bootstrap.interval(si, si) == [0.0, 0.0]
 
 
-
 def test_bootstrap_of_a_method_right_where_si_errs_on_half_the_conditions():
     """si fails every row of half the conditions and the method none: every resample
     (with an si error) has a cut of 100%; a method that fails where si fails, plus a
@@ -30,7 +29,6 @@ def test_bootstrap_of_a_method_right_where_si_errs_on_half_the_conditions():
     low, high = bootstrap.interval(worse, si)
     assert low < high < 0
     assert low <= error_reduction(worse, si) <= high
-
 
 
 def test_bootstrap_interval_covers_the_estimate_and_narrows_with_conditions():
@@ -46,7 +44,6 @@ def test_bootstrap_interval_covers_the_estimate_and_narrows_with_conditions():
     assert width(400) < width(25) / 2
 
 
-
 def test_bootstrap_is_seeded():
     rng = np.random.default_rng(2)
     si, method = rng.uniform(0.5, 0.9, size=(2, 30))
@@ -55,11 +52,9 @@ def test_bootstrap_is_seeded():
     assert PairedBootstrap(30, random_state=4).interval(method, si) != first
 
 
-
 def test_bootstrap_without_si_errors_has_no_interval():
     bootstrap = PairedBootstrap(5, n_resamples=50, random_state=0)
     assert bootstrap.interval(np.full(5, 0.5), np.ones(5)) is None
-
 
 
 def test_bootstrap_over_seeds_widens_when_seeds_disagree():
@@ -74,7 +69,6 @@ def test_bootstrap_over_seeds_widens_when_seeds_disagree():
     assert (both[1] - both[0]) > 2 * (mean_only[1] - mean_only[0])
     with pytest.raises(ValueError, match="2 seeds x 40 conditions"):
         PairedBootstrap(40, n_seeds=2).interval(method[:1], si[:1])
-
 
 
 def test_summary_and_table_of_a_constructed_case():
@@ -94,13 +88,11 @@ def test_summary_and_table_of_a_constructed_case():
     assert "+100.0 [+100.0, +100.0]" in format_table(results)
 
 
-
 @pytest.fixture(scope="module")
 def two_seeds(shifted, fast):
     X, y, groups = shifted
     kw = dict(shots=(0, 2), folds=2, repeats=1, methods=["si", "shift"], tune=False, **fast)
     return [evaluate(X, y, groups, random_state=seed, **kw) for seed in (0, 1)]
-
 
 
 def test_pool_seeds(two_seeds):
@@ -120,7 +112,6 @@ def test_pool_seeds(two_seeds):
     assert pool_seeds([pooled, two_seeds[0]])["per_condition"]["seeds"] == [0, 1, 0]
 
 
-
 def test_pool_seeds_refuses_different_evaluations(two_seeds, shifted):
     other = {**two_seeds[1], "shots": [0, 3]}
     with pytest.raises(ValueError, match="run 1 differs from run 0 in 'shots'"):
@@ -130,7 +121,6 @@ def test_pool_seeds_refuses_different_evaluations(two_seeds, shifted):
         pool_seeds([two_seeds[0], old])
     with pytest.raises(ValueError, match="at least one run"):
         pool_seeds([])
-
 
 
 def test_pool_seeds_on_the_shots_the_runs_share(two_seeds):
@@ -148,7 +138,6 @@ def test_pool_seeds_on_the_shots_the_runs_share(two_seeds):
         pool_seeds([two_seeds[0], fewer], shots=[0, 2])
     with pytest.raises(ValueError, match="non-empty subset"):
         pool_seeds(two_seeds, shots=[])
-
 
 
 def test_compare_against_si_is_the_error_reduction_vs_si(two_seeds):
@@ -169,7 +158,6 @@ def test_compare_against_si_is_the_error_reduction_vs_si(two_seeds):
             assert item["error_reduction"] == 0.0 and item["interval"] == [0.0, 0.0]
 
 
-
 def test_compare_two_methods_is_antisymmetric_in_sign(two_seeds):
     pooled = pool_seeds(two_seeds)
     forward = compare(pooled, "shift", "si")["k"]["2"]
@@ -179,7 +167,6 @@ def test_compare_two_methods_is_antisymmetric_in_sign(two_seeds):
     text = format_comparison(compare(pooled, "shift", "si"))
     assert text.startswith("shift against si") and "seeds" in text.splitlines()[2]
     assert f"{100 * forward['error_reduction']:+6.1f}" in text
-
 
 
 @pytest.mark.parametrize("change, match", [
