@@ -175,6 +175,12 @@ def test_codes_with_an_input_shift_do_at_least_what_the_shift_does(shifted, fast
     assert acc["codes"] >= acc["shift"] - 0.02 and acc["codes"] > acc["si"] + 0.05
 
 
+def _assert_codes_adapt(out: dict) -> None:
+    """Conditions apart by an offset: codes adapted from 8 rows beat si clearly."""
+    acc = {m: e["k"]["8"]["accuracy"] for m, e in out["methods"].items()}
+    assert acc["codes"] > acc["si"] + 0.05
+
+
 def _record_adapters(monkeypatch) -> list:
     """Patches ``CodeNetwork.adapter`` to record ``(network, params, adapter)`` of each
     adapter the protocol makes."""
@@ -199,8 +205,7 @@ def test_episodic_codes_adapt_by_their_inner_procedure(shifted, monkeypatch, fas
     assert out["settings"]["training"] == "episodic"
     assert made and all(net.training == "episodic" and set(params) <= {"random_state"}
                         for net, params, _ in made)
-    acc = {m: e["k"]["8"]["accuracy"] for m, e in out["methods"].items()}
-    assert acc["codes"] > acc["si"] + 0.05  # conditions apart by an offset: codes adapt
+    _assert_codes_adapt(out)
 
 
 def test_laplace_posterior_and_evidence_alpha_reach_the_adapters(shifted, monkeypatch, fast):
@@ -213,8 +218,7 @@ def test_laplace_posterior_and_evidence_alpha_reach_the_adapters(shifted, monkey
     assert out["methods"]["codes"]["chosen"] == [("none", "evidence")] * 2
     assert made and all(params["posterior"] == "laplace" and params["alpha"] == "evidence"
                         for _, params, _ in made)
-    acc = {m: e["k"]["8"]["accuracy"] for m, e in out["methods"].items()}
-    assert acc["codes"] > acc["si"] + 0.05  # conditions apart by an offset: codes adapt
+    _assert_codes_adapt(out)
 
 
 def test_default_codes_take_the_evidence_prior_strength(shifted, monkeypatch, fast):
@@ -228,8 +232,7 @@ def test_default_codes_take_the_evidence_prior_strength(shifted, monkeypatch, fa
     assert METHODS["codes"].default[1] == "evidence"
     assert out["methods"]["codes"]["chosen"] == [METHODS["codes"].default] * 2
     assert made and all(a.alpha == "evidence" and a.alpha_ > 0 for _, _, a in made)
-    acc = {m: e["k"]["8"]["accuracy"] for m, e in out["methods"].items()}
-    assert acc["codes"] > acc["si"] + 0.05  # conditions apart by an offset: codes adapt
+    _assert_codes_adapt(out)
 
 
 def _held_out_hits(ctx, data, train, params: dict) -> dict:
