@@ -1,5 +1,6 @@
 """What the speech examples share: the codes' options (``--input-shift``, ``--shift-estimate``,
-``--prior-shrinkage``, ``--training``, ``--code-start``, ``--posterior``, ``--alpha``),
+``--shift-covariance``, ``--prior-shrinkage``, ``--training``, ``--code-start``,
+``--posterior``, ``--alpha``),
 augmented training speakers (``--speed``, ``--vtlp``), several seeds pooled (``--seed
 0,1,2``) and the training-speaker curve, how many training speakers codes need, per seed
 and on average (``--train-speakers``)."""
@@ -20,6 +21,9 @@ def add_code_arguments(parser: argparse.ArgumentParser) -> None:
                         default="learned",
                         help="how the shift part of --input-shift is found: by backprop, or "
                              "in closed form from the labelled rows and held there")
+    parser.add_argument("--shift-covariance", choices=["diag", "full"], default="diag",
+                        help="the feature shift's empirical-Bayes prior (shift, shift_sat): "
+                             "a shrinkage per feature, or full covariance matrices")
     parser.add_argument("--prior-shrinkage", default="0.001",
                         help="of the codes' prior covariance: a number, oas or ledoit_wolf")
     parser.add_argument("--training", choices=["joint", "staged", "episodic"],
@@ -101,6 +105,7 @@ def code_options(args) -> dict:
     return {
         "input_shift": None if shift == "none" else shift if shift == "full" else int(shift),
         "shift_estimate": args.shift_estimate,
+        "shift_covariance": args.shift_covariance,
         "prior_shrinkage": shrinkage if shrinkage in ("oas", "ledoit_wolf") else float(shrinkage),
         "training": args.training,
         "code_start": (args.code_start if "," not in args.code_start

@@ -6,7 +6,12 @@ or an utterance's) mean class residual ``r = mean(x - mu_y)`` in condition ``g``
 ``s_g + e``, with ``s_g ~ N(0, tau^2)`` and ``e ~ N(0, sigma^2)`` per feature, both
 variances method-of-moments estimates over the training conditions' units. The
 posterior mean of ``s_g`` from ``n`` labelled units is ``sum(r_u) / (n + sigma^2/tau^2)``:
-one recording is trusted as one observation, however many frames it has.
+one recording is trusted as one observation, however many frames it has. With
+``covariance="full"`` ``tau^2`` and ``sigma^2`` are covariance matrices ``T`` and ``S``
+and the posterior mean is ``(n I + S T^-1)^-1 sum(r_u)``: speakers' shifts are strongly
+correlated across features (vocal-tract length moves every formant, a cepstral offset
+repeats in every stacked frame), so the evidence of one recording is projected onto the
+directions in which conditions differ, and its noise in the others is shrunk away.
 
 :class:`ShiftPrior` holds the class means and ``sigma^2 / tau^2``; a coded network with
 ``shift_estimate="empirical_bayes"`` trains on features with each training condition's
@@ -37,6 +42,10 @@ class ShiftPrior(NamedTuple):
     unlabelled unit counts against a labelled one) let rows without a label inform
     the shift (``shifts(..., unlabelled=True)``); None: they do not.
 
+    ``ratio`` is a ``(n_features, n_features)`` matrix ``S T^-1`` when fitted with
+    ``covariance="full"`` (within-condition covariance times the inverse of the
+    between-condition one).
+
     Fitted by :class:`~skdc.CodeNetwork` with ``shift_estimate="empirical_bayes"``
     (its ``shift_prior_``) and passed to :class:`~skdc.CodeAdapter` as
     ``shift_prior``.
@@ -49,12 +58,17 @@ class ShiftPrior(NamedTuple):
     unlabelled_weight: np.ndarray | None = None
 
     @classmethod
-    def fit(cls, X, label, group, units=None, period: int | None = None) -> ShiftPrior:
+    def fit(cls, X, label, group, units=None, period: int | None = None,
+            covariance: str = "diag") -> ShiftPrior:
         """The prior of the conditions ``group`` (indices ``0..n-1``) of ``X``.
 
         ``label``: each row's class index, or None (residuals from the mean of all rows);
-        ``units``: each row's unit (e.g. its utterance; None: one unit per row).
+        ``units``: each row's unit (e.g. its utterance; None: one unit per row);
+        ``covariance``: ``"diag"``, a shrinkage per feature, or ``"full"``, the
+        between- and within-condition covariance matrices.
         """
+        if covariance not in ("diag", "full"):
+            raise ValueError(f"covariance must be 'diag' or 'full'; got {covariance!r}.")
         X = np.asarray(X, np.float64)
         label = np.zeros(len(X), np.intp) if label is None else np.asarray(label)
         class_means = np.stack([X[label == c].mean(axis=0) for c in range(label.max() + 1)])
@@ -71,7 +85,9 @@ class ShiftPrior(NamedTuple):
                                              condition_shifts(offsets, index, n_groups))
         weight = np.minimum(np.divide(within, within_unlabelled, out=np.ones_like(within),
                                       where=within_unlabelled > 0), 1.0)
-        return cls(class_means, within / between, period, mean, weight)
+        ratio = (within / between if covariance == "diag"
+                 else _full_ratio(resid, index, means, counts))
+        return cls(class_means, ratio, period, mean, weight)
 
     def shifts(self, X, label, group, n_groups: int, units=None, *,
                unlabelled: bool = False) -> np.ndarray:
@@ -96,7 +112,7 @@ class ShiftPrior(NamedTuple):
                                                    pick(~known)), n_groups)
             sums = sums + self.unlabelled_weight * other
             counts = counts + self.unlabelled_weight * n_other
-        return sums / (counts + self.ratio)
+        return _posterior_mean(sums, counts, self.ratio)
 
     def code_shifts(self, X, label, group, n_groups: int, units=None, *,
                     unlabelled: bool = False) -> np.ndarray:
@@ -113,6 +129,36 @@ def _evidence(residuals: np.ndarray, group_index: np.ndarray,
     sums = np.zeros((n_groups, residuals.shape[1]))
     np.add.at(sums, group_index, residuals)
     return sums, np.bincount(group_index, minlength=n_groups)[:, None].astype(float)
+
+
+def _posterior_mean(sums: np.ndarray, counts: np.ndarray, ratio: np.ndarray) -> np.ndarray:
+    """Each condition's posterior mean shift from the sum of its residuals and their
+    count (per feature): ``sums / (counts + ratio)``, or with a matrix ``ratio``
+    ``(diag(counts) + ratio)^-1 sums`` (zero for a condition without evidence)."""
+    if ratio.ndim < 2:
+        return sums / (counts + ratio)
+    counts = np.broadcast_to(counts, sums.shape)
+    out = np.zeros_like(sums)
+    seen = (counts > 0).any(axis=1)
+    lhs = ratio + counts[seen][:, :, None] * np.eye(len(ratio))
+    out[seen] = np.linalg.solve(lhs, sums[seen][..., None])[..., 0]
+    return out
+
+
+def _full_ratio(resid: np.ndarray, index: np.ndarray, means: np.ndarray,
+                counts: np.ndarray) -> np.ndarray:
+    """``S T^-1`` from the units' residuals: ``S`` the pooled within-condition
+    covariance, ``T`` the covariance of the condition means less their noise, its
+    eigenvalues relative to ``S`` floored at 1e-3 (the diagonal prior's floor)."""
+    spread = resid - means[index]
+    within = spread.T @ spread / max(len(index) - len(means), 1)
+    between = np.atleast_2d(np.cov(means, rowvar=False)) - within * np.mean(1.0 / counts)
+    # T = S^1/2 W diag(lam) W' S^1/2 with lam >= 1e-3, so S T^-1 = S^1/2 W diag(1/lam) W' S^-1/2
+    values, vectors = np.linalg.eigh(within)
+    values = np.sqrt(np.maximum(values, 1e-12 * max(values.max(), 1e-300)))
+    root, inv_root = (vectors * values) @ vectors.T, (vectors / values) @ vectors.T
+    lam, rotation = np.linalg.eigh(inv_root @ between @ inv_root)
+    return root @ (rotation / np.maximum(lam, 1e-3)) @ rotation.T @ inv_root
 
 
 def _within_variance(residuals: np.ndarray, group_index: np.ndarray,

@@ -81,6 +81,7 @@ class _BaseCodeNetwork(BaseEstimator):
         "code_dropout": [Interval(Real, 0, 1, closed="left")],
         "input_shift": [None, StrOptions({"full"}), Interval(Integral, 1, None, closed="left")],
         "shift_estimate": [StrOptions({"learned", "empirical_bayes"})],
+        "shift_covariance": [StrOptions({"diag", "full"})],
         "prior_shrinkage": [Interval(Real, 0, 1, closed="both"),
                             StrOptions(set(SHRINKAGE_ESTIMATORS))],
         "training": [StrOptions({"joint", "staged", "episodic"})],
@@ -111,6 +112,7 @@ class _BaseCodeNetwork(BaseEstimator):
         tol=1e-4,
         input_shift=None,
         shift_estimate="learned",
+        shift_covariance="diag",
         prior_shrinkage=1e-3,
         training="joint",
         support_size=32,
@@ -136,6 +138,7 @@ class _BaseCodeNetwork(BaseEstimator):
         self.tol = tol
         self.input_shift = input_shift
         self.shift_estimate = shift_estimate
+        self.shift_covariance = shift_covariance
         self.prior_shrinkage = prior_shrinkage
         self.training = training
         self.support_size = support_size
@@ -291,7 +294,8 @@ class _BaseCodeNetwork(BaseEstimator):
             raise ValueError('shift_estimate="empirical_bayes" is not available with '
                              'training="episodic".')
         label = target if isinstance(task, Classification) else None
-        return ShiftPrior.fit(X, label, group, encode_units(units, group), shift)
+        return ShiftPrior.fit(X, label, group, encode_units(units, group), shift,
+                              covariance=self.shift_covariance)
 
     def _shift_start(self, X, target, group, n_groups: int, shift: int, task,
                      units, pretrained: bool) -> np.ndarray | None:
@@ -552,6 +556,12 @@ default="relu"
         condition's unlabelled rows (``adapter().fit(X, groups=...)`` without
         labels estimates the shift from their offset, see ``CodeAdapter``'s
         ``shift_prior``), or keep the SI network for such conditions.
+    shift_covariance : {"diag", "full"}, default="diag"
+        The prior of ``shift_estimate="empirical_bayes"``: a shrinkage toward zero
+        per feature, or between- and within-condition covariance matrices
+        (:class:`~skdc.ShiftPrior`), which shrink a few recordings' evidence toward
+        the directions in which the training conditions' shifts differ. Unused
+        otherwise.
     prior_shrinkage : float in [0, 1], "oas" or "ledoit_wolf", default=1e-3
         How the covariance of ``code_prior_`` is shrunk: a fixed fraction toward a
         scaled identity, or the fraction estimated from the codes (OAS, Ledoit-Wolf)
@@ -749,6 +759,7 @@ class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
         tol=1e-4,
         input_shift=None,
         shift_estimate="learned",
+        shift_covariance="diag",
         prior_shrinkage=1e-3,
         training="joint",
         support_size=32,
@@ -765,7 +776,8 @@ class CodeNetwork(ClassifierMixin, _BaseCodeNetwork):
             learning_rate_init=learning_rate_init, batch_size=batch_size, max_iter=max_iter,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             n_iter_no_change=n_iter_no_change, tol=tol, input_shift=input_shift,
-            shift_estimate=shift_estimate, prior_shrinkage=prior_shrinkage,
+            shift_estimate=shift_estimate, shift_covariance=shift_covariance,
+            prior_shrinkage=prior_shrinkage,
             training=training, support_size=support_size, support_units=support_units,
             inner_steps=inner_steps, base_model=base_model,
             random_state=random_state, verbose=verbose,

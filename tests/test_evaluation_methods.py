@@ -316,8 +316,31 @@ def test_codes_with_an_estimated_shift_part_do_what_the_shift_does(shifted, trai
                                   METHODS["si"].log_proba(ctx, ep, None))
 
 
+def test_shift_covariance_chooses_the_folds_shift_prior(shifted):
+    """``Settings.shift_covariance`` is the prior of every shift a fold estimates (the
+    ``shift`` method's, ``shift_sat``'s): full covariance matrices with ``"full"``."""
+    from skdc import ShiftPrior
+
+    X, y, groups = shifted
+    train = groups >= 3
+    ctx = FoldContext(X[train], y[train], groups[train], Settings(shift_covariance="full"),
+                      seed=0)
+    label = np.searchsorted(ctx.classes, y[train])
+    g = np.unique(groups[train], return_inverse=True)[1]
+    full = ShiftPrior.fit(X[train], label, g, covariance="full")
+    np.testing.assert_allclose(ctx.shift_prior.ratio, full.ratio)
+    np.testing.assert_allclose(ctx.training_shifts, full.shifts(X[train], label, g, g.max() + 1))
+    held = np.flatnonzero(~train)[:4]
+    ep = Episode(X[held], y[held], groups[held], X[held], groups[held], n_groups=3)
+    np.testing.assert_allclose(
+        ctx.episode_shifts(ep),
+        full.shifts(X[held], np.searchsorted(ctx.classes, y[held]), groups[held], 3))
+    assert FoldContext(X[train], y[train], groups[train], Settings(), 0).shift_prior.ratio.ndim == 1
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"shift_estimate": "closed"}, "shift_estimate must be 'learned' or 'empirical_bayes'"),
+    ({"shift_covariance": "tied"}, "shift_covariance must be 'diag' or 'full'"),
     ({"shift_estimate": "empirical_bayes"}, "it needs an input_shift and training='joint' or"),
     ({"training": "staged", "code_start": "shift_sat"}, "training='staged' trains its own"),
     ({"code_start": "warm"}, "code_start must be 'auto' or one of 'scratch', 'si', "

@@ -257,6 +257,85 @@ def test_empirical_bayes_shift_needs_a_shift_part_and_fit(shifted, eb_network):
         small.fit(X[:5], y[:5] % 3, groups=groups[:5])
 
 
+def _one_direction_shifts(n_groups=60, rows=8, seed=0, off_direction=0.0):
+    """Conditions whose feature shifts lie along one direction (as vocal-tract length
+    moves every log formant), plus ``off_direction`` of isotropic spread, observed
+    through isotropic noise; 3 classes."""
+    rng = np.random.default_rng(seed)
+    direction = np.array([1.0, 0.8, 0.6, 0.4])
+    true = (rng.normal(size=(n_groups, 1)) * direction
+            + rng.normal(scale=off_direction, size=(n_groups, 4)))
+    groups = np.repeat(np.arange(n_groups), rows)
+    label = rng.integers(0, 3, len(groups))
+    X = np.eye(3, 4)[label] * 3 + true[groups] + rng.normal(scale=0.5, size=(len(groups), 4))
+    return X, label, groups, true
+
+
+def test_full_shift_prior_is_the_gaussian_posterior_mean():
+    """``covariance="full"``: the shift from n units is ``T (n T + S)^-1 sum(r)``, with
+    ``S`` the pooled within-condition and ``T`` the between-condition covariance of
+    the residuals; on one feature it is the diagonal prior."""
+    from skdc import ShiftPrior
+
+    X, label, groups, _ = _one_direction_shifts(off_direction=0.5)
+    prior = ShiftPrior.fit(X, label, groups, covariance="full")
+    assert prior.ratio.shape == (4, 4)
+    resid = X - prior.class_means[label]
+    means = np.stack([resid[groups == g].mean(axis=0) for g in range(60)])
+    spread = resid - means[groups]
+    within = spread.T @ spread / (len(X) - 60)
+    between = np.cov(means, rowvar=False) - within / 8
+    rows = np.array([0, 1, 2, 8])  # three units of condition 0, one of condition 1
+    got = prior.shifts(X[rows], label[rows], groups[rows], 3)
+    for g, n in ((0, 3), (1, 1)):
+        expected = between @ np.linalg.solve(n * between + within,
+                                             resid[rows][groups[rows] == g].sum(axis=0))
+        np.testing.assert_allclose(got[g], expected, rtol=1e-8)
+    np.testing.assert_array_equal(got[2], 0.0)  # no rows: the prior mean
+    one = [ShiftPrior.fit(X[:, :1], label, groups, covariance=c) for c in ("diag", "full")]
+    np.testing.assert_allclose(one[1].ratio, one[0].ratio[None], rtol=1e-10)
+    with pytest.raises(ValueError, match="covariance must be 'diag' or 'full'"):
+        ShiftPrior.fit(X, label, groups, covariance="tied")
+
+
+def test_full_shift_prior_shrinks_one_units_noise_off_the_shifts_direction():
+    """Shifts along one direction: from one row of a new condition the full prior's
+    estimate is nearer the true shift than the per-feature prior's."""
+    from skdc import ShiftPrior
+
+    X, label, groups, _ = _one_direction_shifts()
+    new, new_label, new_groups, true = _one_direction_shifts(seed=1)
+    first = np.flatnonzero(np.r_[True, np.diff(new_groups) != 0])  # one row per condition
+    errors = {}
+    for covariance in ("diag", "full"):
+        prior = ShiftPrior.fit(X, label, groups, covariance=covariance)
+        shifts = prior.shifts(new[first], new_label[first], new_groups[first], 60)
+        errors[covariance] = np.mean((shifts - true) ** 2)
+    assert errors["full"] < 0.6 * errors["diag"], errors
+
+
+def test_network_with_a_full_shift_prior_adapts_by_it(shifted):
+    """``CodeNetwork(shift_covariance="full")`` fits the full prior, and its adapter
+    removes a new condition's shift by it."""
+    from skdc import ShiftPrior
+
+    X, y, groups, _ = shifted
+    train = groups < 10
+    net = _fit(CodeNetwork, X[train], y[train], groups[train], input_shift="full",
+               shift_estimate="empirical_bayes", shift_covariance="full", max_iter=10)
+    label = np.searchsorted(net.classes_, y[train])
+    expected = ShiftPrior.fit(X[train], label, groups[train], covariance="full")
+    assert net.shift_prior_.ratio.shape == (6, 6)
+    np.testing.assert_allclose(net.shift_prior_.ratio, expected.ratio, rtol=1e-6)
+    new = np.flatnonzero(groups == 10)[:3]
+    adapted = net.adapter(max_iter=5).fit(X[new], y[new], groups=groups[new])
+    shift = expected.shifts(X[new], np.searchsorted(net.classes_, y[new]),
+                            np.zeros(3, int), 1)
+    np.testing.assert_allclose(adapted.codes_[10][:6], -shift[0], atol=1e-5)
+    with pytest.raises(ValueError, match="shift_covariance"):
+        _fit(CodeNetwork, X, y, groups, input_shift="full", shift_covariance="tied")
+
+
 def test_staged_training_is_the_network_on_shift_normalised_conditions_with_codes(shifted):
     """``training="staged"``: first the network without codes on conditions with their
     estimated shift removed, then, frozen, the ``B_l`` and codes: the same model as

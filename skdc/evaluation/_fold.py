@@ -60,6 +60,7 @@ class Settings:
     code_layers: str = "all"
     input_shift: int | None = None  # shift entries of the codes (CodeNetwork's input_shift)
     shift_estimate: str = "learned"  # how the shift part is found (CodeNetwork's)
+    shift_covariance: str = "diag"  # of the shift's empirical-Bayes prior (ShiftPrior's)
     prior_shrinkage: float | str = 1e-3  # of the codes' prior covariance
     training: str = "joint"  # of the coded networks (CodeNetwork's training)
     code_start: str = "scratch"  # where the coded networks start (see CODE_STARTS)
@@ -84,6 +85,7 @@ class Settings:
         return CodeNetwork(**asdict(self.architecture()), **asdict(self.schedule()),
                            code_size=self.code_size, code_layers=self.code_layers,
                            input_shift=self.input_shift, shift_estimate=self.shift_estimate,
+                           shift_covariance=self.shift_covariance,
                            prior_shrinkage=self.prior_shrinkage, training=self.training,
                            random_state=random_state)
 
@@ -229,7 +231,8 @@ class FoldContext:
     def shift_prior(self) -> ShiftPrior:
         """Class means and the shrinkage ``sigma^2 / tau^2`` of a condition's feature
         shift, estimated on the training conditions' units (:class:`ShiftPrior`)."""
-        return ShiftPrior.fit(self.X, self._label, self.conditions[1], self.units)
+        return ShiftPrior.fit(self.X, self._label, self.conditions[1], self.units,
+                              covariance=self.settings.shift_covariance)
 
     def code_given_shift(self, *network) -> CodeGivenShift:
         """The linear-Gaussian link of the codes of ``code_network(*network)`` to feature

@@ -217,6 +217,7 @@ def evaluate(
     code_size: int | str = "auto",
     input_shift: int | str | None = None,
     shift_estimate: str = "learned",
+    shift_covariance: str = "diag",
     prior_shrinkage: float | str = 1e-3,
     training: str = "joint",
     code_start: str | Sequence[str] = "auto",
@@ -302,6 +303,12 @@ def evaluate(
         of the shift, the library's way; with ``code_start="scratch"`` or
         ``"frozen_si"``). A held-out condition without labelled rows has no shift to
         remove: ``codes`` give it ``si``'s predictions, as ``shift`` does.
+    shift_covariance : {"diag", "full"}, default="diag"
+        The empirical-Bayes prior of a condition's feature shift, used by ``shift``,
+        by ``code_start="shift_sat"`` and by ``shift_estimate="empirical_bayes"``
+        (:class:`~skdc.ShiftPrior`): a shrinkage per feature, or between- and
+        within-condition covariance matrices, which shrink one recording's evidence
+        toward the directions in which the training conditions' shifts differ.
     prior_shrinkage : float, "oas" or "ledoit_wolf", default=1e-3
         Shrinkage of the training codes' covariance, the codes' prior
         (:class:`~skdc.CodeNetwork`'s ``prior_shrinkage``).
@@ -436,6 +443,9 @@ def evaluate(
     if shift_estimate not in ("learned", "empirical_bayes"):
         raise ValueError("shift_estimate must be 'learned' or 'empirical_bayes'; got "
                          f"{shift_estimate!r}.")
+    if shift_covariance not in ("diag", "full"):
+        raise ValueError("shift_covariance must be 'diag' or 'full'; got "
+                         f"{shift_covariance!r}.")
     if shift_estimate == "empirical_bayes" and (input_shift is None or training == "episodic"):
         raise ValueError("shift_estimate='empirical_bayes' estimates the codes' shift part: "
                          "it needs an input_shift and training='joint' or 'staged'.")
@@ -453,6 +463,7 @@ def evaluate(
         code_size=_default_code_size(X.shape[1]) if code_size == "auto" else int(code_size),
         input_shift=check_input_shift(input_shift, X.shape[1]) or None,
         shift_estimate=shift_estimate,
+        shift_covariance=shift_covariance,
         prior_shrinkage=prior_shrinkage,
         training=training,
         code_start=code_starts[0],
@@ -569,6 +580,7 @@ def _settings_entry(settings: Settings, code_starts: tuple, tune: bool, candidat
         "code_layers": settings.code_layers,
         "input_shift": settings.input_shift,
         "shift_estimate": settings.shift_estimate,
+        "shift_covariance": settings.shift_covariance,
         "prior_shrinkage": settings.prior_shrinkage,
         "training": settings.training,
         "code_start": code_starts[0] if len(code_starts) == 1 else list(code_starts),
