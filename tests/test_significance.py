@@ -169,6 +169,32 @@ def test_compare_two_methods_is_antisymmetric_in_sign(two_seeds):
     assert f"{100 * forward['error_reduction']:+6.1f}" in text
 
 
+def _renamed(run: dict, names: dict) -> dict:
+    """``run`` with its methods renamed in ``per_condition`` (a new dict)."""
+    accuracy = run["per_condition"]["accuracy"]
+    return {**run, "per_condition": {**run["per_condition"], "accuracy": {
+        names.get(m, m): by_k for m, by_k in accuracy.items()}}}
+
+
+def test_compare_takes_the_reference_from_another_run(two_seeds):
+    """``reference_results``: a method against one of another run of the same
+    evaluation, paired speaker by speaker as if both were in one run."""
+    pooled = pool_seeds(two_seeds)
+    other = _renamed(pooled, {"shift": "shift_other"})  # "another run"
+    merged = {**pooled, "per_condition": {**pooled["per_condition"], "accuracy": {
+        **pooled["per_condition"]["accuracy"],
+        "si_other": pooled["per_condition"]["accuracy"]["si"]}}}
+    across = compare(pooled, "shift", "si", reference_results=other)
+    within = compare(merged, "shift", "si_other")
+    assert across["k"] == within["k"] and across["reference"] == "si (reference run)"
+    assert compare(pooled, "shift", "shift_other",
+                   reference_results=other)["k"]["2"]["interval"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="'shift' is not among the methods"):
+        compare(pooled, "shift", "shift", reference_results=other)
+    with pytest.raises(ValueError, match="the same held-out conditions and seeds"):
+        compare(pooled, "shift", "si", reference_results=two_seeds[0])
+
+
 @pytest.mark.parametrize("change, match", [
     (lambda r: {k: v for k, v in r.items() if k != "per_condition"}, "no 'per_condition'"),
     (lambda r: r, "'codes' is not among the methods"),

@@ -14,7 +14,8 @@ from ._significance import PairedBootstrap, error_reduction
 __all__ = ["compare", "format_comparison"]
 
 
-def compare(results: dict, method: str, reference: str = "si", *, n_resamples: int = 1000,
+def compare(results: dict, method: str, reference: str = "si", *,
+            reference_results: dict | None = None, n_resamples: int = 1000,
             random_state: int = 0) -> dict:
     """The relative error cut of ``method`` against ``reference``, per ``k``.
 
@@ -25,7 +26,14 @@ def compare(results: dict, method: str, reference: str = "si", *, n_resamples: i
         :func:`~skdc.evaluation.pool_seeds` (or their JSON): they hold the accuracy per
         held-out condition (``per_condition``).
     method, reference : str
-        Two of the methods in ``results``.
+        Two of the methods in ``results`` (``reference`` in ``reference_results`` when
+        given).
+    reference_results : dict, default=None
+        Results of another run of the same evaluation (the same held-out conditions,
+        seeds and ``k``; e.g. another option) to take ``reference`` from: the same
+        method under two settings, paired speaker by speaker. The pairing is closest
+        when the runs share the networks that the option does not change (``si``
+        identical in both).
     n_resamples : int, default=1000
         Bootstrap resamples (over held-out conditions, and seeds when pooled).
     random_state : int, default=0
@@ -48,22 +56,27 @@ def compare(results: dict, method: str, reference: str = "si", *, n_resamples: i
     >>> print(format_comparison(compare(results, "codes", "shift")))  # doctest: +SKIP
     codes against shift: relative error reduction (%) [95% paired-bootstrap interval]
       k=1   +6.2 [+1.3, +10.3]
+    >>> print(format_comparison(compare(full, "shift", "shift",
+    ...                                 reference_results=diag)))  # doctest: +SKIP
+    shift against shift (reference run): relative error reduction (%) [...]
     """
-    if "per_condition" not in results:
-        raise ValueError("results have no 'per_condition' (written by an older skdc): "
-                         "run evaluate again to compare methods.")
-    table = ConditionTable.from_json(results["per_condition"])
-    for name in (method, reference):
-        if name not in table.accuracy:
-            raise ValueError(f"{name!r} is not among the methods of these results: "
-                             f"{', '.join(table.accuracy)}.")
+    table = _table(results, method)
+    other = table if reference_results is None else _table(reference_results, reference)
+    if other.conditions != table.conditions or other.seeds != table.seeds:
+        raise ValueError("reference_results must hold the same held-out conditions and "
+                         "seeds as results (another run of the same evaluation).")
+    if reference not in other.accuracy:
+        raise ValueError(f"{reference!r} is not among the methods of these results: "
+                         f"{', '.join(other.accuracy)}.")
     if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
         raise ValueError(f"n_resamples must be a positive int, got {n_resamples!r}.")
     bootstrap = PairedBootstrap(len(table.conditions), len(table.seeds), n_resamples,
                                 random_state)
     by_k = {}
     for k in sorted(table.accuracy[method]):
-        cells, reference_cells = table.accuracy[method][k], table.accuracy[reference][k]
+        if k not in other.accuracy[reference]:
+            raise ValueError(f"reference_results have no k={k}.")
+        cells, reference_cells = table.accuracy[method][k], other.accuracy[reference][k]
         interval = bootstrap.interval(cells, reference_cells)
         by_k[str(k)] = {
             "error_reduction": round(error_reduction(cells, reference_cells), 4),
@@ -71,7 +84,20 @@ def compare(results: dict, method: str, reference: str = "si", *, n_resamples: i
             "per_seed": [round(error_reduction(row, reference_row), 4)
                          for row, reference_row in zip(cells, reference_cells)],
         }
-    return {"method": method, "reference": reference, "seeds": table.seeds, "k": by_k}
+    name = reference if reference_results is None else f"{reference} (reference run)"
+    return {"method": method, "reference": name, "seeds": table.seeds, "k": by_k}
+
+
+def _table(results: dict, method: str) -> ConditionTable:
+    """The per-condition table of ``results``, which must hold ``method``."""
+    if "per_condition" not in results:
+        raise ValueError("results have no 'per_condition' (written by an older skdc): "
+                         "run evaluate again to compare methods.")
+    table = ConditionTable.from_json(results["per_condition"])
+    if method not in table.accuracy:
+        raise ValueError(f"{method!r} is not among the methods of these results: "
+                         f"{', '.join(table.accuracy)}.")
+    return table
 
 
 def format_comparison(comparison: dict) -> str:
