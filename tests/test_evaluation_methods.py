@@ -335,7 +335,8 @@ def test_shift_covariance_chooses_the_folds_shift_prior(shifted):
     np.testing.assert_allclose(
         ctx.episode_shifts(ep),
         full.shifts(X[held], np.searchsorted(ctx.classes, y[held]), groups[held], 3))
-    assert FoldContext(X[train], y[train], groups[train], Settings(), 0).shift_prior.ratio.ndim == 1
+    diag = FoldContext(X[train], y[train], groups[train], Settings(), seed=0)
+    assert diag.shift_prior.ratio.ndim == 1  # the default: a shrinkage per feature
 
 
 @pytest.mark.parametrize("kwargs, match", [
