@@ -465,6 +465,8 @@ def test_arabic_features_match_tf_signal_at_16_khz(shared_home, asc_dataset):
         ({"keywords": "colours"}, "Unknown keyword"),
         ({"keywords": ["zero", "eleven"]}, "Unknown keyword"),
         ({"keywords": []}, "keywords is empty"),
+        ({"keywords": None}, "keywords must be 'digits', 'all' or a list"),
+        ({"keywords": 3}, "keywords must be 'digits', 'all' or a list"),
         ({"speakers": [31]}, "Unknown speaker"),
         ({"max_per_speaker_keyword": 0}, "max_per_speaker_keyword"),
         ({"n_mels": 0}, "n_mels must be"),

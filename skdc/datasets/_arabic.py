@@ -118,6 +118,9 @@ def _file_names() -> list[str]:
 def _check_keywords(keywords) -> list[str]:
     if isinstance(keywords, str) and keywords in ("digits", "all"):
         return list(DIGITS if keywords == "digits" else KEYWORDS)
+    if not isinstance(keywords, str | list | tuple | np.ndarray):
+        raise ValueError("keywords must be 'digits', 'all' or a list of the dataset's "
+                         f"keywords; got {keywords!r}.")
     chosen = [keywords] if isinstance(keywords, str) else list(keywords)
     unknown = [k for k in chosen if k not in KEYWORD_SHA256]
     if unknown or not chosen:
