@@ -560,7 +560,9 @@ default="relu"
         The prior of ``shift_estimate="empirical_bayes"``: a shrinkage toward zero
         per feature, or between- and within-condition covariance matrices
         (:class:`~skdc.ShiftPrior`), which shrink a few recordings' evidence toward
-        the directions in which the training conditions' shifts differ. Unused
+        the directions in which the training conditions' shifts differ. It needs many
+        more training conditions than features: directions in which they do not
+        differ get no shift at all (README, "A shift prior with covariance"). Unused
         otherwise.
     prior_shrinkage : float in [0, 1], "oas" or "ledoit_wolf", default=1e-3
         How the covariance of ``code_prior_`` is shrunk: a fixed fraction toward a

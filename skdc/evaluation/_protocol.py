@@ -308,7 +308,9 @@ def evaluate(
         by ``code_start="shift_sat"`` and by ``shift_estimate="empirical_bayes"``
         (:class:`~skdc.ShiftPrior`): a shrinkage per feature, or between- and
         within-condition covariance matrices, which shrink one recording's evidence
-        toward the directions in which the training conditions' shifts differ.
+        toward the directions in which the training conditions' shifts differ (better
+        on Hillenbrand's 4 features and 125 training speakers, worse on Arabic digits'
+        143 features and 24; README).
     prior_shrinkage : float, "oas" or "ledoit_wolf", default=1e-3
         Shrinkage of the training codes' covariance, the codes' prior
         (:class:`~skdc.CodeNetwork`'s ``prior_shrinkage``).
