@@ -123,6 +123,18 @@ def test_pool_seeds_refuses_different_evaluations(two_seeds, shifted):
         pool_seeds([])
 
 
+def test_runs_stored_before_a_setting_was_added_pool_at_its_old_value(two_seeds):
+    """A run written before ``shift_covariance`` existed had the per-feature prior: it
+    pools with a newer run of ``"diag"``, not with one of ``"full"``."""
+    assert two_seeds[1]["settings"]["shift_covariance"] == "diag"
+    older = {**two_seeds[0], "settings": {k: v for k, v in two_seeds[0]["settings"].items()
+                                          if k != "shift_covariance"}}
+    assert pool_seeds([older, two_seeds[1]])["per_condition"]["seeds"] == [0, 1]
+    full = {**two_seeds[1], "settings": {**two_seeds[1]["settings"], "shift_covariance": "full"}}
+    with pytest.raises(ValueError, match="differs from run 0 in 'settings'"):
+        pool_seeds([older, full])
+
+
 def test_pool_seeds_on_the_shots_the_runs_share(two_seeds):
     """Runs measured at other sets of k pool on the k they share, as if measured alone."""
     full = pool_seeds(two_seeds)

@@ -91,6 +91,11 @@ def _at_shots(run: dict, shots: Sequence[int], index: int) -> dict:
     return restricted
 
 
+# Settings that runs record since they were added, with the value that runs stored
+# before had: such a run pools with a newer one of that value.
+_ADDED_SETTINGS = {"shift_covariance": "diag"}
+
+
 def _check_same_evaluation(runs: list[dict]) -> None:
     """``ValueError`` naming the first entry in which two runs differ (but the seed)."""
     for run in runs:
@@ -109,8 +114,8 @@ def _check_same_evaluation(runs: list[dict]) -> None:
 def _comparable(run: dict) -> dict:
     """A run's entries that must agree, JSON-normalised (tuples as lists), by name."""
     out = {key: value for key, value in run.items() if key not in _PER_RUN}
-    settings = {k: v for k, v in run["settings"].items()
-                if k not in ("random_state", "n_resamples")}
+    settings = {**_ADDED_SETTINGS, **{k: v for k, v in run["settings"].items()
+                                      if k not in ("random_state", "n_resamples")}}
     out["settings"] = settings
     out["methods"] = sorted(run["methods"])
     return {key: _as_json(value) for key, value in out.items()}
