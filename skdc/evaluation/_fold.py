@@ -230,7 +230,8 @@ class FoldContext:
     @cached_property
     def shift_prior(self) -> ShiftPrior:
         """Class means and the shrinkage ``sigma^2 / tau^2`` of a condition's feature
-        shift, estimated on the training conditions' units (:class:`ShiftPrior`)."""
+        shift (per feature, or the matrix ``S T^-1`` with ``settings.shift_covariance``
+        ``"full"``), estimated on the training conditions' units (:class:`ShiftPrior`)."""
         return ShiftPrior.fit(self.X, self._label, self.conditions[1], self.units,
                               covariance=self.settings.shift_covariance)
 
